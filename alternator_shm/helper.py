@@ -1,0 +1,507 @@
+"""The public entry point: :class:`Helper` builds genuine boto3 clients that load-balance.
+
+A ``Helper`` is only configuration until it is used: constructing one (at import time, in a
+pre-fork master) opens no socket, maps no memory and starts no thread. The first use in a
+process attaches that process to the host-wide fleet state of the Helper's namespace, and every
+client made by any ``Helper`` with that namespace, in any process of the host, shares one node
+table, one round-robin counter and one view of node health.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Literal
+
+import boto3
+import botocore.session
+from botocore.config import Config
+from botocore.credentials import CredentialProvider, CredentialResolver, Credentials
+
+from alternator_shm.discovery import Discovery, node_url
+from alternator_shm.errors import ConfigurationError
+from alternator_shm.fleet import FleetStats, SharedFleet
+from alternator_shm.hooks import HookOptions, register_hooks
+from alternator_shm.routing import Router
+from alternator_shm.transport import Transport, TransportOptions
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient, DynamoDBServiceResource
+
+__all__ = ["Helper"]
+
+_log = logging.getLogger(__name__)
+
+_DISCOVERY_TIMEOUT = (1.0, 2.0)
+# Alternator nodes are reached directly, so a node that does not accept within 2 s is as good
+# as down; botocore's 60 s default would stall a call behind one dead node.
+_DEFAULT_CONNECT_TIMEOUT = 2.0
+_DEFAULT_READ_TIMEOUT = 30.0
+_DEFAULT_RETRIES: dict[str, Any] = {"mode": "standard", "max_attempts": 3}
+
+CredentialsOption = tuple[str, str] | tuple[str, str, str] | Credentials | None
+
+
+@dataclass(frozen=True)
+class _Options:
+    """Validated, picklable options: everything a worker needs to rebuild the Helper."""
+
+    seeds: tuple[str, ...]
+    port: int = 8000
+    scheme: Literal["http", "https"] = "http"
+    datacenter: str | None = None
+    rack: str | None = None
+    fallback: bool = True
+    credentials: Any = None
+    region: str = "alternator"
+    optimize_headers: bool = False
+    key_log_file: str | None = None
+    ignore_server_certificate_error: bool = False
+    ca_file: str | None = None
+    client_cert: tuple[str, str] | None = None
+    request_compression: int | None = None
+    response_compression: bool = False
+    user_agent: str | None = None
+    refresh_interval: float = 1.0
+    idle_refresh_interval: float = 60.0
+    namespace: str | None = None
+    botocore_config: Config | None = field(default=None, compare=False)
+    session: boto3.Session | None = field(default=None, compare=False)
+
+
+def _check_host(seed: object) -> str:
+    if not isinstance(seed, str) or not seed.strip():
+        raise ConfigurationError(f"seed nodes must be non-empty strings, got {seed!r}")
+    host = seed.strip()
+    if "://" in host or "/" in host:
+        raise ConfigurationError(
+            f"seed {seed!r}: give a host name or IP only; set scheme= and port= separately"
+        )
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    if ":" in host:
+        raise ConfigurationError(f"seed {seed!r}: no port in seeds; use port= instead")
+    labels = host.rstrip(".").split(".")
+    if len(host) > 253 or not all(
+        0 < len(label) <= 63 and label.replace("-", "").replace("_", "").isalnum()
+        and not label.startswith("-")
+        for label in labels
+    ):
+        raise ConfigurationError(f"seed {seed!r} is neither an IP address nor a host name")
+    return host.lower()
+
+
+def _check_file(name: str, path: object) -> str:
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigurationError(f"{name} must be a path, got {path!r}")
+    text = os.fspath(path)
+    if not os.path.isfile(text):
+        raise ConfigurationError(f"{name}: no such file: {text}")
+    return str(text)
+
+
+def _validate(seeds: Sequence[str], kw: dict[str, Any]) -> _Options:
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or not seeds:
+        raise ConfigurationError("seeds must be a non-empty list of host names or IPs")
+    kw["seeds"] = tuple(sorted({_check_host(s) for s in seeds}))
+    port = kw["port"]
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ConfigurationError(f"port must be an integer in 1..65535, got {port!r}")
+    if kw["scheme"] not in ("http", "https"):
+        raise ConfigurationError(f"scheme must be 'http' or 'https', got {kw['scheme']!r}")
+    for name in ("datacenter", "rack", "namespace", "user_agent"):
+        value = kw[name]
+        if value is not None and not isinstance(value, str):
+            raise ConfigurationError(f"{name} must be a string or None, got {value!r}")
+    for name in ("datacenter", "rack", "namespace"):
+        if kw[name] == "":
+            raise ConfigurationError(f"{name} must not be empty (use None)")
+    if not isinstance(kw["region"], str) or not kw["region"]:
+        raise ConfigurationError("region must be a non-empty string (SigV4 needs one)")
+    creds = kw["credentials"]
+    if isinstance(creds, list):
+        creds = kw["credentials"] = tuple(creds)
+    if not (
+        creds is None
+        or isinstance(creds, Credentials)
+        or (
+            isinstance(creds, tuple)
+            and len(creds) in (2, 3)
+            and all(isinstance(c, str) and c for c in creds)
+        )
+    ):
+        raise ConfigurationError(
+            "credentials must be (access_key, secret[, token]), a botocore Credentials, or None"
+        )
+    for name in ("fallback", "optimize_headers", "ignore_server_certificate_error",
+                 "response_compression"):
+        if not isinstance(kw[name], bool):
+            raise ConfigurationError(f"{name} must be True or False, got {kw[name]!r}")
+    rc = kw["request_compression"]
+    if rc is not None and (isinstance(rc, bool) or not isinstance(rc, int) or rc < 0):
+        raise ConfigurationError(
+            f"request_compression must be None or a size in bytes >= 0, got {rc!r}"
+        )
+    for name in ("refresh_interval", "idle_refresh_interval"):
+        value = kw[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ConfigurationError(f"{name} must be a number of seconds > 0, got {value!r}")
+        kw[name] = float(value)
+    if kw["ca_file"] is not None:
+        kw["ca_file"] = _check_file("ca_file", kw["ca_file"])
+    cert = kw["client_cert"]
+    if cert is not None:
+        if not isinstance(cert, (tuple, list)) or len(cert) != 2:
+            raise ConfigurationError("client_cert must be (cert_path, key_path)")
+        kw["client_cert"] = (
+            _check_file("client_cert", cert[0]),
+            _check_file("client_cert key", cert[1]),
+        )
+    klf = kw["key_log_file"]
+    if klf is not None:
+        if not isinstance(klf, (str, os.PathLike)):
+            raise ConfigurationError(f"key_log_file must be a path, got {klf!r}")
+        kw["key_log_file"] = os.fspath(klf)
+    if kw["botocore_config"] is not None and not isinstance(kw["botocore_config"], Config):
+        raise ConfigurationError("botocore_config must be a botocore.config.Config")
+    if kw["session"] is not None and not isinstance(kw["session"], boto3.Session):
+        raise ConfigurationError("session must be a boto3.Session")
+    if kw["rack"] is not None and kw["datacenter"] is None:
+        _log.debug("rack without datacenter: the rack is looked up in each seed's own DC")
+    return _Options(**kw)
+
+
+def _default_namespace(o: _Options) -> str:
+    identity = "|".join(
+        [o.scheme, str(o.port), ",".join(o.seeds), o.datacenter or "", o.rack or ""]
+    )
+    digest = hashlib.blake2b(identity.encode(), digest_size=8).hexdigest()
+    return f"alt-{digest}"
+
+
+class _GivenCredentials(CredentialProvider):  # type: ignore[misc]
+    """Hands botocore the caller's Credentials object, so refreshable ones keep refreshing."""
+
+    METHOD = "alternator-shm"
+    CANONICAL_NAME = "alternator-shm"
+
+    def __init__(self, credentials: Credentials) -> None:
+        super().__init__()
+        self._credentials = credentials
+
+    def load(self) -> Credentials:
+        return self._credentials
+
+
+class Helper:
+    """Load-balances boto3 DynamoDB traffic over an Alternator cluster, host-wide.
+
+    See ``API.md`` for every option. Errors in options raise :class:`ConfigurationError`
+    immediately; nothing touches the network or shared memory until first use.
+    """
+
+    def __init__(
+        self,
+        seeds: Sequence[str],
+        *,
+        port: int = 8000,
+        scheme: Literal["http", "https"] = "http",
+        datacenter: str | None = None,
+        rack: str | None = None,
+        fallback: bool = True,
+        credentials: CredentialsOption = None,
+        region: str = "alternator",
+        optimize_headers: bool = False,
+        key_log_file: str | os.PathLike[str] | None = None,
+        ignore_server_certificate_error: bool = False,
+        ca_file: str | os.PathLike[str] | None = None,
+        client_cert: tuple[str, str] | None = None,
+        request_compression: int | None = None,
+        response_compression: bool = False,
+        user_agent: str | None = None,
+        refresh_interval: float = 1.0,
+        idle_refresh_interval: float = 60.0,
+        namespace: str | None = None,
+        botocore_config: Config | None = None,
+        session: boto3.Session | None = None,
+    ) -> None:
+        kw = dict(locals())
+        for name in ("self", "seeds", "__class__"):
+            kw.pop(name, None)
+        self._options = _validate(seeds, kw)
+        self._namespace = self._options.namespace or _default_namespace(self._options)
+        self._lock = threading.Lock()
+        self._built = False
+        self._fleet: SharedFleet | None = None
+        self._router: Router | None = None
+        self._api_transport: Transport | None = None
+        self._discovery_transport: Transport | None = None
+        self._discovery_obj: Discovery | None = None
+        self._boto_session: boto3.Session | None = None
+
+    # -- pickling: spawn / forkserver workers rebuild the Helper from its options -------------
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        if self._options.session is not None:
+            raise TypeError(
+                "a Helper built with session= cannot be pickled; build the Helper in the worker"
+            )
+        state = {f.name: getattr(self._options, f.name) for f in fields(_Options)}
+        return (_rebuild, (state,))
+
+    # -- per-process lazy state ---------------------------------------------------------------
+
+    def _ensure(self) -> None:
+        """Build the working objects on first use.
+
+        They are built once: each of them (fleet, transports, router) checks ``os.getpid()`` on
+        use and re-attaches or reconnects after a fork, so a client created in a pre-fork master
+        keeps working in every worker without touching the parent's sockets or locks.
+        """
+        if self._built:
+            return
+        with self._lock:
+            if self._built:
+                return
+            o = self._options
+            tls = dict(
+                scheme=o.scheme,
+                ca_file=o.ca_file,
+                client_cert=o.client_cert,
+                ignore_server_certificate_error=o.ignore_server_certificate_error,
+                key_log_file=o.key_log_file,
+            )
+            api_timeout = self._api_timeout()
+            self._api_transport = Transport(
+                TransportOptions(
+                    connect_timeout=api_timeout[0],
+                    read_timeout=api_timeout[1],
+                    max_pool_connections=self._config().max_pool_connections or 10,
+                    **tls,  # type: ignore[arg-type]
+                )
+            )
+            self._discovery_transport = Transport(
+                TransportOptions(
+                    connect_timeout=_DISCOVERY_TIMEOUT[0],
+                    read_timeout=_DISCOVERY_TIMEOUT[1],
+                    max_pool_connections=2,
+                    **tls,  # type: ignore[arg-type]
+                )
+            )
+            self._discovery_obj = Discovery(
+                o.seeds,
+                scheme=o.scheme,
+                port=o.port,
+                datacenter=o.datacenter,
+                rack=o.rack,
+                fallback=o.fallback,
+                transport=self._discovery_transport,
+            )
+            self._fleet = SharedFleet(
+                    self._namespace,
+                refresh=self._refresh,
+                probe=self._probe,
+                refresh_interval=o.refresh_interval,
+                idle_refresh_interval=o.idle_refresh_interval,
+            )
+            self._router = Router(self._fleet, [node_url(o.scheme, s, o.port) for s in o.seeds])
+            self._built = True
+
+    def _refresh(self) -> Sequence[str]:
+        # Runs only in the elected refresher (the fleet's leader thread).
+        discovery = self._discovery_obj
+        fleet = self._fleet
+        assert discovery is not None and fleet is not None
+        return discovery.fetch(known=fleet.nodes())
+
+    def _probe(self, node: str) -> bool:
+        discovery = self._discovery_obj
+        assert discovery is not None
+        return discovery.probe(node)
+
+    def _config(self) -> Config:
+        ours = Config(
+            connect_timeout=_DEFAULT_CONNECT_TIMEOUT,
+            read_timeout=_DEFAULT_READ_TIMEOUT,
+            retries=dict(_DEFAULT_RETRIES),
+        )
+        user = self._options.botocore_config
+        return ours.merge(user) if user is not None else ours
+
+    def _api_timeout(self) -> tuple[float, float]:
+        config = self._config()
+        return (float(config.connect_timeout), float(config.read_timeout))
+
+    def _session(self) -> boto3.Session:
+        if self._options.session is not None:
+            return self._options.session
+        if self._boto_session is None:
+            creds = self._options.credentials
+            if isinstance(creds, Credentials):
+                core = botocore.session.Session()
+                core.register_component(
+                    "credential_provider", CredentialResolver([_GivenCredentials(creds)])
+                )
+                self._boto_session = boto3.Session(botocore_session=core)
+            else:
+                self._boto_session = boto3.Session()
+        return self._boto_session
+
+    def _client_kwargs(self, user_kwargs: dict[str, Any]) -> dict[str, Any]:
+        if "endpoint_url" in user_kwargs:
+            raise ConfigurationError("endpoint_url is chosen per attempt by the Helper")
+        kwargs: dict[str, Any] = {"region_name": self._options.region}
+        kwargs.update(user_kwargs)
+        config = self._config()
+        if isinstance(kwargs.get("config"), Config):
+            config = config.merge(kwargs["config"])
+        kwargs["config"] = config
+        assert self._router is not None
+        # A placeholder: every attempt's URL is set by the routing hook before signing.
+        kwargs["endpoint_url"] = self._router_bootstrap()
+        creds = self._options.credentials
+        if isinstance(creds, tuple):
+            kwargs.setdefault("aws_access_key_id", creds[0])
+            kwargs.setdefault("aws_secret_access_key", creds[1])
+            if len(creds) == 3:
+                kwargs.setdefault("aws_session_token", creds[2])
+        elif isinstance(creds, Credentials) and self._options.session is not None:
+            frozen = creds.get_frozen_credentials()
+            kwargs.setdefault("aws_access_key_id", frozen.access_key)
+            kwargs.setdefault("aws_secret_access_key", frozen.secret_key)
+            if frozen.token:
+                kwargs.setdefault("aws_session_token", frozen.token)
+        return kwargs
+
+    def _router_bootstrap(self) -> str:
+        o = self._options
+        return node_url(o.scheme, o.seeds[0], o.port)
+
+    def _hook_options(self) -> HookOptions:
+        o = self._options
+        return HookOptions(
+            optimize_headers=o.optimize_headers,
+            user_agent=o.user_agent,
+            request_compression=o.request_compression,
+            response_compression=o.response_compression,
+        )
+
+    def _install(self, events: Any) -> None:
+        assert self._router is not None and self._api_transport is not None
+        register_hooks(
+            events,
+            router=self._router,
+            transport=self._api_transport,
+            options=self._hook_options(),
+            timeout=self._api_timeout(),
+        )
+
+    # -- public API ---------------------------------------------------------------------------
+
+    @property
+    def namespace(self) -> str:
+        """The shared-state name every cooperating process must agree on."""
+        return self._namespace
+
+    def new_dynamodb_client(self, **client_kwargs: Any) -> DynamoDBClient:
+        """A genuine botocore DynamoDB client whose every attempt is routed by this Helper."""
+        self._ensure()
+        kwargs = self._client_kwargs(client_kwargs)
+        with self._lock:  # boto3 sessions are not thread-safe while creating clients
+            client = self._session().client("dynamodb", **kwargs)
+        self._install(client.meta.events)
+        return client  # type: ignore[no-any-return]
+
+    def new_dynamodb_resource(self, **resource_kwargs: Any) -> DynamoDBServiceResource:
+        """A genuine boto3 DynamoDB resource, routed like :meth:`new_dynamodb_client`."""
+        self._ensure()
+        kwargs = self._client_kwargs(resource_kwargs)
+        with self._lock:
+            resource = self._session().resource("dynamodb", **kwargs)
+        self._install(resource.meta.client.meta.events)
+        return resource  # type: ignore[no-any-return]
+
+    def _discovery(self) -> Discovery:
+        self._ensure()
+        assert self._discovery_obj is not None
+        return self._discovery_obj
+
+    def _shared(self) -> SharedFleet:
+        self._ensure()
+        assert self._fleet is not None
+        return self._fleet
+
+    def check_if_rack_and_datacenter_set_correctly(self) -> None:
+        """Raise :class:`ConfigurationError` if the configured dc / rack lists no node."""
+        self._discovery().check_if_rack_and_datacenter_set_correctly()
+
+    def check_if_rack_datacenter_feature_is_supported(self) -> bool:
+        """False on servers (before 2025.1) that silently ignore ``?dc=`` and ``?rack=``."""
+        return self._discovery().check_if_rack_datacenter_feature_is_supported()
+
+    def update_live_nodes(self, timeout: float = 5.0) -> list[str]:
+        """Refresh the shared table now, through the elected refresher; return the new list."""
+        fleet = self._shared()
+        fleet.start()
+        return list(fleet.refresh_now(timeout))
+
+    def live_nodes(self) -> list[str]:
+        """The node URLs currently shared on this host (waits briefly for the first table)."""
+        fleet = self._shared()
+        nodes = fleet.nodes()
+        if not nodes:
+            nodes = fleet.wait_for_nodes(5.0)
+        return list(nodes)
+
+    def next_node(self) -> str:
+        """Advance the shared counter once and return that node's URL."""
+        self._ensure()
+        assert self._router is not None
+        return self._router.next_node()
+
+    def stats(self) -> FleetStats:
+        """A snapshot of the shared state: leader, generation, nodes, per-node picks, refresh."""
+        return self._shared().stats()
+
+    def start(self) -> Helper:
+        """Attach and start this process's refresher now instead of on first use."""
+        self._shared().start()
+        return self
+
+    def close(self) -> None:
+        """Stop this process's refresher thread and close its sockets; shared state stays."""
+        with self._lock:
+            if self._fleet is not None:
+                self._fleet.close()
+            if self._router is not None:
+                self._router.forget_start()
+            for transport in (self._api_transport, self._discovery_transport):
+                if transport is not None:
+                    transport.close()
+
+    def __enter__(self) -> Helper:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        o = self._options
+        return (
+            f"Helper(seeds={list(o.seeds)!r}, port={o.port}, scheme={o.scheme!r}, "
+            f"datacenter={o.datacenter!r}, rack={o.rack!r}, namespace={self._namespace!r})"
+        )
+
+
+def _rebuild(state: dict[str, Any]) -> Helper:
+    seeds = state.pop("seeds")
+    return Helper(list(seeds), **state)

@@ -1,0 +1,133 @@
+"""Pick the node for one request attempt.
+
+Every attempt (the first and each retry) advances the host-wide counter exactly once, so the
+round-robin stays exact across every process on the host. From the counter's position we walk
+forward to the first node that is neither quarantined nor already tried by this call; the walk
+itself does not advance the counter, which keeps the spread even when a node is skipped.
+
+When every node is quarantined we still try them, least recently failed first, rather than
+failing a call without an attempt: a quarantine is a hint, not a verdict.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Collection, Sequence
+from typing import Protocol
+
+from alternator_shm.errors import NoLiveNodesError
+
+__all__ = ["FleetView", "Router"]
+
+_log = logging.getLogger(__name__)
+
+
+class FleetView(Protocol):
+    """What routing needs from the shared fleet state (see :mod:`alternator_shm.fleet`)."""
+
+    def start(self) -> None: ...
+
+    def nodes(self) -> tuple[str, ...]: ...
+
+    def wait_for_nodes(self, timeout: float) -> tuple[str, ...]: ...
+
+    def advance(self) -> int: ...
+
+    def record_pick(self, node: str) -> None: ...
+
+    def report_failure(self, node: str) -> None: ...
+
+    def report_success(self, node: str) -> None: ...
+
+    def quarantined(self) -> dict[str, int]: ...
+
+
+class Router:
+    """Chooses nodes for attempts and feeds connection outcomes back into shared health.
+
+    ``bootstrap`` is the seed URL list, used only while no table has ever been published on the
+    host (the very first request before discovery answered), so a request is never refused just
+    because the refresher has not finished its first poll.
+    """
+
+    def __init__(
+        self,
+        fleet: FleetView,
+        bootstrap: Sequence[str],
+        *,
+        first_table_timeout: float = 5.0,
+    ) -> None:
+        self._fleet = fleet
+        self._bootstrap = tuple(bootstrap)
+        self._first_table_timeout = first_table_timeout
+        self._started_pid = -1
+
+    def _table(self) -> tuple[str, ...]:
+        pid = os.getpid()
+        if self._started_pid != pid:
+            # First request in this process: join the election. Never earlier, so a pre-fork
+            # master that only builds clients starts no thread.
+            self._fleet.start()
+            self._started_pid = pid
+        nodes = self._fleet.nodes()
+        if nodes:
+            return nodes
+        nodes = self._fleet.wait_for_nodes(self._first_table_timeout)
+        if nodes:
+            return nodes
+        if self._bootstrap:
+            _log.warning("no node table published yet; routing to the seed nodes")
+            return self._bootstrap
+        raise NoLiveNodesError("no live node is known: discovery has not published a table")
+
+    def choose(self, tried: Collection[str]) -> str:
+        """Return the base URL of the node for this attempt."""
+        nodes = self._table()
+        start = self._fleet.advance()
+        count = len(nodes)
+        quarantined = self._fleet.quarantined()
+        chosen: str | None = None
+        for step in range(count):
+            candidate = nodes[(start + step) % count]
+            if candidate not in tried and candidate not in quarantined:
+                chosen = candidate
+                break
+        if chosen is None:
+            chosen = self._fallback(nodes, start, tried, quarantined)
+        self._fleet.record_pick(chosen)
+        return chosen
+
+    @staticmethod
+    def _fallback(
+        nodes: tuple[str, ...], start: int, tried: Collection[str], quarantined: dict[str, int]
+    ) -> str:
+        untried = [n for n in nodes if n not in tried]
+        if untried:
+            # Only quarantined nodes are left untried: least recently failed first.
+            return min(untried, key=lambda n: (quarantined.get(n, 0), n))
+        # More attempts than nodes: go around again, healthy nodes first.
+        count = len(nodes)
+        for step in range(count):
+            candidate = nodes[(start + step) % count]
+            if candidate not in quarantined:
+                return candidate
+        return min(nodes, key=lambda n: (quarantined.get(n, 0), n))
+
+    def forget_start(self) -> None:
+        """After :meth:`Helper.close`, the next request rejoins the election."""
+        self._started_pid = -1
+
+    def report_failure(self, node: str, error: BaseException) -> None:
+        _log.warning("node %s failed (%s); quarantined for every process on this host", node,
+                     type(error).__name__)
+        self._fleet.report_failure(node)
+
+    def report_success(self, node: str) -> None:
+        if node in self._fleet.quarantined():
+            self._fleet.report_success(node)
+
+    def next_node(self) -> str:
+        """Advance the shared counter once and return that node, as for a first attempt."""
+        return self.choose(())
+
