@@ -31,7 +31,9 @@ def _build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
         # Import only the module of the sub-command being run (and none for --help).
         if name == wanted:
             module = importlib.import_module(module_name)
-            configure = getattr(module, f"configure_{name}_parser", None) or module.configure_parser
+            configure = getattr(module, f"configure_{name}_parser", None)
+            if configure is None:
+                configure = module.configure_parser
             configure(sub)
             sub.set_defaults(_module=module_name)
     return parser
@@ -48,7 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser(args_list)
     args = parser.parse_args(args_list)
     module = importlib.import_module(args._module)
-    run = getattr(module, f"run_{args.command}", None) or module.run
+    run = getattr(module, f"run_{args.command}", None)
+    if run is None:
+        run = module.run
     try:
         return int(run(args))
     except KeyboardInterrupt:

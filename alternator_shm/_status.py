@@ -1,0 +1,81 @@
+"""``alternator-shm status`` and ``alternator-shm cleanup``: operators' view of the host state.
+
+Both read the shared segments directly, so they work when no worker is attached, and neither
+creates anything: looking must never change what the fleet does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from typing import Any
+
+from alternator_shm.fleet import FleetStats, cleanup, list_fleets
+
+_SHM_DIR = "/dev/shm"
+
+
+def configure_status_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--namespace", default=None, help="only this namespace")
+    parser.add_argument("--shm-dir", default=_SHM_DIR, help=argparse.SUPPRESS)
+
+
+def configure_cleanup_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--namespace", default=None, help="only this namespace (default: all)")
+    parser.add_argument("--shm-dir", default=_SHM_DIR, help=argparse.SUPPRESS)
+
+
+def _to_jsonable(stats: FleetStats) -> dict[str, Any]:
+    data: dict[str, Any] = dataclasses.asdict(stats)
+    data["nodes"] = list(data.get("nodes", []))
+    return data
+
+
+def _age(value: float | None) -> str:
+    return "never" if value is None else f"{value:.1f}s ago"
+
+
+def _print_human(fleets: list[FleetStats]) -> None:
+    if not fleets:
+        print("no shared alternator-shm state for this user on this host")
+        return
+    for st in fleets:
+        print(f"namespace {st.namespace}  (segment {st.segment_name})")
+        leader = st.leader_pid if st.leader_pid is not None else "none"
+        print(f"  leader pid {leader}   generation {st.generation}   picks {st.picks}")
+        print(
+            f"  last refresh {_age(st.last_refresh_age_s)}   refreshes {st.refreshes}   "
+            f"consecutive failures {st.consecutive_refresh_failures}"
+        )
+        print(f"  {'node':40} {'picks':>10} {'failures':>9}  state")
+        for node in st.nodes:
+            ns = st.per_node.get(node)
+            picks = ns.picks if ns else 0
+            failures = ns.failures if ns else 0
+            state = "QUARANTINED" if ns and ns.quarantined else "ok"
+            print(f"  {node:40} {picks:>10} {failures:>9}  {state}")
+        print()
+
+
+def run_status(args: argparse.Namespace) -> int:
+    fleets = list_fleets(args.shm_dir)
+    if args.namespace is not None:
+        fleets = [f for f in fleets if f.namespace == args.namespace]
+    if args.json:
+        json.dump([_to_jsonable(f) for f in fleets], sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    else:
+        _print_human(fleets)
+    return 0
+
+
+def run_cleanup(args: argparse.Namespace) -> int:
+    removed = cleanup(args.namespace, args.shm_dir)
+    for name in removed:
+        print(f"removed {name}")
+    if not removed:
+        print("nothing to remove (segments in use are kept)")
+    return 0
