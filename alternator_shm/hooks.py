@@ -1,0 +1,216 @@
+"""botocore event handlers: route every attempt, trim headers, compress, send it ourselves.
+
+botocore re-creates and re-signs the request for every attempt of a call
+(``Endpoint._send_request``), and the ``AWSRequest.context`` of each attempt is the *same* dict
+(``create_request_object`` copies the reference from the request dict). We hook two public
+events of a DynamoDB client:
+
+``before-sign.dynamodb``
+    1. request compression: gzip the body *before* signing, so ``Content-Encoding`` is signed
+       and the payload hash covers the compressed bytes, which is what Alternator verifies;
+    2. routing: ask the router for this attempt's node (excluding the nodes already tried by
+       this call, remembered in the context) and point ``request.url`` at it, so the signature
+       (its ``host``) matches the node actually contacted and every retry lands elsewhere.
+
+``before-send.dynamodb``
+    set or remove ``User-Agent``, optionally drop every header Alternator never reads (but
+    never a signed one), then send the request through our
+    :class:`~alternator_shm.transport.Transport` and return the response; botocore skips its
+    own HTTP session when a ``before-send`` handler answers (``Endpoint._do_get_response``).
+    Connection-level failures are reported to the router and raised as botocore's own
+    exceptions, so botocore retries them as usual.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from collections.abc import Collection, MutableMapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import botocore.awsrequest
+import botocore.exceptions
+import botocore.hooks
+from urllib3.util import SKIP_HEADER
+
+from alternator_shm._version import __version__
+from alternator_shm.transport import Transport
+
+__all__ = ["HookOptions", "Router", "register_hooks"]
+
+#: Key in ``request.context`` holding the nodes tried by the current call, in order.
+TRIED_KEY = "alternator_shm.tried"
+_GZIP_KEY = "alternator_shm.gzip"
+_GZIP_LEVEL = 6
+
+# Headers Alternator reads (ALTERNATOR_PROTOCOL.md §3.1) plus HTTP framing. Everything else is
+# dropped by optimize_headers unless it is signed.
+_ALWAYS_KEPT = frozenset(
+    {
+        "host",
+        "x-amz-target",
+        "content-length",
+        "transfer-encoding",
+        "authorization",
+        "x-amz-date",
+        "x-amz-security-token",
+        "content-encoding",
+    }
+)
+_SIGNED_HEADERS = re.compile(r"SignedHeaders=([^,\s]+)")
+
+
+class Router(Protocol):
+    """Chooses the node of each attempt and hears how it went (implemented in routing.py)."""
+
+    def choose(self, tried: Collection[str]) -> str:
+        """Base URL ``scheme://host:port`` for this attempt; ``tried`` = earlier attempts."""
+        ...
+
+    def report_failure(self, node: str, error: BaseException) -> None: ...
+
+    def report_success(self, node: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class HookOptions:
+    optimize_headers: bool = False
+    #: None -> ``alternator-shm/<version>``; "" -> send no User-Agent at all.
+    user_agent: str | None = None
+    #: gzip request bodies of at least this many bytes (before signing); None = never.
+    request_compression: int | None = None
+    #: send ``Accept-Encoding: gzip, deflate`` and decode compressed answers.
+    response_compression: bool = False
+
+
+def _base_url(url: str) -> str:
+    """``scheme://host:port`` of a request URL (what the router handed out)."""
+    slash = url.find("/", url.find("://") + 3)
+    return url if slash < 0 else url[:slash]
+
+
+def _set_header(headers: Any, name: str, value: str) -> None:
+    # AWSRequest headers are an email.message-like HTTPHeaders: assignment appends.
+    del headers[name]
+    headers[name] = value
+
+
+class _Handlers:
+    """The handlers of one client; holds no per-request state (that lives in the context)."""
+
+    def __init__(
+        self,
+        router: Router,
+        transport: Transport,
+        options: HookOptions,
+        timeout: tuple[float, float],
+    ) -> None:
+        self._router = router
+        self._transport = transport
+        self._timeout = timeout
+        self._decode = options.response_compression
+        self._min_gzip = options.request_compression
+        self._optimize = options.optimize_headers
+        if options.user_agent is None:
+            self._user_agent: str = f"alternator-shm/{__version__}"
+        else:
+            self._user_agent = options.user_agent
+        # The headers we always set on the wire; SKIP_HEADER stops http.client / urllib3
+        # from adding their own defaults ("python-urllib3/x", "Accept-Encoding: identity").
+        self._fixed: dict[str, str] = {"User-Agent": self._user_agent or SKIP_HEADER}
+        if options.response_compression:
+            self._fixed["Accept-Encoding"] = "gzip, deflate"
+        elif options.optimize_headers:
+            self._fixed["Accept-Encoding"] = SKIP_HEADER
+        self._kept = set(_ALWAYS_KEPT) | {name.lower() for name in self._fixed}
+
+    # -- before-sign ---------------------------------------------------------------------------
+
+    def before_sign(self, request: botocore.awsrequest.AWSRequest, **kwargs: Any) -> None:
+        if self._min_gzip is not None:
+            self._compress(request)
+        context: MutableMapping[str, Any] = request.context
+        tried: list[str] | None = context.get(TRIED_KEY)
+        if tried is None:
+            tried = context[TRIED_KEY] = []
+        node = self._router.choose(tried)
+        tried.append(node)
+        url = request.url or "/"
+        slash = url.find("/", url.find("://") + 3)
+        request.url = node + (url[slash:] if slash >= 0 else "/")
+
+    def _compress(self, request: botocore.awsrequest.AWSRequest) -> None:
+        assert self._min_gzip is not None
+        body = request.data
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        if not isinstance(body, (bytes, bytearray)) or len(body) < self._min_gzip:
+            return
+        if "Content-Encoding" in request.headers:
+            return  # already encoded by someone else: never double-encode
+        # Every attempt of a call starts from the same request-dict body: compress it once.
+        cached = request.context.get(_GZIP_KEY)
+        if cached is not None and cached[0] is request.data:
+            compressed = cached[1]
+        else:
+            compressed = gzip.compress(bytes(body), compresslevel=_GZIP_LEVEL, mtime=0)
+            request.context[_GZIP_KEY] = (request.data, compressed)
+        if len(compressed) >= len(body):
+            return  # incompressible: sending it plain is cheaper for both sides
+        request.data = compressed
+        _set_header(request.headers, "Content-Encoding", "gzip")
+        if "Content-Length" in request.headers:
+            _set_header(request.headers, "Content-Length", str(len(compressed)))
+
+    # -- before-send ---------------------------------------------------------------------------
+
+    def before_send(
+        self, request: botocore.awsrequest.AWSPreparedRequest, **kwargs: Any
+    ) -> botocore.awsrequest.AWSResponse:
+        headers = request.headers
+        if self._optimize:
+            self._trim(headers)
+        for name, value in self._fixed.items():
+            headers[name] = value
+        node = _base_url(request.url)
+        try:
+            response = self._transport.send(
+                request, timeout=self._timeout, decode_content=self._decode
+            )
+        except (botocore.exceptions.HTTPClientError, botocore.exceptions.ConnectionError) as e:
+            # Refused, reset, timed out, TLS failure: the node, not the request, is at fault.
+            self._router.report_failure(node, e)
+            raise
+        # Any HTTP answer, 5xx included, proves the node is reachable.
+        self._router.report_success(node)
+        return response
+
+    def _trim(self, headers: Any) -> None:
+        kept = self._kept
+        authorization = headers.get("Authorization")
+        if authorization:
+            match = _SIGNED_HEADERS.search(str(authorization))
+            if match:
+                kept = kept | set(match.group(1).lower().split(";"))
+        for name in [name for name in headers if name.lower() not in kept]:
+            del headers[name]
+
+
+def register_hooks(
+    events: botocore.hooks.BaseEventHooks,
+    *,
+    router: Router,
+    transport: Transport,
+    options: HookOptions,
+    timeout: tuple[float, float],
+) -> None:
+    """Install routing, header, compression and transport handlers on one client's events.
+
+    ``events`` is ``client.meta.events`` (botocore copies the session's emitter per client, so
+    other clients are unaffected). ``timeout`` is (connect, read) for every API attempt.
+    """
+    handlers = _Handlers(router, transport, options, timeout)
+    events.register("before-sign.dynamodb", handlers.before_sign)
+    # botocore-stubs types handlers as returning None; before-send handlers may answer.
+    events.register("before-send.dynamodb", handlers.before_send)  # type: ignore[arg-type]
