@@ -1,0 +1,231 @@
+"""Router: the per-attempt pick over the shared counter, with a fake in-process fleet.
+
+The fake keeps the same contract as :class:`alternator_shm.fleet.SharedFleet` as far as routing
+sees it (``FleetView``): a node table, a counter that advances once per pick, and per-node
+quarantine deadlines. That lets the skip rules be checked exactly, without shared memory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+
+import pytest
+
+from alternator_shm.errors import NoLiveNodesError
+from alternator_shm.routing import Router
+
+NODES = tuple(f"http://127.0.0.{i}:8000" for i in range(1, 6))
+
+
+class FakeFleet:
+    """An in-process stand-in for the shared fleet state."""
+
+    def __init__(self, nodes: tuple[str, ...] = NODES) -> None:
+        self.table = nodes
+        self.counter = 0
+        self.starts = 0
+        self.picks: Counter[str] = Counter()
+        self.failures: Counter[str] = Counter()
+        self.successes: Counter[str] = Counter()
+        self.quarantine: dict[str, int] = {}
+        self.waited: list[float] = []
+
+    def start(self) -> None:
+        self.starts += 1
+
+    def nodes(self) -> tuple[str, ...]:
+        return self.table
+
+    def wait_for_nodes(self, timeout: float) -> tuple[str, ...]:
+        self.waited.append(timeout)
+        return self.table
+
+    def advance(self) -> int:
+        value = self.counter
+        self.counter += 1
+        return value
+
+    def record_pick(self, node: str) -> None:
+        self.picks[node] += 1
+
+    def report_failure(self, node: str) -> None:
+        self.failures[node] += 1
+        self.quarantine[node] = max(self.quarantine.values(), default=0) + 1
+
+    def report_success(self, node: str) -> None:
+        self.successes[node] += 1
+        self.quarantine.pop(node, None)
+
+    def quarantined(self) -> dict[str, int]:
+        return dict(self.quarantine)
+
+
+def _attempts(router: Router, count: int) -> list[str]:
+    """The nodes chosen for ``count`` attempts of one call (each attempt remembers the last)."""
+    tried: list[str] = []
+    for _ in range(count):
+        tried.append(router.choose(tried))
+    return tried
+
+
+def test_first_attempts_round_robin_exactly() -> None:
+    fleet = FakeFleet()
+    router = Router(fleet, NODES[:1])
+    chosen = [router.choose(()) for _ in range(5 * 40)]
+    assert Counter(chosen) == {n: 40 for n in NODES}
+    # Consecutive calls walk the table in order, from the counter's position.
+    assert chosen[:7] == [*NODES, NODES[0], NODES[1]]
+    assert fleet.counter == 200
+    assert fleet.picks == Counter(chosen)
+
+
+def test_each_attempt_advances_the_counter_once_and_goes_to_a_new_node() -> None:
+    fleet = FakeFleet()
+    router = Router(fleet, NODES[:1])
+    attempts = _attempts(router, 5)
+    assert len(set(attempts)) == 5
+    assert fleet.counter == 5
+
+
+def test_quarantined_nodes_are_skipped_without_extra_counter_steps() -> None:
+    fleet = FakeFleet()
+    fleet.quarantine = {NODES[1]: 1, NODES[3]: 2}
+    router = Router(fleet, NODES[:1])
+    chosen = [router.choose(()) for _ in range(300)]
+    assert NODES[1] not in chosen and NODES[3] not in chosen
+    assert set(chosen) == {NODES[0], NODES[2], NODES[4]}
+    # One counter step per pick, whatever was skipped.
+    assert fleet.counter == 300
+
+
+def test_tried_nodes_are_skipped() -> None:
+    fleet = FakeFleet()
+    router = Router(fleet, NODES[:1])
+    for start in range(5):
+        fleet.counter = start
+        tried = [NODES[start % 5], NODES[(start + 1) % 5]]
+        chosen = router.choose(tried)
+        assert chosen not in tried
+        # The walk goes forward from the counter's position to the first untried node.
+        assert chosen == NODES[(start + 2) % 5]
+
+
+def test_retries_skip_both_tried_and_quarantined() -> None:
+    fleet = FakeFleet()
+    fleet.quarantine = {NODES[2]: 5}
+    router = Router(fleet, NODES[:1])
+    attempts = _attempts(router, 4)
+    assert len(set(attempts)) == 4
+    assert NODES[2] not in attempts
+
+
+def test_all_quarantined_tries_least_recently_failed_first() -> None:
+    fleet = FakeFleet()
+    # Larger value = failed more recently (a later deadline).
+    fleet.quarantine = {NODES[0]: 50, NODES[1]: 10, NODES[2]: 40, NODES[3]: 30, NODES[4]: 20}
+    router = Router(fleet, NODES[:1])
+    attempts = _attempts(router, 5)
+    assert attempts == [NODES[1], NODES[4], NODES[3], NODES[2], NODES[0]]
+
+
+def test_only_quarantined_untried_left_picks_least_recently_failed() -> None:
+    fleet = FakeFleet(NODES[:3])
+    fleet.quarantine = {NODES[1]: 9, NODES[2]: 3}
+    router = Router(fleet, NODES[:1])
+    assert router.choose([NODES[0]]) == NODES[2]
+    assert router.choose([NODES[0], NODES[2]]) == NODES[1]
+
+
+def test_more_attempts_than_nodes_goes_around_again() -> None:
+    fleet = FakeFleet(NODES[:3])
+    router = Router(fleet, NODES[:1])
+    attempts = _attempts(router, 7)
+    assert len(set(attempts[:3])) == 3
+    # Every attempt still gets a node, and the extra ones are spread, not stuck on one node.
+    assert set(attempts[3:]) <= set(NODES[:3])
+    assert len(set(attempts[3:6])) >= 2
+
+
+def test_more_attempts_than_nodes_prefers_healthy_nodes() -> None:
+    fleet = FakeFleet(NODES[:3])
+    router = Router(fleet, NODES[:1])
+    tried = list(NODES[:3])
+    fleet.quarantine = {NODES[0]: 1, NODES[1]: 2}
+    for _ in range(5):
+        assert router.choose(tried) == NODES[2]
+
+
+def test_single_node_cluster_retries_on_it() -> None:
+    fleet = FakeFleet(NODES[:1])
+    fleet.quarantine = {NODES[0]: 1}
+    router = Router(fleet, NODES[:1])
+    assert _attempts(router, 3) == [NODES[0]] * 3
+
+
+def test_fleet_started_once_per_process_and_again_after_forget() -> None:
+    fleet = FakeFleet()
+    router = Router(fleet, NODES[:1])
+    assert fleet.starts == 0  # building a Router starts nothing
+    for _ in range(10):
+        router.choose(())
+    assert fleet.starts == 1
+    router.forget_start()
+    router.choose(())
+    assert fleet.starts == 2
+
+
+def test_start_again_in_a_forked_child() -> None:
+    fleet = FakeFleet()
+    router = Router(fleet, NODES[:1])
+    router.choose(())
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            router.choose(())
+            os.write(write, str(fleet.starts).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        data = os.read(read, 16)
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+    assert data == b"2"
+
+
+def test_waits_for_first_table_then_uses_bootstrap() -> None:
+    fleet = FakeFleet(())
+    router = Router(fleet, (NODES[4],), first_table_timeout=0.01)
+    assert router.choose(()) == NODES[4]
+    assert fleet.waited == [0.01]
+
+
+def test_no_table_and_no_bootstrap_raises() -> None:
+    fleet = FakeFleet(())
+    router = Router(fleet, (), first_table_timeout=0.01)
+    with pytest.raises(NoLiveNodesError):
+        router.choose(())
+
+
+def test_next_node_is_a_first_attempt() -> None:
+    fleet = FakeFleet()
+    router = Router(fleet, NODES[:1])
+    seen = [router.next_node() for _ in range(10)]
+    assert Counter(seen) == {n: 2 for n in NODES}
+    assert fleet.counter == 10
+
+
+def test_failures_go_to_shared_health_successes_release_only_quarantined() -> None:
+    fleet = FakeFleet()
+    router = Router(fleet, NODES[:1])
+    router.report_success(NODES[0])
+    assert fleet.successes[NODES[0]] == 0  # healthy node: no shared write per success
+    router.report_failure(NODES[0], ConnectionRefusedError())
+    assert fleet.failures[NODES[0]] == 1
+    assert NODES[0] in fleet.quarantined()
+    assert router.choose(()) != NODES[0]
+    router.report_success(NODES[0])
+    assert NODES[0] not in fleet.quarantined()
