@@ -1,0 +1,374 @@
+"""Transport: keep-alive pools that never evict a node, TLS options, fork safety, botocore errors.
+
+Real sockets only: small stdlib HTTP(S) servers on random 127.x.y.z loopback addresses.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import random
+import socket
+import ssl
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import botocore.awsrequest
+import botocore.exceptions
+import pytest
+import trustme
+import urllib3
+
+from alternator_shm.errors import ConfigurationError
+from alternator_shm.transport import Transport, TransportOptions
+
+Reply = tuple[int, dict[str, str], bytes]
+Route = Callable[["_Handler"], Reply]
+
+
+def _random_loopback() -> str:
+    return f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.body = self.rfile.read(length) if length else b""
+        self.server.requests.append((self.command, self.path, dict(self.headers), self.body))
+        status, headers, body = self.server.route(self)
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _serve
+
+
+class _Server(ThreadingHTTPServer):
+    """A loopback HTTP(S) server that counts the TCP connections it accepts."""
+
+    daemon_threads = True
+
+    def __init__(self, route: Route, tls: ssl.SSLContext | None = None) -> None:
+        self.route = route
+        self.tls = tls
+        self.connections = 0
+        self.peer_certs: list[Any] = []
+        self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
+        for _ in range(20):  # a random address can (rarely) be taken by a parallel test
+            try:
+                super().__init__((_random_loopback(), 0), _Handler)
+                break
+            except OSError:
+                continue
+        self.host, self.port = self.server_address[:2]
+        self.url = f"{'https' if tls else 'http'}://{self.host}:{self.port}"
+        self._thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        self.connections += 1
+        if self.tls is not None:
+            # The handshake happens in the handler thread, on first read.
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients hanging up mid-request are part of these tests
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+def _ok(handler: _Handler) -> Reply:
+    return 200, {"Content-Type": "text/plain"}, b"healthy: " + handler.headers["Host"].encode()
+
+
+@pytest.fixture
+def servers() -> Iterator[Callable[..., _Server]]:
+    started: list[_Server] = []
+
+    def start(route: Route = _ok, tls: ssl.SSLContext | None = None) -> _Server:
+        server = _Server(route, tls)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def _server_tls(ca: trustme.CA, host: str, *, require_client_cert: bool = False) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(host).configure_cert(context)
+    if require_client_cert:
+        context.verify_mode = ssl.CERT_REQUIRED
+        ca.configure_trust(context)
+    return context
+
+
+def _tls_server(servers: Callable[..., _Server], ca: trustme.CA, **kwargs: Any) -> _Server:
+    # The certificate must name the address the server binds, which is chosen at bind time:
+    # bind first with a placeholder context, then install the real one.
+    server = servers(_ok, ssl.create_default_context(ssl.Purpose.CLIENT_AUTH))
+    server.tls = _server_tls(ca, server.host, **kwargs)
+    return server
+
+
+def _write_ca(ca: trustme.CA, tmp_path: Path) -> str:
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+def _prepared(url: str, body: bytes = b"{}") -> botocore.awsrequest.AWSPreparedRequest:
+    request = botocore.awsrequest.AWSRequest(
+        method="POST", url=url, data=body, headers={"X-Amz-Target": "DynamoDB_20120810.ListTables"}
+    )
+    return request.prepare()
+
+
+# -- plain HTTP, pools ------------------------------------------------------------------------
+
+
+def test_rejects_unknown_scheme() -> None:
+    with pytest.raises(ConfigurationError):
+        Transport(TransportOptions(scheme="ftp"))
+
+
+def test_keep_alive_reuses_one_connection(servers: Callable[..., _Server]) -> None:
+    server = servers()
+    transport = Transport(TransportOptions())
+    for _ in range(5):
+        response = transport.request("GET", server.url + "/")
+        assert response.status == 200
+        assert response.data == f"healthy: {server.host}:{server.port}".encode()
+    assert server.connections == 1
+    transport.close()
+
+
+@pytest.mark.parametrize("num_pools, expect_reuse", [(None, True), (10, False)])
+def test_pool_per_node_is_never_evicted(
+    servers: Callable[..., _Server], num_pools: int | None, expect_reuse: bool
+) -> None:
+    """12 nodes visited round-robin: each keeps its one connection.
+
+    The control row uses urllib3's default of 10 pools and must see evictions, proving the
+    test can tell the difference.
+    """
+    nodes = [servers() for _ in range(12)]
+    kwargs = {} if num_pools is None else {"num_pools": num_pools}
+    transport = Transport(TransportOptions(), **kwargs)
+    for _ in range(3):
+        for node in nodes:
+            assert transport.request("GET", node.url + "/").status == 200
+    counts = [node.connections for node in nodes]
+    if expect_reuse:
+        assert counts == [1] * 12
+    else:
+        assert sum(counts) > 12
+    transport.close()
+
+
+def test_socket_options_keepalive_and_nodelay(servers: Callable[..., _Server]) -> None:
+    server = servers()
+    transport = Transport(TransportOptions(tcp_keepalive=True))
+    transport.request("GET", server.url + "/")
+    pool = transport._pool_manager().connection_from_url(server.url)
+    conn = pool.pool.get_nowait()  # type: ignore[union-attr]
+    sock = conn.sock
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30
+    pool.pool.put(conn)  # type: ignore[union-attr]
+    plain = Transport(TransportOptions(tcp_keepalive=False))
+    plain.request("GET", server.url + "/")
+    conn = plain._pool_manager().connection_from_url(server.url).pool.get_nowait()  # type: ignore[union-attr]
+    assert conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
+
+
+def test_fork_child_gets_fresh_pool(servers: Callable[..., _Server]) -> None:
+    server = servers()
+    transport = Transport(TransportOptions())
+    assert transport.request("GET", server.url + "/").status == 200
+    parent_manager = transport._pool_manager()
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report (status, fresh manager?) and leave without cleanup
+        code = 1
+        try:
+            status = transport.request("GET", server.url + "/").status
+            fresh = transport._pool_manager() is not parent_manager
+            os.write(write_fd, f"{status} {fresh}".encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    _, wait_status = os.waitpid(pid, 0)
+    answer = os.read(read_fd, 100).decode()
+    os.close(read_fd)
+    assert os.waitstatus_to_exitcode(wait_status) == 0
+    assert answer == "200 True"
+    # The child opened its own connection; the parent's one is intact and still reused.
+    assert server.connections == 2
+    assert transport.request("GET", server.url + "/").status == 200
+    assert server.connections == 2
+    assert transport._pool_manager() is parent_manager
+
+
+# -- TLS ----------------------------------------------------------------------------------------
+
+
+def test_https_verification_is_on_by_default(
+    servers: Callable[..., _Server], ca: trustme.CA, tmp_path: Path
+) -> None:
+    server = _tls_server(servers, ca)
+    with pytest.raises(urllib3.exceptions.SSLError):
+        Transport(TransportOptions(scheme="https")).request("GET", server.url + "/")
+    trusted = Transport(TransportOptions(scheme="https", ca_file=_write_ca(ca, tmp_path)))
+    assert trusted.request("GET", server.url + "/").status == 200
+
+
+def test_https_verification_checks_the_address(
+    servers: Callable[..., _Server], ca: trustme.CA, tmp_path: Path
+) -> None:
+    server = servers(_ok, ssl.create_default_context(ssl.Purpose.CLIENT_AUTH))
+    server.tls = _server_tls(ca, "other.example")  # trusted CA, wrong name
+    transport = Transport(TransportOptions(scheme="https", ca_file=_write_ca(ca, tmp_path)))
+    with pytest.raises(urllib3.exceptions.SSLError):
+        transport.request("GET", server.url + "/")
+
+
+def test_ignore_server_certificate_error(servers: Callable[..., _Server], ca: trustme.CA) -> None:
+    server = _tls_server(servers, ca)
+    transport = Transport(TransportOptions(scheme="https", ignore_server_certificate_error=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no InsecureRequestWarning per request
+        assert transport.request("GET", server.url + "/").status == 200
+
+
+def test_key_log_file_gets_tls_secrets(
+    servers: Callable[..., _Server], ca: trustme.CA, tmp_path: Path
+) -> None:
+    server = _tls_server(servers, ca)
+    key_log = tmp_path / "keys.log"
+    transport = Transport(
+        TransportOptions(scheme="https", ca_file=_write_ca(ca, tmp_path), key_log_file=str(key_log))
+    )
+    assert transport.request("GET", server.url + "/").status == 200
+    labels = {line.split()[0] for line in key_log.read_text().splitlines() if line.strip()}
+    assert labels & {"CLIENT_RANDOM", "CLIENT_TRAFFIC_SECRET_0", "SERVER_TRAFFIC_SECRET_0"}
+    # A second connection (another node) appends to the same file.
+    before = len(key_log.read_text().splitlines())
+    other = _tls_server(servers, ca)
+    assert transport.request("GET", other.url + "/").status == 200
+    assert len(key_log.read_text().splitlines()) > before
+
+
+def test_client_certificate_for_mtls(
+    servers: Callable[..., _Server], ca: trustme.CA, tmp_path: Path
+) -> None:
+    server = _tls_server(servers, ca, require_client_cert=True)
+    ca_file = _write_ca(ca, tmp_path)
+    without = Transport(TransportOptions(scheme="https", ca_file=ca_file))
+    with pytest.raises(urllib3.exceptions.HTTPError):
+        without.request("GET", server.url + "/")
+    client = ca.issue_cert("client.example")
+    cert_path, key_path = tmp_path / "client.pem", tmp_path / "client.key"
+    client.cert_chain_pems[0].write_to_path(str(cert_path))
+    client.private_key_pem.write_to_path(str(key_path))
+    transport = Transport(
+        TransportOptions(
+            scheme="https", ca_file=ca_file, client_cert=(str(cert_path), str(key_path))
+        )
+    )
+    assert transport.request("GET", server.url + "/").status == 200
+
+
+# -- botocore send --------------------------------------------------------------------------------
+
+
+def test_send_returns_botocore_response(servers: Callable[..., _Server]) -> None:
+    server = servers(lambda h: (200, {"Content-Type": "application/x-amz-json-1.0"}, b'{"a":1}'))
+    response = Transport(TransportOptions()).send(_prepared(server.url + "/"), timeout=(1, 2))
+    assert isinstance(response, botocore.awsrequest.AWSResponse)
+    assert response.status_code == 200
+    assert response.content == b'{"a":1}'
+    assert response.headers["Content-Type"] == "application/x-amz-json-1.0"
+    method, path, headers, body = server.requests[0]
+    assert (method, path, body) == ("POST", "/", b"{}")
+    assert headers["X-Amz-Target"] == "DynamoDB_20120810.ListTables"
+
+
+def test_send_decodes_gzip_only_when_asked(servers: Callable[..., _Server]) -> None:
+    payload = b'{"Items": "' + b"x" * 5000 + b'"}'
+    server = servers(lambda h: (200, {"Content-Encoding": "gzip"}, gzip.compress(payload)))
+    transport = Transport(TransportOptions())
+    decoded = transport.send(_prepared(server.url + "/"), decode_content=True)
+    assert decoded.content == payload
+    assert "Content-Encoding" not in decoded.headers
+    assert decoded.headers["Content-Length"] == str(len(payload))
+    raw = transport.send(_prepared(server.url + "/"))
+    assert gzip.decompress(raw.content) == payload
+
+
+def _closed_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def test_send_connection_refused_is_endpoint_connection_error() -> None:
+    host = _random_loopback()
+    url = f"http://{host}:{_closed_port(host)}/"
+    with pytest.raises(botocore.exceptions.EndpointConnectionError):
+        Transport(TransportOptions()).send(_prepared(url))
+
+
+def test_send_read_timeout(servers: Callable[..., _Server]) -> None:
+    def slow(handler: _Handler) -> Reply:
+        time.sleep(1.0)
+        return 200, {}, b"{}"
+
+    server = servers(slow)
+    with pytest.raises(botocore.exceptions.ReadTimeoutError):
+        Transport(TransportOptions()).send(_prepared(server.url + "/"), timeout=(1.0, 0.2))
+
+
+def test_send_connection_closed(servers: Callable[..., _Server]) -> None:
+    def hang_up(handler: _Handler) -> Reply:
+        handler.connection.shutdown(socket.SHUT_RDWR)
+        handler.close_connection = True
+        return 200, {}, b""
+
+    server = servers(hang_up)
+    with pytest.raises(botocore.exceptions.ConnectionClosedError):
+        Transport(TransportOptions()).send(_prepared(server.url + "/"))
+
+
+def test_send_tls_failure_is_botocore_ssl_error(
+    servers: Callable[..., _Server], ca: trustme.CA
+) -> None:
+    server = _tls_server(servers, ca)
+    with pytest.raises(botocore.exceptions.SSLError):
+        Transport(TransportOptions(scheme="https")).send(_prepared(server.url + "/"))
