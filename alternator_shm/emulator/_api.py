@@ -1,0 +1,304 @@
+"""One node's request handling, in the order of Alternator's server.cc.
+
+The handler is written against :class:`NodeContext`, so the very same code runs inside the
+test process (threads) and inside a node subprocess (``process_per_node``), where the context
+talks to the cluster's control server instead of shared objects.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import parse_qs
+
+from alternator_shm.emulator import _sigv4
+from alternator_shm.emulator._backends import Backend, to_alternator
+from alternator_shm.emulator._log import RequestLogEntry
+from alternator_shm.emulator._profiles import Profile
+from alternator_shm.emulator._server import Request
+from alternator_shm.emulator._wire import (
+    ALLOWED_OPERATIONS,
+    JSON_CT,
+    TRANSACTION_OPERATIONS,
+    ApiError,
+    Response,
+    choose_encoding,
+    compress_body,
+    decompress_request,
+    error_response,
+    json_response,
+    payload_too_large,
+)
+
+API_FAULTS = ("latency", "internal_error", "request_limit", "payload_too_large", "reset")
+LOCALNODES_FAULTS = ("localnodes_garbage", "localnodes_500", "localnodes_hang")
+HEALTH_FAULTS = ("health_500", "health_hang")
+FAULT_KINDS = frozenset(API_FAULTS + LOCALNODES_FAULTS + HEALTH_FAULTS)
+_HANG_KINDS = frozenset({"localnodes_hang", "health_hang"})
+
+
+@dataclass
+class Fault:
+    """An injected fault: fires on every request unless a count or probability is given."""
+
+    kind: str
+    count: int | None = None
+    probability: float | None = None
+    delay: float | None = None
+
+    def try_fire(self) -> bool:
+        """Decide (under the caller's lock) whether this fault fires for one request."""
+        if self.count is not None:
+            if self.count <= 0:
+                return False
+            if self.probability is not None and random.random() >= self.probability:
+                return False
+            self.count -= 1
+            return True
+        if self.probability is not None:
+            return random.random() < self.probability
+        return True
+
+
+class NodeContext(Protocol):
+    """What the handler needs from the node it runs for (in-process or remote)."""
+
+    @property
+    def profile(self) -> Profile: ...
+
+    @property
+    def users(self) -> Mapping[str, str] | None: ...
+
+    @property
+    def forward_transactions(self) -> bool: ...
+
+    @property
+    def backend(self) -> Backend: ...
+
+    @property
+    def hang_poll(self) -> float:  # how often a hanging request re-checks its fault
+        ...
+
+    def fire_faults(self, kinds: tuple[str, ...]) -> list[Fault]: ...
+
+    def fault_active(self, kind: str) -> bool: ...
+
+    def localnodes(self, dc: str | None, rack: str | None) -> list[str]: ...
+
+    def record(self, entry: RequestLogEntry) -> None: ...
+
+
+def _cors(request: Request, response: Response) -> None:
+    if request.header("Origin") is not None:
+        response.headers.append(("Access-Control-Allow-Origin", "*"))
+
+
+class _Outcome:
+    """What the log needs to know besides the response."""
+
+    def __init__(self) -> None:
+        self.operation: str | None = None
+        self.signed_host: str | None = None
+        self.auth_ok: bool | None = None
+
+
+def handle(ctx: NodeContext, request: Request, abort: threading.Event) -> Response | None:
+    """Route one request like Alternator's ``set_routes``; None means reset the connection."""
+    started = time.time()
+    outcome = _Outcome()
+    response = _route(ctx, request, abort, outcome)
+    if response is not None and ctx.profile.server_header:
+        response.headers.append(("Server", ctx.profile.server_header))
+    ctx.record(
+        RequestLogEntry(
+            time=started,
+            method=request.method,
+            path=request.target,
+            operation=outcome.operation,
+            headers=dict(request.headers),
+            header_bytes=request.header_bytes,
+            body_bytes=request.body_bytes,
+            signed_host=outcome.signed_host,
+            status=response.status if response is not None else 0,
+            auth_ok=outcome.auth_ok,
+        )
+    )
+    return response
+
+
+def _not_found() -> Response:
+    body = json.dumps({"message": "Not found", "code": 404}).encode()
+    return Response(404, body, [("Content-Type", "application/json")])
+
+
+def _hang(ctx: NodeContext, kind: str, abort: threading.Event) -> bool:
+    """Block while ``kind`` stays injected; False when the node went away meanwhile."""
+    while ctx.fault_active(kind):
+        if abort.wait(ctx.hang_poll):
+            return False
+    return True
+
+
+def _route(
+    ctx: NodeContext, request: Request, abort: threading.Event, outcome: _Outcome
+) -> Response | None:
+    path, _, query = request.target.partition("?")
+    if len(path) > 1 and path.endswith("/"):
+        path = path[:-1]  # seastar strips one trailing slash
+    if path == "/" and request.method == "POST":
+        return _api(ctx, request, abort, outcome)
+    if path == "/" and request.method == "GET":
+        for fault in ctx.fire_faults(HEALTH_FAULTS):
+            if fault.kind == "health_500":
+                return error_response(500, "InternalServerError", "Internal server error: injected")
+            if fault.kind == "health_hang" and not _hang(ctx, fault.kind, abort):
+                return None
+        body = ("healthy: " + (request.header("Host") or "")).encode()
+        response = Response(200, body, [("Content-Type", "text/plain")])
+        _cors(request, response)
+        return response
+    if path == "/localnodes" and request.method == "GET":
+        return _localnodes(ctx, query, abort)
+    if path == "/" and request.method == "OPTIONS":
+        response = Response(200)
+        if request.header("Origin") is not None:
+            response.headers.append(("Access-Control-Allow-Origin", "*"))
+            for src, dst in (
+                ("Access-Control-Request-Headers", "Access-Control-Allow-Headers"),
+                ("Access-Control-Request-Method", "Access-Control-Allow-Methods"),
+            ):
+                value = request.header(src)
+                if value is not None:
+                    response.headers.append((dst, value))
+            response.headers.append(("Access-Control-Max-Age", "7200"))
+        return response
+    return _not_found()
+
+
+def _localnodes(ctx: NodeContext, query: str, abort: threading.Event) -> Response | None:
+    for fault in ctx.fire_faults(LOCALNODES_FAULTS):
+        if fault.kind == "localnodes_500":
+            return error_response(500, "InternalServerError", "Internal server error: injected")
+        if fault.kind == "localnodes_garbage":
+            return Response(200, b"<html>not json[", [("Content-Type", "application/json")])
+        if fault.kind == "localnodes_hang" and not _hang(ctx, fault.kind, abort):
+            return None
+    params = parse_qs(query, keep_blank_values=True)
+    dc = (params.get("dc") or [""])[0] or None  # an empty value counts as "not given"
+    rack = (params.get("rack") or [""])[0] or None
+    if not ctx.profile.dc_rack_params:
+        dc = rack = None  # before 2025.1 the query string is never read
+    nodes = ctx.localnodes(dc, rack)
+    body = json.dumps(nodes, separators=(",", ":")).encode()
+    return Response(200, body, [("Content-Type", "application/json")])
+
+
+def _api(
+    ctx: NodeContext, request: Request, abort: threading.Event, outcome: _Outcome
+) -> Response | None:
+    target = request.header("X-Amz-Target") or ""
+    operation = target.partition(".")[2] if "." in target else ""
+    outcome.operation = operation or None
+    try:
+        response = _api_pipeline(ctx, request, abort, outcome, target, operation)
+    except ApiError as err:
+        response = err.response()
+    if response is not None:
+        _cors(request, response)
+    return response
+
+
+def _api_pipeline(
+    ctx: NodeContext,
+    request: Request,
+    abort: threading.Event,
+    outcome: _Outcome,
+    target: str,
+    operation: str,
+) -> Response | None:
+    # 1. 16 MB limit (the body was read in full regardless).
+    if request.too_large:
+        raise payload_too_large()
+    # 2. Injected faults (where shedding / memory limits would act).
+    for fault in ctx.fire_faults(API_FAULTS):
+        if fault.kind == "latency":
+            if abort.wait(fault.delay or 0.0):
+                return None
+        elif fault.kind == "internal_error":
+            raise ApiError(500, "InternalServerError", "Internal server error: injected fault")
+        elif fault.kind == "request_limit":
+            raise ApiError(
+                400,
+                "RequestLimitExceeded",
+                "too many in-flight requests (configured via max_concurrent_requests_per_shard): 1",
+            )
+        elif fault.kind == "payload_too_large":
+            raise payload_too_large()
+        elif fault.kind == "reset":
+            return None
+    # 3. SigV4 over the body as received (still compressed).
+    if ctx.users is not None:
+        try:
+            result = _sigv4.verify(
+                request.headers,
+                request.body,
+                ctx.users,
+                new_message=ctx.profile.new_signature_message,
+            )
+        except ApiError:
+            outcome.auth_ok = False
+            outcome.signed_host = _sigv4.signed_host_of(request.headers)
+            raise
+        outcome.auth_ok = True
+        outcome.signed_host = result.signed_host
+    else:
+        outcome.signed_host = _sigv4.signed_host_of(request.headers)
+    # 4. Request decompression (2026.1+); older versions ignore Content-Encoding.
+    body = request.body
+    encoding = request.header("Content-Encoding")
+    if ctx.profile.compression and encoding is not None:
+        body = decompress_request(encoding, body)
+    # 5. The allow-list.
+    allowed = operation in ALLOWED_OPERATIONS or (
+        ctx.forward_transactions and operation in TRANSACTION_OPERATIONS
+    )
+    if not allowed:
+        raise ApiError(400, "UnknownOperationException", f"Unsupported operation {operation}")
+    # 6. JSON checks.
+    try:
+        parsed: Any = json.loads(body)
+    except json.JSONDecodeError as err:
+        raise ApiError(
+            400, "ValidationException", f"Parsing JSON failed: {err.msg} at {err.pos}"
+        ) from None
+    except ValueError as err:
+        raise ApiError(400, "ValidationException", f"Parsing JSON failed: {err}") from None
+    if not isinstance(parsed, dict):
+        raise ApiError(400, "ValidationException", "Request content must be an object")
+    # 7. DescribeEndpoints is answered from the Host header.
+    if operation == "DescribeEndpoints":
+        host = request.header("Host") or ""
+        response = json_response(
+            200, {"Endpoints": [{"Address": host, "CachePeriodInMinutes": 1440}]}
+        )
+    else:
+        try:
+            status, data = ctx.backend.call(operation, target, body)
+        except Exception as err:  # the backend is unreachable or broke
+            raise ApiError(500, "InternalServerError", f"Internal server error: {err}") from None
+        response = to_alternator(status, data, parsed)
+    # 8. Response compression (2026.1+), never for errors or small bodies.
+    if ctx.profile.compression and response.compressible and len(response.body) >= 4096:
+        chosen = choose_encoding(request.header("Accept-Encoding") or "")
+        if chosen is not None:
+            response.body = compress_body(chosen, response.body)
+            response.headers.append(("Content-Encoding", chosen))
+    return response
+
+
+__all__ = ["FAULT_KINDS", "JSON_CT", "Fault", "NodeContext", "handle"]
