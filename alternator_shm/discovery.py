@@ -59,16 +59,19 @@ def node_url(scheme: str, host: str, port: int) -> str:
 
 def _canonical_host(entry: str) -> str | None:
     """The canonical form of one host (IP address or DNS name), or None if it is not one."""
-    candidate = entry[1:-1] if entry.startswith("[") and entry.endswith("]") else entry
+    bracketed = entry.startswith("[") and entry.endswith("]")
+    candidate = entry[1:-1] if bracketed else entry
     try:
         address = ipaddress.ip_address(candidate)
     except ValueError:
         pass
     else:
-        if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
-            return None  # a zone id cannot be used in a URL without %25-escaping; refuse it
-        return str(address)
-    if candidate is not entry:  # brackets around something that is not an IPv6 literal
+        if isinstance(address, ipaddress.IPv6Address):
+            if address.scope_id:
+                return None  # a zone id cannot be used in a URL without %25-escaping
+            return str(address)
+        return None if bracketed else str(address)
+    if bracketed:  # brackets around something that is not an IPv6 literal
         return None
     name = entry[:-1] if entry.endswith(".") else entry
     if not name or len(name) > 253:
