@@ -1,0 +1,120 @@
+"""Byte layout of the shared segment: the only module that knows an offset.
+
+Every multi-byte word is native-endian and 8-byte aligned, so a native ``struct``/memoryview
+``'Q'`` access is one aligned load or store. Words written by different parties (the leader, any
+worker) live on separate 128-byte lines so that the hot counter does not share a cache line with
+the publish word (and aarch64's 128-byte prefetch pairs do not couple them either).
+
+The layout version is part of the segment *name*, so processes running an older or newer
+alternator-shm never open each other's segments; a version mismatch inside a segment therefore
+means corruption, not skew.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+LAYOUT_VERSION: Final = 1
+MAGIC: Final = 0x52524C42_0000_0001  # "RRLB" + layout; written last by the initialiser
+ENDIAN_PROBE: Final = 0x0102030405060708
+WORD: Final = 8
+
+# -- header -------------------------------------------------------------------------------------
+HEADER_SIZE: Final = 0x1000
+
+MAGIC_OFF: Final = 0x000
+LAYOUT_OFF: Final = 0x008  # u32 layout version, u32 header size
+GEOMETRY_OFF: Final = 0x010  # u32 slot size, u32 slot count
+BACKEND_OFF: Final = 0x018  # u32 counter backend code, u32 flags
+ABI_OFF: Final = 0x020  # u64 abi tag
+ENDIAN_OFF: Final = 0x028  # u64 endian probe
+CREATED_OFF: Final = 0x030  # u64 creation wall-clock ns (diagnostics only)
+HEALTH_GEOMETRY_OFF: Final = 0x038  # u32 health capacity, u32 health entry size
+
+PUBLISH_OFF: Final = 0x080  # (generation << 1) | active slot; own line
+
+LEADER_PID_OFF: Final = 0x100
+LEADER_START_OFF: Final = 0x108  # /proc/<pid>/stat starttime ticks: (pid, start) is reuse-proof
+LEADER_SINCE_OFF: Final = 0x110  # monotonic ns
+HEARTBEAT_OFF: Final = 0x118  # monotonic ns, every leader loop
+LAST_SUCCESS_OFF: Final = 0x120  # monotonic ns of the last successful refresh
+LAST_ATTEMPT_OFF: Final = 0x128  # monotonic ns of the last refresh attempt
+FAILURES_OFF: Final = 0x130  # consecutive refresh failures
+REFRESHES_OFF: Final = 0x138  # successful refreshes
+ATTEMPTS_OFF: Final = 0x140  # refresh attempts (success or failure)
+COUNTER_AT_REFRESH_OFF: Final = 0x148  # counter value at the last refresh (active vs idle)
+ERROR_LEN_OFF: Final = 0x150  # u32 length of the last refresh error text, u32 reserved
+
+COUNTER_OFF: Final = 0x180  # the round-robin counter; own line
+
+REQUEST_OFF: Final = 0x200  # refresh requests (followers add 1); own line
+REQUEST_SERVED_OFF: Final = 0x208  # the request value the leader's last attempt answered
+
+HEALTH_VERSION_OFF: Final = 0x280  # bumped on every quarantine change; own line
+HEALTH_OVERFLOW_OFF: Final = 0x288  # nodes that found no free health slot
+
+NAMESPACE_LEN_OFF: Final = 0x300  # u32 length, u32 reserved
+NAMESPACE_OFF: Final = 0x308
+NAMESPACE_MAX: Final = 0x0F8  # 248 bytes, truncated (diagnostics: lets `status` name a segment)
+
+ERROR_OFF: Final = 0x400
+ERROR_MAX: Final = 0x100  # last refresh error text, truncated
+
+# -- health: per-node counters, claimed by key ----------------------------------------------------
+HEALTH_OFF: Final = HEADER_SIZE
+HEALTH_CAPACITY: Final = 1024
+HEALTH_ENTRY: Final = 64
+# fields of one entry, relative to its start
+H_KEY: Final = 0x00  # 64-bit hash of the node string, 0 = free
+H_FAILURES: Final = 0x08
+H_PICKS: Final = 0x10
+H_QUARANTINED: Final = 0x18  # monotonic ns of the failure that quarantined it, 0 = healthy
+H_LAST_FAILURE: Final = 0x20  # monotonic ns of the last reported failure
+H_LAST_PROBE: Final = 0x28  # monotonic ns of the leader's last probe
+HEALTH_SIZE: Final = HEALTH_CAPACITY * HEALTH_ENTRY
+
+# -- node table: two self-validating slots --------------------------------------------------------
+SLOTS_OFF: Final = HEALTH_OFF + HEALTH_SIZE
+SLOT_SIZE: Final = 256 * 1024  # 4096 nodes of ~64 bytes each
+SLOT_COUNT: Final = 2
+S_GENERATION: Final = 0x00  # 0 = invalid / being written
+S_LENGTH: Final = 0x08  # u32 payload length
+S_FORMAT: Final = 0x0C  # u32 payload format
+S_DIGEST: Final = 0x10  # blake2b-128(generation ‖ length ‖ format ‖ payload)
+S_PAYLOAD: Final = 0x20
+DIGEST_SIZE: Final = 16
+PAYLOAD_MAX: Final = SLOT_SIZE - S_PAYLOAD
+FORMAT_LINES: Final = 1  # UTF-8 node strings separated by "\n"
+MAX_NODES: Final = 4096
+
+TOTAL_SIZE: Final = SLOTS_OFF + SLOT_COUNT * SLOT_SIZE
+
+# -- counter backends (recorded in the header; every attacher must use the same one) -------------
+BACKEND_FLOCK: Final = 1
+BACKEND_ATOMIC: Final = 2
+BACKEND_NAMES: Final = {BACKEND_FLOCK: "flock", BACKEND_ATOMIC: "atomic"}
+BACKEND_CODES: Final = {name: code for code, name in BACKEND_NAMES.items()}
+
+# -- lock file bytes (POSIX record locks) ----------------------------------------------------------
+LOCK_LEADER: Final = 0  # exclusive, held by the leader for its whole life
+LOCK_INIT: Final = 1  # exclusive, brief: serialises creation, repair and cleanup
+LOCK_ATTACHED: Final = 2  # shared by every attached process; exclusive only for cleanup
+
+
+def slot_offset(index: int) -> int:
+    """Start of node-table slot ``index``."""
+    return SLOTS_OFF + index * SLOT_SIZE
+
+
+def health_offset(index: int) -> int:
+    """Start of health entry ``index``."""
+    return HEALTH_OFF + index * HEALTH_ENTRY
+
+
+def word_index(offset: int) -> int:
+    """Index of the aligned 8-byte word at ``offset`` in a ``'Q'`` view of the segment."""
+    return offset // WORD
+
+
+assert TOTAL_SIZE % 4096 == 0
+assert HEALTH_ENTRY % WORD == 0 and SLOT_SIZE % WORD == 0

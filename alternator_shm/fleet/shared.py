@@ -1,0 +1,310 @@
+"""``SharedFleet``: one process's handle on the host-wide state of one namespace."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from alternator_shm.errors import DiscoveryError, SharedStateError
+from alternator_shm.fleet import layout, segment
+from alternator_shm.fleet.local import Attachment, LocalState, existing_local_state, local_state
+from alternator_shm.fleet.refresher import RefreshConfig, Refresher, read_error, refresh_once
+from alternator_shm.fleet.stats import FleetStats, snapshot
+
+__all__ = ["SharedFleet", "cleanup", "list_fleets"]
+
+log = logging.getLogger("alternator_shm.fleet")
+
+_W = layout.word_index
+_getpid = os.getpid
+_COUNTER = _W(layout.COUNTER_OFF)
+
+
+class SharedFleet:
+    """One process's handle on the host-wide state of one namespace.
+
+    Cheap to construct: touches nothing (no shm, no fd, no thread) until first use, so it may be
+    built at import time in a pre-fork master. Usable after any kind of fork: every entry point
+    compares ``os.getpid()`` with the pid it attached in and re-attaches in a child (which drops
+    the inherited fds without unlocking and is never leader by inheritance). Thread-safe.
+
+    ``refresh`` runs only in the elected leader (one process on the host) and returns the node
+    list; ``probe`` (leader only) says whether a quarantined node is healthy again. Without a
+    probe a quarantine ends ``quarantine`` seconds after the last reported failure.
+    """
+
+    def __init__(
+        self,
+        namespace: str,
+        *,
+        refresh: Callable[[], Sequence[str]] | None = None,
+        probe: Callable[[str], bool] | None = None,
+        refresh_interval: float = 1.0,
+        idle_refresh_interval: float = 60.0,
+        poll_interval: float = 0.2,
+        counter_backend: str = "auto",
+        shm_dir: str = segment.DEFAULT_SHM_DIR,
+        quarantine: float = 2.0,
+        probe_interval: float = 0.5,
+        backoff_initial: float | None = None,
+        backoff_max: float = 30.0,
+    ) -> None:
+        if counter_backend not in ("auto", "atomic", "flock"):
+            raise ValueError(f"counter_backend must be auto, atomic or flock: {counter_backend!r}")
+        if min(refresh_interval, idle_refresh_interval, poll_interval, quarantine) <= 0:
+            raise ValueError("intervals must be positive")
+        self.namespace = namespace
+        self.shm_dir = shm_dir
+        self.segment_name = "/" + segment.base_name(namespace)
+        self._config = RefreshConfig(
+            refresh=refresh,
+            probe=probe,
+            refresh_interval=refresh_interval,
+            idle_refresh_interval=idle_refresh_interval,
+            poll_interval=poll_interval,
+            backoff_initial=poll_interval if backoff_initial is None else backoff_initial,
+            backoff_max=backoff_max,
+            probe_interval=probe_interval,
+            quarantine=quarantine,
+            counter_backend=counter_backend,
+        )
+        self._expire_ns = None if probe is not None else int(quarantine * 1e9)
+        self._pid = -1  # not attached in any process yet
+        self._state: LocalState | None = None
+        self._refresher: Refresher | None = None
+        self._started = False  # start() was called (in this process or before a fork)
+        self._owner = object()  # this object's leadership token
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"SharedFleet({self.namespace!r}, segment={self.segment_name!r})"
+
+    # -- attachment (fork-aware) ----------------------------------------------------------------
+
+    def _local(self) -> LocalState:
+        if self._pid != _getpid():
+            self._after_fork_or_first_use()
+        state = self._state
+        assert state is not None
+        return state
+
+    def _after_fork_or_first_use(self) -> None:
+        # A fork child may inherit self._lock held by a thread that no longer exists: replace it
+        # before taking it. Nothing inherited is unlocked, only forgotten.
+        inherited = self._pid != -1
+        self._lock = threading.RLock()
+        with self._lock:
+            self._refresher = None
+            self._owner = object()
+            self._state = local_state(self.namespace, self.shm_dir, self._config.quarantine)
+            self._pid = _getpid()
+        if inherited and self._started:
+            self.start()  # the parent ran a refresher: this process is a failover candidate too
+
+    def _att(self) -> Attachment:
+        if self._pid == _getpid():
+            state = self._state
+            assert state is not None
+            att = state.att
+            if att is not None and not state.stale:
+                return att
+        return self._local().ensure(self._config.counter_backend)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Attach and start this process's refresher thread (idempotent, fork-aware)."""
+        state = self._local()
+        with self._lock:
+            self._started = True
+            state.ensure(self._config.counter_backend)
+            if self._refresher is None or not self._refresher.alive():
+                self._refresher = Refresher(state, self._owner, self._config)
+                self._refresher.start()
+
+    def close(self) -> None:
+        """Stop this process's refresher and give up leadership; the shared state stays."""
+        if self._pid != _getpid():
+            self._started = False
+            return
+        with self._lock:
+            self._started = False
+            refresher, self._refresher = self._refresher, None
+        if refresher is not None:
+            refresher.stop()
+        state = self._state
+        if state is not None:
+            att = state.att
+            state.election.resign(self._owner, att.seg if att is not None else None)
+
+    def __enter__(self) -> SharedFleet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def is_leader(self) -> bool:
+        """True if this object's refresher (in this process) holds the leadership."""
+        if self._pid != _getpid():
+            return False
+        state = self._state
+        return state is not None and state.election.owner_is(self._owner)
+
+    # -- the table ------------------------------------------------------------------------------
+
+    def nodes(self) -> tuple[str, ...]:
+        """The published node table; () if none yet. Attaches lazily, starts no thread."""
+        return self._att().reader.read()
+
+    @property
+    def generation(self) -> int:
+        return self._att().reader.generation
+
+    def wait_for_nodes(self, timeout: float) -> tuple[str, ...]:
+        """start(), then wait up to ``timeout`` for a non-empty table; returns what is there."""
+        self.start()
+        deadline = time.monotonic() + timeout
+        delay = 0.001
+        while True:
+            nodes = self.nodes()
+            if nodes or time.monotonic() >= deadline:
+                return nodes
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 0.02)
+
+    def refresh_now(self, timeout: float = 5.0) -> tuple[str, ...]:
+        """Refresh the table now and return it.
+
+        * In the leader (this object leads, or it wins the election right now): run the refresh
+          callback inline, publish, and re-raise the callback's exception (``ValueError`` for a
+          result that is not a valid non-empty node list).
+        * Otherwise: add 1 to the segment's request word; the leader refreshes at its next poll
+          (bypassing its backoff). Wait up to ``timeout`` for it to answer this request. If its
+          attempt failed, raise :class:`DiscoveryError` carrying the leader's error text. If no
+          leader answered in time, log and return the current table (maybe ()).
+        """
+        state = self._local()
+        att = self._att()
+        refresh = self._config.refresh
+        if refresh is not None:
+            self.start()
+            att = self._att()
+            if state.election.try_lead(self._owner, att.seg):
+                request = int(att.seg.words[_W(layout.REQUEST_OFF)])
+                return refresh_once(state, att, refresh, request)
+        words = att.seg.words
+        mine = att.ops.fetch_add(layout.REQUEST_OFF, 1) + 1
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            served = int(words[_W(layout.REQUEST_SERVED_OFF)])
+            if (served - mine) % (1 << 64) < (1 << 63):  # served >= mine, wrap-safe
+                if words[_W(layout.FAILURES_OFF)]:
+                    raise DiscoveryError(
+                        f"the refresh leader failed to refresh {self.segment_name}: "
+                        f"{read_error(att.seg.mm, words) or 'unknown error'}"
+                    )
+                return att.reader.read()
+            time.sleep(0.002)
+        log.warning("no refresh leader answered within %.1fs for %s", timeout, self.segment_name)
+        return att.reader.read()
+
+    # -- the counter and health -----------------------------------------------------------------
+
+    def advance(self) -> int:
+        """Shared counter fetch-and-add 1; returns the previous value. One call per attempt."""
+        if self._pid == _getpid():
+            state = self._state
+            att = state.att if state is not None else None
+            if att is not None and not state.stale:  # type: ignore[union-attr]
+                return att.ops.advance()
+        return self._att().ops.advance()
+
+    @property
+    def counter(self) -> int:
+        """The shared counter's current value (no increment)."""
+        return int(self._att().seg.words[_COUNTER])
+
+    def record_pick(self, node: str) -> None:
+        """Count a pick of ``node`` in its shared health entry (stats only)."""
+        self._att().health.record_pick(node)
+
+    def report_failure(self, node: str) -> None:
+        """failures += 1 and quarantine ``node`` for every process on the host."""
+        self._att().health.report_failure(node)
+
+    def report_success(self, node: str) -> None:
+        """End ``node``'s quarantine if it has one (one load when nothing is quarantined)."""
+        att = self._att()
+        att.health.report_success(node, att.reader.read())
+
+    def quarantined(self) -> dict[str, int]:
+        """node -> monotonic ns of its last failure, for the table's quarantined nodes."""
+        att = self._att()
+        return att.health.quarantined(att.reader.read(), self._expire_ns)
+
+    # -- diagnostics ----------------------------------------------------------------------------
+
+    def stats(self) -> FleetStats:
+        att = self._att()
+        return snapshot(
+            namespace=self.namespace,
+            base=att.seg.base,
+            shm_dir=self.shm_dir,
+            mm=att.seg.mm,
+            words=att.seg.words,
+            self_leads=self._local().election.leading,
+        )
+
+    @property
+    def attachment(self) -> Attachment:
+        """Internal objects (tests, benchmarks). Not a stable API."""
+        return self._att()
+
+
+def list_fleets(shm_dir: str = segment.DEFAULT_SHM_DIR) -> list[FleetStats]:
+    """Stats of every segment of this euid in ``shm_dir``; read-only, never creates anything."""
+    result = []
+    for base in segment.list_bases(shm_dir):
+        ro = segment.open_read_only(shm_dir, base)
+        if ro is None:
+            continue
+        local = existing_local_state(shm_dir, base)
+        result.append(
+            snapshot(
+                namespace=None,
+                base=base,
+                shm_dir=shm_dir,
+                mm=ro.mm,
+                words=ro.words,
+                self_leads=local is not None and local.election.leading,
+            )
+        )
+    return result
+
+
+def cleanup(namespace: str | None = None, shm_dir: str = segment.DEFAULT_SHM_DIR) -> list[str]:
+    """Unlink unused segments (all of this euid if ``namespace`` is None); returns the names
+    removed. A segment is kept while any other process is attached, or while a refresher of this
+    process runs on it (stop it with ``close()`` first). Lock files of removed segments go too."""
+    bases = [segment.base_name(namespace)] if namespace is not None else segment.list_bases(shm_dir)
+    removed = []
+    for base in bases:
+        local = existing_local_state(shm_dir, base)
+        if local is not None and local.running:
+            log.info("not removing /%s: a refresher of this process runs on it", base)
+            continue
+        try:
+            ok = segment.remove_if_unused(shm_dir, base)
+        except (OSError, SharedStateError) as exc:
+            log.warning("could not clean up /%s: %s", base, exc)
+            continue
+        if ok:
+            removed.append("/" + base)
+            if local is not None:
+                local.election.forget()
+                local.stale = True  # the next use in this process re-attaches
+    return removed

@@ -1,0 +1,167 @@
+"""The double-buffered, self-validating node table.
+
+The leader (the only writer: it holds the leader lock) writes the *inactive* slot — generation
+zeroed first, then payload, length, format, digest, and the generation last — and then flips the
+aligned 8-byte publish word ``(generation << 1) | slot``. A reader copies the slot and accepts it
+only if the slot generation equals the publish word's, the blake2b digest over
+(generation, length, format, payload) matches, and the publish word did not move during the copy.
+
+No atomics and no fences are needed: a torn or reordered read is *detected*, not prevented. A
+writer killed mid-write leaves the publish word on the previous, intact slot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import struct
+from collections.abc import Iterable
+
+from alternator_shm.fleet import layout
+
+__all__ = ["TableReader", "publish", "read_published", "validate_nodes"]
+
+_HEAD = struct.Struct("=QII")  # generation, length, format (digest input prefix)
+_LEN_FMT = struct.Struct("=II")
+_PUB = layout.word_index(layout.PUBLISH_OFF)
+_READ_TRIES = 64
+
+
+def validate_nodes(nodes: object) -> tuple[str, ...]:
+    """Check a refresh result and return it as a tuple; raise ValueError saying what is wrong.
+
+    A node is a non-empty string without whitespace or control characters (it is stored one per
+    line). Duplicates are dropped (they would bias the round-robin). The list must be non-empty
+    and fit in a slot.
+    """
+    if isinstance(nodes, (str, bytes)) or not isinstance(nodes, Iterable):
+        kind = type(nodes).__name__
+        raise ValueError(f"refresh must return a sequence of node strings, not {kind}")
+    result: list[str] = []
+    seen: set[str] = set()
+    for node in nodes:
+        if not isinstance(node, str):
+            raise ValueError(f"node {node!r} is not a string")
+        if not node or any(ch.isspace() or not ch.isprintable() for ch in node):
+            raise ValueError(f"node {node!r} is empty or contains whitespace/control characters")
+        if node not in seen:
+            seen.add(node)
+            result.append(node)
+    if not result:
+        raise ValueError("refresh returned an empty node list")
+    if len(result) > layout.MAX_NODES:
+        raise ValueError(f"{len(result)} nodes exceed the table's {layout.MAX_NODES}")
+    if len(encode(result)) > layout.PAYLOAD_MAX:
+        raise ValueError(f"node list does not fit in {layout.PAYLOAD_MAX} bytes")
+    return tuple(result)
+
+
+def encode(nodes: Iterable[str]) -> bytes:
+    return "\n".join(nodes).encode("utf-8")
+
+
+def _digest(generation: int, length: int, fmt: int, payload: bytes) -> bytes:
+    h = hashlib.blake2b(_HEAD.pack(generation, length, fmt), digest_size=layout.DIGEST_SIZE)
+    h.update(payload)
+    return h.digest()
+
+
+def _decode(payload: bytes) -> tuple[str, ...] | None:
+    try:
+        nodes = tuple(payload.decode("utf-8").split("\n"))
+    except UnicodeDecodeError:
+        return None
+    if not nodes or any(not n for n in nodes):
+        return None
+    return nodes
+
+
+def read_slot(mm: mmap.mmap, words: memoryview, w: int) -> tuple[str, ...] | None:
+    """The table published as ``w`` if it validates completely, else None (torn / stale)."""
+    generation, slot = w >> 1, w & 1
+    base = layout.slot_offset(slot)
+    if words[base // 8] != generation:
+        return None
+    length, fmt = _LEN_FMT.unpack_from(mm, base + layout.S_LENGTH)
+    if fmt != layout.FORMAT_LINES or length > layout.PAYLOAD_MAX:
+        return None
+    start = base + layout.S_PAYLOAD
+    payload = mm[start : start + length]
+    digest = mm[base + layout.S_DIGEST : base + layout.S_DIGEST + layout.DIGEST_SIZE]
+    if digest != _digest(generation, length, fmt, payload):
+        return None
+    if words[_PUB] != w:  # the writer moved on during our copy: the copy may be torn
+        return None
+    return _decode(payload)
+
+
+def read_published(mm: mmap.mmap, words: memoryview) -> tuple[int, tuple[str, ...]] | None:
+    """(publish word, nodes) of a validated read, () if nothing was ever published, None if
+    every bounded attempt saw a torn slot."""
+    for _ in range(_READ_TRIES):
+        w = int(words[_PUB])
+        if w == 0:
+            return 0, ()
+        nodes = read_slot(mm, words, w)
+        if nodes is not None:
+            return w, nodes
+    return None
+
+
+class TableReader:
+    """Per-process cache of the published table: the steady state is one 8-byte load."""
+
+    def __init__(self, mm: mmap.mmap, words: memoryview) -> None:
+        self._mm = mm
+        self._words = words
+        self._cache: tuple[int, tuple[str, ...]] = (-1, ())  # one attribute: threads see a pair
+        self.rejected = 0  # torn reads rejected (diagnostics / tests)
+
+    def read(self) -> tuple[str, ...]:
+        cache = self._cache
+        if self._words[_PUB] == cache[0]:
+            return cache[1]
+        return self._reload()
+
+    def _reload(self) -> tuple[str, ...]:
+        for _ in range(_READ_TRIES):
+            w = int(self._words[_PUB])
+            if w == 0:
+                self._cache = (0, ())
+                return ()
+            nodes = read_slot(self._mm, self._words, w)
+            if nodes is not None:
+                self._cache = (w, nodes)
+                return nodes
+            self.rejected += 1
+        return self._cache[1]  # keep the last good table; the next call tries again
+
+    @property
+    def generation(self) -> int:
+        self.read()
+        return max(self._cache[0], 0) >> 1
+
+
+def publish(mm: mmap.mmap, words: memoryview, nodes: tuple[str, ...]) -> int:
+    """Publish ``nodes`` (already validated) and return the generation in force afterwards.
+
+    Leader only. Republishing the current table is a no-op (no new generation), so followers'
+    caches stay warm and the health slots are not garbage-collected for nothing.
+    """
+    current = read_published(mm, words)
+    w = int(words[_PUB])
+    if current is not None and current[0] == w and current[1] == nodes:
+        return w >> 1
+    generation = (w >> 1) + 1
+    slot = 1 - (w & 1) if w else 0
+    base = layout.slot_offset(slot)
+    payload = encode(nodes)
+    words[base // 8] = 0  # invalidate before touching the slot
+    start = base + layout.S_PAYLOAD
+    mm[start : start + len(payload)] = payload
+    _LEN_FMT.pack_into(mm, base + layout.S_LENGTH, len(payload), layout.FORMAT_LINES)
+    digest = _digest(generation, len(payload), layout.FORMAT_LINES, payload)
+    mm[base + layout.S_DIGEST : base + layout.S_DIGEST + layout.DIGEST_SIZE] = digest
+    words[base // 8] = generation
+    words[_PUB] = (generation << 1) | slot  # one aligned native store: the commit point
+    return generation
