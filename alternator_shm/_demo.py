@@ -1,0 +1,432 @@
+"""``alternator-shm demo``: watch one host-wide fleet survive a leader kill and a node kill.
+
+The demo starts an embedded 3-node emulated cluster (two racks), then worker processes that
+each build their own :class:`~alternator_shm.Helper` on one namespace and issue PutItem/GetItem
+as fast as they can. Midway it SIGKILLs the worker that leads the refresh, kills a node, and
+later restarts the node. The numbers come from where they are true: requests per node from the
+nodes' own logs, the leader from the shared segment, retries and failures from the callers.
+It succeeds (exit status 0) only if no call failed.
+
+The workers are started with ``forkserver`` (``spawn`` where unavailable): this process runs
+the emulator's server threads, and forking a threaded process is what the library tells users
+not to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from multiprocessing.context import BaseContext
+    from multiprocessing.process import BaseProcess
+    from multiprocessing.sharedctypes import SynchronizedArray
+    from multiprocessing.synchronize import Event
+
+    from alternator_shm.emulator import Cluster
+
+__all__ = ["configure_parser", "run"]
+
+TABLE = "demo"
+_TOPOLOGY = [("dc1", "rack1"), ("dc1", "rack2"), ("dc1", "rack1")]
+_API_OPERATIONS = frozenset({"PutItem", "GetItem"})
+# Per-worker shared counters (one writer each, so no lock): pid, ok, failed, retried attempts.
+_FIELDS = 4
+_PID, _OK, _FAILED, _RETRIES = range(_FIELDS)
+# When the chaos happens, as fractions of --duration.
+_KILL_LEADER_AT = 0.30
+_KILL_NODE_AT = 0.45
+_RESTART_NODE_AT = 0.70
+_SAMPLE_S = 0.2
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--duration", type=float, default=10.0,
+                        help="seconds of traffic (default 10; the chaos is scheduled within)")
+    parser.add_argument("--workers", type=int, default=4, help="worker processes (default 4)")
+    parser.add_argument("--backend", choices=("moto", "null"), default="moto",
+                        help="emulator storage: moto (real items) or null (instant answers)")
+    parser.add_argument("--refresh-interval", type=float, default=0.5,
+                        help="seconds between /localnodes polls by the elected refresher")
+    parser.add_argument("--json", action="store_true",
+                        help="print only a JSON summary (no live table)")
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+def _worker_main(
+    slot: int,
+    settings: dict[str, Any],
+    counters: SynchronizedArray[int],
+    stop: Event,
+) -> None:
+    """One worker process: its own Helper on the shared namespace, calls until told to stop."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from alternator_shm.helper import Helper
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C and stops us
+    seeds = settings.pop("seeds")
+    helper = Helper(seeds, **settings)
+    ddb = helper.new_dynamodb_client()
+    helper.start()
+    base = slot * _FIELDS
+    counters[base + _PID] = os.getpid()
+    i = 0
+    while not stop.is_set():
+        key = {"p": {"S": f"w{slot}-{i // 2}"}}
+        try:
+            if i % 2 == 0:
+                out = ddb.put_item(TableName=TABLE, Item={**key, "n": {"N": str(i)}})
+            else:
+                out = ddb.get_item(TableName=TABLE, Key=key)
+        except (BotoCoreError, ClientError) as exc:
+            counters[base + _FAILED] += 1
+            print(f"worker {os.getpid()}: call failed: {exc}", file=sys.stderr)
+        else:
+            counters[base + _OK] += 1
+            counters[base + _RETRIES] += int(out["ResponseMetadata"].get("RetryAttempts", 0))
+        i += 1
+    helper.close()
+
+
+# --------------------------------------------------------------------------- parent side
+
+
+@dataclass
+class _Event:
+    at: float
+    what: str
+
+
+@dataclass
+class _State:
+    """Everything the display and the summary show, sampled by the parent."""
+
+    started: float
+    duration: float
+    namespace: str
+    workers: int
+    leader: int | None = None
+    leaders: list[int] = field(default_factory=list)
+    events: list[_Event] = field(default_factory=list)
+    per_node: dict[str, int] = field(default_factory=dict)
+    node_state: dict[str, str] = field(default_factory=dict)
+    node_rack: dict[str, str] = field(default_factory=dict)
+    ok: int = 0
+    failed: int = 0
+    retries: int = 0
+    balanced_phase: dict[str, int] = field(default_factory=dict)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def note(self, what: str) -> None:
+        self.events.append(_Event(round(self.elapsed(), 2), what))
+
+
+def _context() -> BaseContext:
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        # Import boto3 and the library once in the fork server, not in every worker.
+        ctx.set_forkserver_preload(["alternator_shm.helper"])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+def _api_counts(cluster: Cluster) -> dict[str, int]:
+    return {n.url: sum(1 for e in n.log if e.operation in _API_OPERATIONS)
+            for n in cluster.nodes}
+
+
+def _leader_pid(namespace: str) -> int | None:
+    from alternator_shm.fleet import list_fleets
+
+    for stats in list_fleets():
+        if stats.namespace == namespace:
+            return stats.leader_pid
+    return None
+
+
+class _Display:
+    """A live table on a terminal (redrawn in place), or one line per second otherwise."""
+
+    def __init__(self, out: IO[str], enabled: bool) -> None:
+        self._out = out
+        self._enabled = enabled
+        self._tty = enabled and out.isatty()
+        self._lines = 0
+        self._last_line = -1.0
+        self._events_shown = 0
+
+    def update(self, st: _State, final: bool = False) -> None:
+        if not self._enabled:
+            return
+        if self._tty:
+            text = self._table(st)
+            if self._lines:
+                self._out.write(f"\x1b[{self._lines}F\x1b[J")
+            self._out.write(text)
+            self._lines = text.count("\n")
+        else:
+            for ev in st.events[self._events_shown:]:
+                self._out.write(f"t={ev.at:5.1f}s {ev.what}\n")
+            self._events_shown = len(st.events)
+            if not final and st.elapsed() - self._last_line < 1.0:
+                self._out.flush()
+                return
+            self._last_line = st.elapsed()
+            nodes = " ".join(f"{n.rsplit('/', 1)[-1]}={c}" for n, c in st.per_node.items())
+            self._out.write(
+                f"t={st.elapsed():5.1f}s leader={st.leader} ok={st.ok} "
+                f"retried={st.retries} failed={st.failed} | {nodes}\n"
+            )
+        self._out.flush()
+
+    @staticmethod
+    def _table(st: _State) -> str:
+        total = sum(st.per_node.values()) or 1
+        lines = [
+            f"alternator-shm demo  namespace {st.namespace}  "
+            f"t={min(st.elapsed(), st.duration):4.1f}/{st.duration:.0f}s",
+            f"  {'node':28} {'rack':6} {'state':6} {'requests':>9} {'share':>6}",
+        ]
+        for node, count in st.per_node.items():
+            lines.append(
+                f"  {node:28} {st.node_rack.get(node, ''):6} {st.node_state.get(node, ''):6} "
+                f"{count:>9} {100.0 * count / total:5.1f}%"
+            )
+        lines.append(
+            f"  leader pid {st.leader}  leader changes {max(len(st.leaders) - 1, 0)}  "
+            f"calls {st.ok}  retried elsewhere {st.retries}  failed {st.failed}"
+        )
+        for ev in st.events[-4:]:
+            lines.append(f"  {ev.at:5.1f}s  {ev.what}")
+        return "\n".join(lines) + "\n"
+
+
+def _settings(cluster: Cluster, namespace: str, refresh: float) -> dict[str, Any]:
+    return {
+        "seeds": list(cluster.seeds),
+        "port": cluster.port,
+        "credentials": cluster.credentials,
+        "namespace": namespace,
+        "refresh_interval": refresh,
+        "idle_refresh_interval": refresh,
+    }
+
+
+def _create_table(cluster: Cluster) -> None:
+    """Create the demo table through one node directly (outside the fleet being shown)."""
+    import boto3
+
+    key, secret = cluster.credentials
+    client = boto3.client(
+        "dynamodb", endpoint_url=cluster.nodes[0].url, region_name="alternator",
+        aws_access_key_id=key, aws_secret_access_key=secret,
+    )
+    client.create_table(
+        TableName=TABLE,
+        KeySchema=[{"AttributeName": "p", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "p", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    client.close()
+
+
+class _Workers:
+    """The worker processes, one counter slot each (a replacement gets a fresh slot)."""
+
+    def __init__(self, ctx: BaseContext, settings: dict[str, Any], slots: int) -> None:
+        self._ctx = ctx
+        self._settings = settings
+        self.counters: SynchronizedArray[int] = ctx.Array("q", slots * _FIELDS, lock=False)
+        self.stop = ctx.Event()
+        self.procs: list[BaseProcess] = []
+
+    def spawn(self) -> BaseProcess:
+        slot = len(self.procs)
+        proc = self._ctx.Process(  # type: ignore[attr-defined]
+            target=_worker_main, args=(slot, dict(self._settings), self.counters, self.stop),
+            name=f"demo-worker-{slot}", daemon=True,
+        )
+        proc.start()
+        self.procs.append(proc)
+        return proc  # type: ignore[no-any-return]
+
+    def pid_ready(self, proc: BaseProcess) -> bool:
+        return int(self.counters[self.procs.index(proc) * _FIELDS + _PID]) != 0
+
+    def totals(self) -> tuple[int, int, int]:
+        c = self.counters
+        n = len(self.procs)
+        return (
+            sum(c[i * _FIELDS + _OK] for i in range(n)),
+            sum(c[i * _FIELDS + _FAILED] for i in range(n)),
+            sum(c[i * _FIELDS + _RETRIES] for i in range(n)),
+        )
+
+    def ours(self, pid: int | None) -> BaseProcess | None:
+        return next((p for p in self.procs if p.pid == pid and p.is_alive()), None)
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        deadline = time.monotonic() + 10
+        for proc in self.procs:
+            proc.join(timeout=max(0.0, deadline - time.monotonic()))
+        for proc in self.procs:
+            if proc.is_alive():
+                proc.kill()  # only our own worker processes, by pid
+                proc.join(timeout=2)
+
+
+def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _sample(st: _State, cluster: Cluster, workers: _Workers, final: bool = False) -> None:
+    st.per_node = _api_counts(cluster)
+    st.node_state = {n.url: "up" if n.state == "NORMAL" else n.state.lower()
+                     for n in cluster.nodes}
+    st.ok, st.failed, st.retries = workers.totals()
+    leader = _leader_pid(st.namespace)
+    if leader is None and final:
+        return  # the workers have stopped: keep showing the last leader
+    if leader is not None and leader != st.leader and workers.ours(leader) is not None:
+        if st.leaders:
+            st.note(f"new leader pid {leader} (was {st.leaders[-1]})")
+        st.leaders.append(leader)
+    st.leader = leader
+
+
+def _run_traffic(st: _State, cluster: Cluster, workers: _Workers, display: _Display) -> None:
+    """The timeline: steady traffic, kill the leader, kill a node, restart it, stop."""
+    victim = cluster.nodes[1]
+    steps: list[tuple[float, str]] = [
+        (_KILL_LEADER_AT, "kill-leader"), (_KILL_NODE_AT, "kill-node"),
+        (_RESTART_NODE_AT, "restart-node"),
+    ]
+    while st.elapsed() < st.duration:
+        _sample(st, cluster, workers)
+        if steps and st.elapsed() >= steps[0][0] * st.duration:
+            _, step = steps.pop(0)
+            if step == "kill-leader":
+                proc = workers.ours(st.leader)
+                if proc is None:  # no leader yet: try again at the next sample
+                    steps.insert(0, (0.0, step))
+                else:
+                    os.kill(proc.pid, signal.SIGKILL)  # type: ignore[arg-type]
+                    st.note(f"SIGKILL leader pid {proc.pid}; started a replacement worker")
+                    workers.spawn()
+            elif step == "kill-node":
+                st.balanced_phase = _api_counts(cluster)
+                victim.kill()
+                st.note(f"killed node {victim.url} ({victim.rack})")
+            else:
+                victim.start()
+                st.note(f"restarted node {victim.url}")
+        display.update(st)
+        time.sleep(_SAMPLE_S)
+
+
+def _summary(st: _State, backend: str) -> dict[str, Any]:
+    spread = (max(st.balanced_phase.values()) - min(st.balanced_phase.values())
+              if st.balanced_phase else None)
+    return {
+        "ok": st.failed == 0,
+        "duration_s": round(st.elapsed(), 2),
+        "backend": backend,
+        "namespace": st.namespace,
+        "workers": st.workers,
+        "calls": st.ok,
+        "failed_calls": st.failed,
+        "retried_attempts": st.retries,
+        "leader_pids": st.leaders,
+        "leader_changes": max(len(st.leaders) - 1, 0),
+        "requests_per_node": st.per_node,
+        "racks": st.node_rack,
+        "balanced_phase": {"per_node": st.balanced_phase, "max_minus_min": spread},
+        "events": [{"t": e.at, "event": e.what} for e in st.events],
+    }
+
+
+def _print_summary(summary: dict[str, Any], out: IO[str]) -> None:
+    total = sum(summary["requests_per_node"].values()) or 1
+    print("\nsummary", file=out)
+    print(f"  {'node':28} {'rack':6} {'requests':>9} {'share':>6}", file=out)
+    for node, count in summary["requests_per_node"].items():
+        print(f"  {node:28} {summary['racks'].get(node, ''):6} {count:>9} "
+              f"{100.0 * count / total:5.1f}%", file=out)
+    phase = summary["balanced_phase"]
+    print(f"  while every node was up: {phase['per_node']} "
+          f"(max - min = {phase['max_minus_min']})", file=out)
+    print(f"  calls {summary['calls']}  leader changes {summary['leader_changes']} "
+          f"{summary['leader_pids']}  attempts retried elsewhere {summary['retried_attempts']}  "
+          f"failed calls {summary['failed_calls']}", file=out)
+    print("  " + ("OK: no call failed" if summary["ok"] else "FAILED: some calls failed"),
+          file=out)
+
+
+def run(args: argparse.Namespace) -> int:
+    from alternator_shm.emulator import Cluster
+    from alternator_shm.fleet import cleanup
+
+    if args.workers < 1 or args.duration <= 0:
+        print("--workers must be >= 1 and --duration > 0", file=sys.stderr)
+        return 2
+    out = sys.stdout
+    namespace = f"demo-{uuid.uuid4().hex[:12]}"
+    users = {"demo": f"demo-{uuid.uuid4().hex[:8]}"}
+    with Cluster(nodes=3, topology=_TOPOLOGY, users=users, backend=args.backend,
+                 failure_detect_delay=0.0) as cluster:
+        if not args.json:
+            print(f"emulated cluster: {', '.join(n.url for n in cluster.nodes)} "
+                  f"(racks {', '.join(n.rack for n in cluster.nodes)}); backend {args.backend}",
+                  file=out)
+            print(f"starting {args.workers} worker processes on namespace {namespace}",
+                  file=out, flush=True)
+        _create_table(cluster)
+        workers = _Workers(_context(), _settings(cluster, namespace, args.refresh_interval),
+                           slots=args.workers + 1)
+        st = _State(time.monotonic(), args.duration, namespace, args.workers)
+        st.node_rack = {n.url: n.rack for n in cluster.nodes}
+        display = _Display(out, enabled=not args.json)
+        try:
+            for _ in range(args.workers):
+                workers.spawn()
+            if not _wait(lambda: all(workers.pid_ready(p) for p in workers.procs), 30):
+                print("workers did not start within 30 s", file=sys.stderr)
+                return 1
+            st.started = time.monotonic()
+            _run_traffic(st, cluster, workers, display)
+        finally:
+            workers.shutdown()
+            try:
+                with contextlib.suppress(Exception):
+                    _sample(st, cluster, workers, final=True)  # the final counts, every worker stopped
+            finally:
+                cleanup(namespace)
+        display.update(st, final=True)
+    summary = _summary(st, args.backend)
+    if args.json:
+        json.dump(summary, out, indent=2)
+        out.write("\n")
+    else:
+        _print_summary(summary, out)
+    return 0 if summary["ok"] else 1
