@@ -1,0 +1,82 @@
+"""Forked helper processes for the fleet tests: results come back through a pipe, every wait is
+bounded, and a child that outlives its deadline is SIGKILLed (only children we started)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import select
+import signal
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+
+class Child:
+    """A forked child running ``fn(*args)``; ``result()`` returns its value or raises."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, fork: Callable[[], int] = os.fork):
+        r, w = os.pipe()
+        pid = fork()
+        if pid == 0:  # child
+            os.close(r)
+            code = 0
+            try:
+                payload = ("ok", fn(*args))
+            except BaseException as exc:  # report everything, including SystemExit
+                payload = ("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+                code = 1
+            try:
+                data = pickle.dumps(payload)
+                with os.fdopen(w, "wb") as f:
+                    f.write(data)
+            finally:
+                os._exit(code)
+        os.close(w)
+        self.pid = pid
+        self._r = r
+
+    def result(self, timeout: float = 30.0) -> Any:
+        deadline = time.monotonic() + timeout
+        chunks = []
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.kill()
+                raise TimeoutError(f"child {self.pid} did not finish in {timeout}s")
+            ready, _, _ = select.select([self._r], [], [], left)
+            if not ready:
+                continue
+            chunk = os.read(self._r, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(self._r)
+        os.waitpid(self.pid, 0)
+        if not chunks:
+            raise RuntimeError(f"child {self.pid} died without a result")
+        status, value = pickle.loads(b"".join(chunks))
+        if status != "ok":
+            raise RuntimeError(f"child {self.pid} failed: {value}")
+        return value
+
+    def kill(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.005) -> Any:
+    """Poll ``predicate`` until truthy (returned) or ``timeout`` (returns the last falsy value)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
