@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
@@ -134,6 +135,16 @@ class ProcessRuntime:
 
     def pause(self) -> None:
         self._signal(signal.SIGSTOP)
+        # SIGSTOP is asynchronous; return only once the kernel shows the process stopped.
+        deadline = time.monotonic() + 2.0
+        while self._proc is not None and time.monotonic() < deadline:
+            try:
+                with open(f"/proc/{self._proc.pid}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] in ("T", "t"):
+                        return
+            except OSError:
+                return
+            time.sleep(0.005)
 
     def resume(self) -> None:
         self._signal(signal.SIGCONT)
