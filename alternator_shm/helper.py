@@ -42,7 +42,9 @@ _DISCOVERY_TIMEOUT = (1.0, 2.0)
 # as down; botocore's 60 s default would stall a call behind one dead node.
 _DEFAULT_CONNECT_TIMEOUT = 2.0
 _DEFAULT_READ_TIMEOUT = 30.0
-_DEFAULT_RETRIES: dict[str, Any] = {"mode": "standard", "max_attempts": 3}
+# botocore's ``max_attempts`` counts *retries* (3 -> 4 attempts); ``total_max_attempts`` counts
+# every attempt. Three attempts land on three different nodes.
+_DEFAULT_RETRIES: dict[str, Any] = {"mode": "standard", "total_max_attempts": 3}
 
 CredentialsOption = tuple[str, str] | tuple[str, str, str] | Credentials | None
 
@@ -178,6 +180,27 @@ def _validate(seeds: Sequence[str], kw: dict[str, Any]) -> _Options:
     if kw["rack"] is not None and kw["datacenter"] is None:
         _log.debug("rack without datacenter: the rack is looked up in each seed's own DC")
     return _Options(**kw)
+
+
+def _merge_config(base: Config, user: Config | None) -> Config:
+    """``base.merge(user)``, except that ``retries`` is merged key by key.
+
+    ``Config.merge`` replaces the whole ``retries`` dict, so a user's ``{"max_attempts": 1}``
+    would silently drop our standard retry mode. A user's attempt count (either spelling)
+    replaces ours; botocore lets ``total_max_attempts`` win over ``max_attempts``.
+    """
+    if user is None:
+        return base
+    merged = base.merge(user)
+    user_retries = user.retries
+    if user_retries:
+        retries = dict(base.retries or {})
+        if "max_attempts" in user_retries or "total_max_attempts" in user_retries:
+            retries.pop("max_attempts", None)
+            retries.pop("total_max_attempts", None)
+        retries.update(user_retries)
+        merged = merged.merge(Config(retries=retries))
+    return merged
 
 
 def _default_namespace(o: _Options) -> str:
@@ -334,8 +357,7 @@ class Helper:
             read_timeout=_DEFAULT_READ_TIMEOUT,
             retries=dict(_DEFAULT_RETRIES),
         )
-        user = self._options.botocore_config
-        return ours.merge(user) if user is not None else ours
+        return _merge_config(ours, self._options.botocore_config)
 
     def _api_timeout(self) -> tuple[float, float]:
         config = self._config()
@@ -363,7 +385,7 @@ class Helper:
         kwargs.update(user_kwargs)
         config = self._config()
         if isinstance(kwargs.get("config"), Config):
-            config = config.merge(kwargs["config"])
+            config = _merge_config(config, kwargs["config"])
         kwargs["config"] = config
         assert self._router is not None
         # A placeholder: every attempt's URL is set by the routing hook before signing.

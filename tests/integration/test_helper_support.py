@@ -1,0 +1,191 @@
+"""Shared pieces of the Helper integration tests (no tests here).
+
+Kept in a ``test_helper_*`` module so the Helper tests stay self-contained; the other modules
+import it by name (pytest puts this directory on ``sys.path``, and spawned children inherit
+that path, so the worker functions below are importable in them too).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from alternator_shm import Helper
+from alternator_shm import fleet as _fleet
+
+#: Refresh period used by the tests: short, so topology changes show up fast.
+REFRESH = 0.2
+
+
+def unique_namespace() -> str:
+    return f"t-{uuid.uuid4().hex}"
+
+
+def cluster_credentials(cluster: Any) -> tuple[str, str]:
+    creds = cluster.credentials
+    if isinstance(creds, dict):
+        key, secret = next(iter(creds.items()))
+        return (key, secret)
+    if hasattr(creds, "access_key"):
+        return (creds.access_key, creds.secret_key)
+    key, secret = creds[0], creds[1]
+    return (key, secret)
+
+
+def helper_options(cluster: Any, **overrides: Any) -> dict[str, Any]:
+    """Options that reach ``cluster`` with its credentials, a fresh namespace, fast refresh."""
+    options: dict[str, Any] = {
+        "port": cluster.port,
+        "scheme": cluster.scheme,
+        "credentials": cluster_credentials(cluster),
+        "refresh_interval": REFRESH,
+        "namespace": unique_namespace(),
+    }
+    if cluster.scheme == "https":
+        options["ca_file"] = cluster.ca_file
+    options.update(overrides)
+    return options
+
+
+@contextlib.contextmanager
+def make_helper(cluster: Any, **overrides: Any) -> Iterator[Helper]:
+    """A Helper on ``cluster``; closed and its shared state removed afterwards."""
+    options = helper_options(cluster, **overrides)
+    seeds = options.pop("seeds", None) or list(cluster.seeds)
+    helper = Helper(seeds, **options)
+    try:
+        yield helper
+    finally:
+        helper.close()
+        cleanup(helper.namespace)
+
+
+def cleanup(namespace: str) -> None:
+    with contextlib.suppress(Exception):
+        _fleet.cleanup(namespace)
+
+
+def node_urls(cluster: Any, nodes: Iterable[Any] | None = None) -> list[str]:
+    return sorted(n.url.rstrip("/") for n in (cluster.nodes if nodes is None else nodes))
+
+
+def api_entries(node: Any, operation: str | None = None) -> list[Any]:
+    """The DynamoDB API requests (``POST /``) a node logged, optionally of one operation."""
+    return [
+        e
+        for e in node.log
+        if e.method == "POST" and e.operation is not None
+        and (operation is None or e.operation == operation)
+    ]
+
+
+def localnodes_entries(node: Any) -> list[Any]:
+    return [e for e in node.log if e.method == "GET" and e.path.startswith("/localnodes")]
+
+
+def api_counts(cluster: Any, operation: str | None = None) -> Counter[str]:
+    """Requests per node URL (nodes that saw none are present with 0)."""
+    return Counter({n.url.rstrip("/"): len(api_entries(n, operation)) for n in cluster.nodes})
+
+
+def all_api_entries(cluster: Any, operation: str | None = None) -> list[tuple[Any, Any]]:
+    """(node, entry) for every API request of the cluster, in time order."""
+    pairs = [(n, e) for n in cluster.nodes for e in api_entries(n, operation)]
+    pairs.sort(key=lambda pair: pair[1].time)
+    return pairs
+
+
+def header(entry: Any, name: str) -> str | None:
+    lowered = name.lower()
+    for key, value in entry.headers.items():
+        if key.lower() == lowered:
+            return str(value)
+    return None
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it is truthy (returned) or ``timeout`` passes (returns last)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+# -- worker functions for spawned processes ---------------------------------------------------
+
+
+def spawn_context() -> Any:
+    return multiprocessing.get_context("spawn")
+
+
+def worker_get_items(
+    helper: Helper,
+    table: str,
+    calls: int,
+    start_event: Any,
+    results: Any,
+    ident: int,
+) -> None:
+    """Child process: wait for the go, make ``calls`` GetItem calls, report what it saw."""
+    client = helper.new_dynamodb_client()
+    helper.live_nodes()  # attach and wait for the shared table before the race starts
+    start_event.wait(30)
+    failures = 0
+    for i in range(calls):
+        try:
+            client.get_item(TableName=table, Key={"p": {"S": f"k{ident}-{i}"}})
+        except Exception:  # count, never raise: the parent asserts zero
+            failures += 1
+    stats = helper.stats()
+    results.put(
+        {
+            "ident": ident,
+            "failures": failures,
+            "nodes": list(helper.live_nodes()),
+            "generation": stats.generation,
+            "segment": stats.segment_name,
+        }
+    )
+    helper.close()
+
+
+def worker_load_until(
+    helper: Helper,
+    table: str,
+    threads: int,
+    stop_event: Any,
+    ready: Any,
+    results: Any,
+    ident: int,
+) -> None:
+    """Child process: ``threads`` threads make GetItem calls until ``stop_event`` is set."""
+    client = helper.new_dynamodb_client()
+    helper.live_nodes()
+    calls = [0] * threads
+    failures: list[str] = []
+
+    def run(slot: int) -> None:
+        deadline = time.monotonic() + 50  # bounded even if the parent dies
+        while not stop_event.is_set() and time.monotonic() < deadline:
+            try:
+                client.get_item(TableName=table, Key={"p": {"S": f"w{ident}-{slot}"}})
+                calls[slot] += 1
+            except Exception as exc:
+                failures.append(repr(exc))
+
+    workers = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(threads)]
+    for w in workers:
+        w.start()
+    ready.put(ident)
+    for w in workers:
+        w.join(60)
+    results.put({"ident": ident, "calls": sum(calls), "failures": failures})
+    helper.close()
