@@ -11,8 +11,12 @@ import pytest
 
 from alternator_shm.fleet import SharedFleet, cleanup
 
-NODES = ("http://127.0.0.1:8000", "http://127.0.0.2:8000", "http://127.0.0.3:8000",
-         "http://127.0.0.4:8000")
+NODES = (
+    "http://127.0.0.1:8000",
+    "http://127.0.0.2:8000",
+    "http://127.0.0.3:8000",
+    "http://127.0.0.4:8000",
+)
 
 
 @pytest.fixture

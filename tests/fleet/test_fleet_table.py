@@ -76,8 +76,13 @@ def test_torn_or_corrupted_slot_is_never_accepted(make_fleet) -> None:
 
 def _republish_forever(ns: str, first_k: int, ready_w: int) -> None:
     ks = itertools.count(first_k)
-    fleet = SharedFleet(ns, refresh=lambda: _table(next(ks)), poll_interval=0.002,
-                        idle_refresh_interval=1000, refresh_interval=1000)
+    fleet = SharedFleet(
+        ns,
+        refresh=lambda: _table(next(ks)),
+        poll_interval=0.002,
+        idle_refresh_interval=1000,
+        refresh_interval=1000,
+    )
     fleet.start()
     if not wait_until(lambda: fleet.is_leader, 10, 0.001):
         raise RuntimeError("never became leader")
@@ -101,8 +106,12 @@ def _validating_reader(ns: str, stop_r: int) -> dict[str, int]:
                     invalid += 1
         if select.select([stop_r], [], [], 0)[0]:
             break
-    return {"reads": reads, "invalid": invalid, "distinct": distinct,
-            "rejected": fleet.attachment.reader.rejected}
+    return {
+        "reads": reads,
+        "invalid": invalid,
+        "distinct": distinct,
+        "rejected": fleet.attachment.reader.rejected,
+    }
 
 
 @pytest.mark.slow
