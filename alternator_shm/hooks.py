@@ -75,8 +75,11 @@ class Router(Protocol):
 
 @dataclass(frozen=True)
 class HookOptions:
+    #: Drop every header Alternator never reads (Content-Type is removed before signing;
+    #: every signed header is kept).
     optimize_headers: bool = False
-    #: None -> ``alternator-shm/<version>``; "" -> send no User-Agent at all.
+    #: None -> ``alternator-shm/<version>`` (none at all with optimize_headers);
+    #: "" -> send no User-Agent at all; any other string is sent as is.
     user_agent: str | None = None
     #: gzip request bodies of at least this many bytes (before signing); None = never.
     request_compression: int | None = None
@@ -112,10 +115,14 @@ class _Handlers:
         self._decode = options.response_compression
         self._min_gzip = options.request_compression
         self._optimize = options.optimize_headers
-        if options.user_agent is None:
-            self._user_agent: str = f"alternator-shm/{__version__}"
+        if options.user_agent is not None:
+            self._user_agent: str = options.user_agent
+        elif options.optimize_headers:
+            # Alternator only stores the User-Agent for system.clients; when the user did not
+            # ask for one, header optimisation drops it.
+            self._user_agent = ""
         else:
-            self._user_agent = options.user_agent
+            self._user_agent = f"alternator-shm/{__version__}"
         # The headers we always set on the wire; SKIP_HEADER stops http.client / urllib3
         # from adding their own defaults ("python-urllib3/x", "Accept-Encoding: identity").
         self._fixed: dict[str, str] = {"User-Agent": self._user_agent or SKIP_HEADER}
@@ -128,6 +135,11 @@ class _Handlers:
     # -- before-sign ---------------------------------------------------------------------------
 
     def before_sign(self, request: botocore.awsrequest.AWSRequest, **kwargs: Any) -> None:
+        if self._optimize:
+            # Alternator never reads Content-Type. Dropped before signing it is neither signed
+            # nor sent (and SignedHeaders gets shorter); dropped after signing it would break
+            # the signature, which the server computes with an empty value for it.
+            del request.headers["Content-Type"]
         if self._min_gzip is not None:
             self._compress(request)
         context: MutableMapping[str, Any] = request.context
