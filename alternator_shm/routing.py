@@ -62,6 +62,7 @@ class Router:
         self._bootstrap = tuple(bootstrap)
         self._first_table_timeout = first_table_timeout
         self._started_pid = -1
+        self._waited_pid = -1
 
     def _table(self) -> tuple[str, ...]:
         pid = os.getpid()
@@ -73,9 +74,13 @@ class Router:
         nodes = self._fleet.nodes()
         if nodes:
             return nodes
-        nodes = self._fleet.wait_for_nodes(self._first_table_timeout)
-        if nodes:
-            return nodes
+        if self._waited_pid != pid:
+            # Wait for the first table once per process only: if discovery keeps failing
+            # (e.g. /localnodes blocked), later calls must not each stall for the timeout.
+            self._waited_pid = pid
+            nodes = self._fleet.wait_for_nodes(self._first_table_timeout)
+            if nodes:
+                return nodes
         if self._bootstrap:
             _log.warning("no node table published yet; routing to the seed nodes")
             return self._bootstrap
@@ -117,6 +122,7 @@ class Router:
     def forget_start(self) -> None:
         """After :meth:`Helper.close`, the next request rejoins the election."""
         self._started_pid = -1
+        self._waited_pid = -1
 
     def report_failure(self, node: str, error: BaseException) -> None:
         _log.warning("node %s failed (%s); quarantined for every process on this host", node,

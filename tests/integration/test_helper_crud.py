@@ -90,8 +90,9 @@ def test_client_crud(cluster: Any) -> None:
         )
         assert name in ddb.list_tables()["TableNames"]
         for i in range(6):
-            ddb.put_item(TableName=name, Item={"p": {"S": "a"}, "s": {"N": str(i)},
-                                               "v": {"S": f"value-{i}"}})
+            ddb.put_item(
+                TableName=name, Item={"p": {"S": "a"}, "s": {"N": str(i)}, "v": {"S": f"value-{i}"}}
+            )
         got = ddb.get_item(TableName=name, Key={"p": {"S": "a"}, "s": {"N": "3"}})
         assert got["Item"]["v"] == {"S": "value-3"}
         ddb.update_item(
@@ -100,8 +101,9 @@ def test_client_crud(cluster: Any) -> None:
             UpdateExpression="SET v = :v",
             ExpressionAttributeValues={":v": {"S": "changed"}},
         )
-        got = ddb.get_item(TableName=name, Key={"p": {"S": "a"}, "s": {"N": "3"}},
-                           ConsistentRead=True)
+        got = ddb.get_item(
+            TableName=name, Key={"p": {"S": "a"}, "s": {"N": "3"}}, ConsistentRead=True
+        )
         assert got["Item"]["v"] == {"S": "changed"}
         query = ddb.query(
             TableName=name,
@@ -209,8 +211,9 @@ def test_request_compression(cluster: Any, table: str) -> None:
         ddb = h.new_dynamodb_client()
         ddb.put_item(TableName=table, Item={"p": {"S": "gz"}, "s": {"N": "1"}, "v": {"S": big}})
         ddb.get_item(TableName=table, Key={"p": {"S": "gz"}, "s": {"N": "1"}})  # small body
-        got = ddb.get_item(TableName=table, Key={"p": {"S": "gz"}, "s": {"N": "1"}},
-                           ConsistentRead=True)
+        got = ddb.get_item(
+            TableName=table, Key={"p": {"S": "gz"}, "s": {"N": "1"}}, ConsistentRead=True
+        )
         assert got["Item"]["v"]["S"] == big
     (put,) = [e for _, e in all_api_entries(cluster, "PutItem")]
     assert header(put, "Content-Encoding") == "gzip"

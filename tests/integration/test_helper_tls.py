@@ -64,7 +64,7 @@ def test_https_with_ca_file(cluster: Any) -> None:
 
 
 def test_https_fails_without_ca_file(cluster: Any) -> None:
-    config = Config(retries={"mode": "standard", "max_attempts": 1})
+    config = Config(retries={"total_max_attempts": 1})
     with make_helper(cluster, ca_file=None, botocore_config=config) as h:
         with pytest.raises(DiscoveryError):
             h.check_if_rack_datacenter_feature_is_supported()
@@ -101,8 +101,10 @@ def test_key_log_file_gets_discovery_and_api_connections(cluster: Any, tmp_path:
         discovery = _client_randoms(path)
         assert discovery, "discovery's TLS connection was not key-logged"
         lines = path.read_text().splitlines()
-        assert any(line.startswith(("CLIENT_RANDOM ", "CLIENT_HANDSHAKE_TRAFFIC_SECRET "))
-                   for line in lines)
+        assert any(
+            line.startswith(("CLIENT_RANDOM ", "CLIENT_HANDSHAKE_TRAFFIC_SECRET "))
+            for line in lines
+        )
         assert not any(all_api_entries(cluster))
         _calls(h, 3)  # one new TLS connection per node
         api = _client_randoms(path) - discovery
@@ -153,8 +155,9 @@ def mtls(tmp_path: Path) -> Iterator[tuple[_MTLSServer, str, tuple[str, str]]]:
     server = _MTLSServer(("127.0.0.1", 0), _LocalnodesHandler)
     server.peers = []
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield server, str(ca_path), (str(cert_path), str(key_path))

@@ -201,6 +201,11 @@ def test_waits_for_first_table_then_uses_bootstrap() -> None:
     router = Router(fleet, (NODES[4],), first_table_timeout=0.01)
     assert router.choose(()) == NODES[4]
     assert fleet.waited == [0.01]
+    # Only the first call of a process waits; later ones use the seeds at once.
+    assert router.choose(()) == NODES[4]
+    assert fleet.waited == [0.01]
+    fleet.table = NODES[:2]
+    assert router.choose(()) in NODES[:2]
 
 
 def test_no_table_and_no_bootstrap_raises() -> None:
