@@ -18,6 +18,7 @@ unlinked underneath them. The leader:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -161,10 +162,9 @@ class Refresher:
         words[_W(layout.HEARTBEAT_OFF)] = now
         request = int(words[_W(layout.REQUEST_OFF)])
         if self._due(words, now, request):
-            try:
+            # a failure is recorded in the header and logged; the last table stays in force
+            with contextlib.suppress(Exception):
                 refresh_once(state, att, config.refresh, request)
-            except Exception:
-                pass  # recorded in the header and logged; the last table stays in force
         nodes = att.reader.read()
         if nodes:
             att.health.maintain(
@@ -181,7 +181,7 @@ class Refresher:
         failures = int(words[_W(layout.FAILURES_OFF)])
         if failures:
             delay = min(config.backoff_max, config.backoff_initial * 2 ** min(failures - 1, 30))
-            return now - int(words[_W(layout.LAST_ATTEMPT_OFF)]) >= delay * 1e9
+            return bool(now - int(words[_W(layout.LAST_ATTEMPT_OFF)]) >= delay * 1e9)
         if words[_W(layout.PUBLISH_OFF)] == 0:
             return True
         moved = words[_W(layout.COUNTER_OFF)] != words[_W(layout.COUNTER_AT_REFRESH_OFF)]

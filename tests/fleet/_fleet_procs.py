@@ -3,6 +3,7 @@ bounded, and a child that outlives its deadline is SIGKILLed (only children we s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import select
@@ -62,14 +63,10 @@ class Child:
         return value
 
     def kill(self) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(self.pid, 0)
-        except ChildProcessError:
-            pass
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.005) -> Any:

@@ -135,7 +135,7 @@ def test_pools_fork_spawn_forkserver_share_one_counter(make_fleet, ns) -> None:
     assert dict(total) == {n: 15_000 for n in NODES}
 
 
-# -- a holder killed inside the flock critical section ----------------------------------------------
+# -- a holder killed inside the flock critical section --------------------------------------
 
 
 def _hold_counter_lock(ns: str, ready_w: int) -> None:

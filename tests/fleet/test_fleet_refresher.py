@@ -3,7 +3,7 @@ backoff, refresh_now from followers, active vs idle period, and quarantine acros
 
 from __future__ import annotations
 
-import os
+import itertools
 import threading
 import time
 
@@ -48,7 +48,7 @@ def test_failing_refresh_keeps_last_table_and_backs_off(make_fleet, mode) -> Non
     assert stats.last_refresh_error
     # without backoff a 5 ms poll would have made ~250 attempts; with it, ~8
     assert 4 <= len(calls) <= 14, calls
-    gaps = [b - a for a, b in zip(calls, calls[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(calls)]
     assert max(gaps[2:]) > 2 * min(gaps[:2]), gaps  # 0.02, 0.04 -> 0.32: it grows
     assert max(gaps) < 0.32 * 1.6 + 0.1  # ... up to backoff_max
     age = stats.last_refresh_age_s
