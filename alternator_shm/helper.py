@@ -16,7 +16,7 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import boto3
 import botocore.session
@@ -192,15 +192,20 @@ def _merge_config(base: Config, user: Config | None) -> Config:
     if user is None:
         return base
     merged = base.merge(user)
-    user_retries = user.retries
+    user_retries: dict[str, Any] | None = getattr(user, "retries", None)
     if user_retries:
-        retries = dict(base.retries or {})
+        retries: dict[str, Any] = dict(getattr(base, "retries", None) or {})
         if "max_attempts" in user_retries or "total_max_attempts" in user_retries:
             retries.pop("max_attempts", None)
             retries.pop("total_max_attempts", None)
         retries.update(user_retries)
-        merged = merged.merge(Config(retries=retries))
+        merged = merged.merge(Config(retries=cast(Any, retries)))
     return merged
+
+
+def _config_value(config: Config, name: str) -> Any:
+    # botocore-stubs does not declare Config's option attributes; they are set dynamically.
+    return getattr(config, name)
 
 
 def _default_namespace(o: _Options) -> str:
@@ -211,7 +216,7 @@ def _default_namespace(o: _Options) -> str:
     return f"alt-{digest}"
 
 
-class _GivenCredentials(CredentialProvider):  # type: ignore[misc]
+class _GivenCredentials(CredentialProvider):
     """Hands botocore the caller's Credentials object, so refreshable ones keep refreshing."""
 
     METHOD = "alternator-shm"
@@ -308,7 +313,8 @@ class Helper:
                 TransportOptions(
                     connect_timeout=api_timeout[0],
                     read_timeout=api_timeout[1],
-                    max_pool_connections=self._config().max_pool_connections or 10,
+                    max_pool_connections=_config_value(self._config(), "max_pool_connections")
+                    or 10,
                     **tls,  # type: ignore[arg-type]
                 )
             )
@@ -355,13 +361,16 @@ class Helper:
         ours = Config(
             connect_timeout=_DEFAULT_CONNECT_TIMEOUT,
             read_timeout=_DEFAULT_READ_TIMEOUT,
-            retries=dict(_DEFAULT_RETRIES),
+            retries=cast(Any, dict(_DEFAULT_RETRIES)),
         )
         return _merge_config(ours, self._options.botocore_config)
 
     def _api_timeout(self) -> tuple[float, float]:
         config = self._config()
-        return (float(config.connect_timeout), float(config.read_timeout))
+        return (
+            float(_config_value(config, "connect_timeout")),
+            float(_config_value(config, "read_timeout")),
+        )
 
     def _session(self) -> boto3.Session:
         if self._options.session is not None:
@@ -441,7 +450,7 @@ class Helper:
         with self._lock:  # boto3 sessions are not thread-safe while creating clients
             client = self._session().client("dynamodb", **kwargs)
         self._install(client.meta.events)
-        return client  # type: ignore[no-any-return]
+        return client
 
     def new_dynamodb_resource(self, **resource_kwargs: Any) -> DynamoDBServiceResource:
         """A genuine boto3 DynamoDB resource, routed like :meth:`new_dynamodb_client`."""
@@ -450,7 +459,7 @@ class Helper:
         with self._lock:
             resource = self._session().resource("dynamodb", **kwargs)
         self._install(resource.meta.client.meta.events)
-        return resource  # type: ignore[no-any-return]
+        return resource
 
     def _discovery(self) -> Discovery:
         self._ensure()
