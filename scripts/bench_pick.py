@@ -101,8 +101,8 @@ def main() -> int:
     args = parser.parse_args()
     backends = (["atomic"] if atomic_available() else []) + ["flock"]
     rows = []
-    header = (f"| backend | procs | p50 µs | p99 µs | p99.9 µs | max µs | picks/s (all) |\n"
-              f"|---|---:|---:|---:|---:|---:|---:|")
+    header = ("| backend | procs | p50 µs | p99 µs | p99.9 µs | max µs | picks/s (all) |\n"
+              "|---|---:|---:|---:|---:|---:|---:|")
     print(header)
     for backend in backends:
         for procs in (1, 2, 8):
