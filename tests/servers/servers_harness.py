@@ -7,6 +7,7 @@ as ``alternator-shm status`` reads it; never what the workers say about themselv
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -18,9 +19,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
-import urllib3
 
 from alternator_shm.emulator import Cluster
 from alternator_shm.fleet import FleetStats, list_fleets
@@ -69,8 +70,13 @@ class ServerProcess:
         self.log = log
         self._log_file = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            argv, env=env, cwd=cwd, stdout=self._log_file, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            argv,
+            env=env,
+            cwd=cwd,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         self.pid = self.proc.pid
 
@@ -108,8 +114,12 @@ class ServerProcess:
         self.stop()
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
-              on_fail: Callable[[], str] | None = None) -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float,
+    what: str,
+    on_fail: Callable[[], str] | None = None,
+) -> Any:
     """Poll ``predicate`` until truthy (bounded), else fail naming what was awaited."""
     deadline = time.monotonic() + timeout
     while True:
@@ -138,15 +148,17 @@ def live_leader(namespace: str, exclude: int | None = None) -> int | None:
 
 
 def wait_leader(namespace: str, exclude: int | None = None, timeout: float = 15.0) -> int:
-    leader: int = wait_for(lambda: live_leader(namespace, exclude), timeout,
-                           f"a live leader other than {exclude} in {namespace}")
+    leader: int = wait_for(
+        lambda: live_leader(namespace, exclude),
+        timeout,
+        f"a live leader other than {exclude} in {namespace}",
+    )
     return leader
 
 
 def api_counts(cluster: Cluster) -> dict[str, int]:
     """API requests each node received (PutItem/GetItem), by node URL."""
-    return {n.url: sum(1 for e in n.log if e.operation in API_OPERATIONS)
-            for n in cluster.nodes}
+    return {n.url: sum(1 for e in n.log if e.operation in API_OPERATIONS) for n in cluster.nodes}
 
 
 def localnodes_polls(cluster: Cluster) -> int:
@@ -182,12 +194,20 @@ def run_phase(fx: FleetEnv, drive: Callable[[], Drive]) -> Phase:
     result = drive()
     seconds = time.monotonic() - started
     # A node logs a request when it has answered it: give the last entries a moment.
-    wait_for(lambda: sum(api_counts(fx.cluster).values()) >= result.ok, 5.0,
-             "the node logs to show every successful call")
+    wait_for(
+        lambda: sum(api_counts(fx.cluster).values()) >= result.ok,
+        5.0,
+        "the node logs to show every successful call",
+    )
     after = fleet_stats(fx.namespace)
     assert after is not None, f"namespace {fx.namespace} vanished from /dev/shm"
-    return Phase(result, seconds, api_counts(fx.cluster), localnodes_polls(fx.cluster),
-                 after.picks - picks_before)
+    return Phase(
+        result,
+        seconds,
+        api_counts(fx.cluster),
+        localnodes_polls(fx.cluster),
+        after.picks - picks_before,
+    )
 
 
 def check_phase(phase: Phase, nodes: int = 3) -> None:
@@ -207,11 +227,18 @@ def check_phase(phase: Phase, nodes: int = 3) -> None:
     # (A poll per worker would be 3-4x this bound; the lower bound proves someone polls.)
     bound = phase.seconds / REFRESH * 1.5 + 2
     assert 1 <= phase.polls <= bound, (
-        f"{phase.polls} /localnodes polls in {phase.seconds:.1f}s (bound {bound:.0f})")
+        f"{phase.polls} /localnodes polls in {phase.seconds:.1f}s (bound {bound:.0f})"
+    )
 
 
-def drive_http(base: str, *, min_seconds: float = PHASE_SECONDS, max_calls: int = 600,
-               min_calls: int = 30, threads: int = 4) -> Drive:
+def drive_http(
+    base: str,
+    *,
+    min_seconds: float = PHASE_SECONDS,
+    max_calls: int = 600,
+    min_calls: int = 30,
+    threads: int = 4,
+) -> Drive:
     """Concurrent GET /call requests until ``min_seconds`` passed (bounded by ``max_calls``).
 
     Concurrency makes several workers serve at once, so the split is only exact if the
@@ -221,8 +248,7 @@ def drive_http(base: str, *, min_seconds: float = PHASE_SECONDS, max_calls: int 
     lock = threading.Lock()
     issued = 0
     deadline = time.monotonic() + min_seconds
-    http = urllib3.PoolManager(maxsize=threads, retries=False,
-                               timeout=urllib3.Timeout(connect=5, read=30))
+    host, port = urlsplit(base).hostname, urlsplit(base).port
 
     def worker() -> None:
         nonlocal issued
@@ -235,28 +261,50 @@ def drive_http(base: str, *, min_seconds: float = PHASE_SECONDS, max_calls: int 
                 n = issued
             op = "put" if n % 2 else "get"
             try:
-                resp = http.request("GET", f"{base}/call?op={op}&k=key{n}")
-            except urllib3.exceptions.HTTPError as exc:
+                status, data = http_get(str(host), int(port or 80), f"/call?op={op}&k=key{n}")
+            except OSError as exc:
                 with lock:
                     result.errors.append(f"http: {exc!r}")
                 continue
-            data = resp.json() if resp.headers.get("Content-Type") == "application/json" else {}
             with lock:
-                if resp.status == 200:
+                if status == 200:
+                    body = json.loads(data)
                     result.ok += 1
-                    result.retries += int(data.get("retries", 0))
-                    result.pids.add(int(data["pid"]))
+                    result.retries += int(body.get("retries", 0))
+                    result.pids.add(int(body["pid"]))
                 else:
                     result.failed += 1
-                    result.errors.append(f"{resp.status}: {resp.data[:300]!r}")
+                    result.errors.append(f"{status}: {data[:300]!r}")
 
     pool = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
     for t in pool:
         t.start()
     for t in pool:
         t.join(timeout=60)
-    http.clear()
     return result
+
+
+def http_get(host: str, port: int, path: str, timeout: float = 30.0) -> tuple[int, bytes]:
+    """One HTTP/1.0-style GET on a fresh connection, read to EOF.
+
+    Deliberately minimal: uWSGI's ``--http-socket`` resets some connections made by urllib3
+    (even for an app that only sleeps), which would show up here as lost calls; a plain
+    request written in one piece and read to EOF is served reliably by every server.
+    """
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+                     .encode())
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    raw = b"".join(chunks)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/"):
+        raise ConnectionError(f"not an HTTP response: {raw[:100]!r}")
+    return int(head.split(b" ", 2)[1]), body
 
 
 def merge_results(results: list[dict[str, Any]]) -> Drive:
@@ -270,8 +318,12 @@ def merge_results(results: list[dict[str, Any]]) -> Drive:
     return out
 
 
-def timed_batches(run_batch: Callable[[int], list[dict[str, Any]]], *,
-                  min_seconds: float = PHASE_SECONDS, max_batches: int = 8) -> Drive:
+def timed_batches(
+    run_batch: Callable[[int], list[dict[str, Any]]],
+    *,
+    min_seconds: float = PHASE_SECONDS,
+    max_batches: int = 8,
+) -> Drive:
     """Run batches of tasks until ``min_seconds`` passed (at least one, at most ``max_batches``)."""
     results: list[dict[str, Any]] = []
     deadline = time.monotonic() + min_seconds
@@ -284,8 +336,7 @@ def timed_batches(run_batch: Callable[[int], list[dict[str, Any]]], *,
 
 def http_scenario(fx: FleetEnv, server: ServerProcess, base: str, workers: int) -> None:
     """The full server check: warm up, exact split + one poller, SIGKILL the leader, again."""
-    wait_for(lambda: len(server.children()) >= workers, 30, f"{workers} workers",
-             server.output)
+    wait_for(lambda: len(server.children()) >= workers, 30, f"{workers} workers", server.output)
     warm = drive_http(base, min_seconds=0.0, min_calls=12, max_calls=12)
     assert warm.failed == 0 and not warm.errors, (warm.errors[:3], server.output())
     leader = wait_leader(fx.namespace)
@@ -301,8 +352,7 @@ def http_scenario(fx: FleetEnv, server: ServerProcess, base: str, workers: int) 
     os.kill(leader, signal.SIGKILL)  # a worker we started (a child of our server)
     new_leader = wait_leader(fx.namespace, exclude=leader)
     # The master replaces the dead worker; wait for it so the fleet is whole again.
-    wait_for(lambda: len(server.children()) >= workers, 30, "the replacement worker",
-             server.output)
+    wait_for(lambda: len(server.children()) >= workers, 30, "the replacement worker", server.output)
 
     second = run_phase(fx, lambda: drive_http(base))
     check_phase(second)

@@ -54,11 +54,23 @@ def test_celery_prefork(fleet_env: FleetEnv) -> None:
         os.makedirs(os.path.join(celery_dir, sub), exist_ok=True)
     env = dict(fleet_env.env, ALTSHM_TEST_CELERY_DIR=celery_dir)
     argv = [
-        sys.executable, "-m", "celery", "-A", "celery_app", "worker",
-        "--pool", "prefork", "--concurrency", str(CONCURRENCY),
-        "--hostname", f"altshm-{uuid.uuid4().hex[:8]}@localhost",
-        "--without-gossip", "--without-mingle", "--without-heartbeat",
-        "--loglevel", "WARNING",
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "celery_app",
+        "worker",
+        "--pool",
+        "prefork",
+        "--concurrency",
+        str(CONCURRENCY),
+        "--hostname",
+        f"altshm-{uuid.uuid4().hex[:8]}@localhost",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "--loglevel",
+        "WARNING",
     ]
     producer = _producer(celery_dir)
     with ServerProcess(argv, env, fleet_env.tmp / "celery.log") as server:
@@ -70,10 +82,12 @@ def test_celery_prefork(fleet_env: FleetEnv) -> None:
             ]
             return [r.get(timeout=45, interval=0.05) for r in pending]
 
-        wait_for(lambda: len(server.children()) >= CONCURRENCY, 45, "4 pool children",
-                 server.output)
+        wait_for(
+            lambda: len(server.children()) >= CONCURRENCY, 45, "4 pool children", server.output
+        )
         warm = producer.send_task("celery_app.calls", args=(3, "warm")).get(
-            timeout=45, interval=0.05)
+            timeout=45, interval=0.05
+        )
         assert warm["failed"] == 0 and warm["init_ran"], warm
         leader = wait_leader(fleet_env.namespace)
 
@@ -87,8 +101,12 @@ def test_celery_prefork(fleet_env: FleetEnv) -> None:
 
         os.kill(leader, signal.SIGKILL)  # an idle pool child of the worker we started
         wait_leader(fleet_env.namespace, exclude=leader)
-        wait_for(lambda: len(server.children() - {leader}) >= CONCURRENCY, 30,
-                 "billiard to replace the killed child", server.output)
+        wait_for(
+            lambda: len(server.children() - {leader}) >= CONCURRENCY,
+            30,
+            "billiard to replace the killed child",
+            server.output,
+        )
 
         second = run_phase(fleet_env, lambda: timed_batches(batch))
         check_phase(second)

@@ -32,13 +32,15 @@ CALLS_PER_TASK = 25
 @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
 def test_pool_workers(fleet_env: FleetEnv, method: str) -> None:
     ctx = multiprocessing.get_context(method)
-    with ctx.Pool(PROCESSES, initializer=pool_work.attach,
-                  initargs=(fleet_env.settings(),)) as pool:
+    with ctx.Pool(
+        PROCESSES, initializer=pool_work.attach, initargs=(fleet_env.settings(),)
+    ) as pool:
 
         def batch(n: int) -> list[dict[str, Any]]:
             args = [(CALLS_PER_TASK, f"b{n}-t{i}") for i in range(TASKS_PER_BATCH)]
             results: list[dict[str, Any]] = pool.starmap_async(
-                pool_work.calls, args, chunksize=1).get(timeout=45)
+                pool_work.calls, args, chunksize=1
+            ).get(timeout=45)
             return results
 
         def workers() -> set[int]:

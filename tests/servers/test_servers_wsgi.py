@@ -22,10 +22,24 @@ WORKERS = 4
 def test_gunicorn_sync_workers(fleet_env: FleetEnv, preload: bool) -> None:
     port = free_port()
     argv = [
-        sys.executable, "-m", "gunicorn", "wsgi_app:app",
-        "--workers", str(WORKERS), "--worker-class", "sync",
-        "--bind", f"127.0.0.1:{port}", "--chdir", str(APPS),
-        "--timeout", "30", "--graceful-timeout", "3", "--log-level", "warning",
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "wsgi_app:app",
+        "--workers",
+        str(WORKERS),
+        "--worker-class",
+        "sync",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--chdir",
+        str(APPS),
+        "--timeout",
+        "30",
+        "--graceful-timeout",
+        "3",
+        "--log-level",
+        "warning",
     ]
     if preload:
         # The Helper is built in the master before it forks; the per-worker hook starts it.
@@ -39,12 +53,21 @@ def test_uwsgi_workers(fleet_env: FleetEnv, lazy_apps: bool) -> None:
     port = free_port()
     argv = [
         *uwsgi_command(),
-        "--master", "--processes", str(WORKERS),
-        "--http-socket", f"127.0.0.1:{port}",
-        "--chdir", str(APPS), "--pythonpath", str(APPS),
-        "--module", "wsgi_app:application",
+        "--master",
+        "--processes",
+        str(WORKERS),
+        "--http-socket",
+        f"127.0.0.1:{port}",
+        "--chdir",
+        str(APPS),
+        "--pythonpath",
+        str(APPS),
+        "--module",
+        "wsgi_app:application",
         "--enable-threads",  # the refresher is a thread: uWSGI 2.0 runs none without this
-        "--need-app", "--die-on-term", "--disable-logging",
+        "--need-app",
+        "--die-on-term",
+        "--disable-logging",
     ]
     if lazy_apps:
         argv.append("--lazy-apps")

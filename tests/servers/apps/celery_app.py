@@ -63,8 +63,13 @@ def calls(count: int, tag: str) -> dict[str, Any]:
             continue
         ok += 1
         retries += int(out.get("ResponseMetadata", {}).get("RetryAttempts", 0))
-    return {"pid": os.getpid(), "ok": ok, "failed": failed, "retries": retries,
-            "init_ran": os.getpid() in _init_ran}
+    return {
+        "pid": os.getpid(),
+        "ok": ok,
+        "failed": failed,
+        "retries": retries,
+        "init_ran": os.getpid() in _init_ran,
+    }
 
 
 @app.task

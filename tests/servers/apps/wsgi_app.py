@@ -31,8 +31,9 @@ StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
 def _reply(start_response: StartResponse, status: str, data: dict[str, Any]) -> Iterable[bytes]:
     body = json.dumps(data).encode()
-    start_response(status, [("Content-Type", "application/json"),
-                            ("Content-Length", str(len(body)))])
+    start_response(
+        status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    )
     return [body]
 
 
@@ -51,8 +52,9 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
         else:
             out = ddb.get_item(TableName=TABLE, Key=key)
     except (BotoCoreError, ClientError) as exc:
-        return _reply(start_response, "500 Internal Server Error",
-                      {"pid": os.getpid(), "error": repr(exc)})
+        return _reply(
+            start_response, "500 Internal Server Error", {"pid": os.getpid(), "error": repr(exc)}
+        )
     retries = int(out.get("ResponseMetadata", {}).get("RetryAttempts", 0))
     return _reply(start_response, "200 OK", {"pid": os.getpid(), "retries": retries})
 
