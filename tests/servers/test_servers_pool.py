@@ -14,7 +14,15 @@ import sys
 from typing import Any
 
 import pytest
-from servers_harness import APPS, FleetEnv, check_phase, run_phase, timed_batches, wait_leader
+from servers_harness import (
+    APPS,
+    FleetEnv,
+    check_phase,
+    run_phase,
+    timed_batches,
+    wait_for,
+    wait_leader,
+)
 
 if str(APPS) not in sys.path:
     # Before any forkserver starts: spawn and forkserver children inherit this sys.path.
@@ -56,8 +64,15 @@ def test_pool_workers(fleet_env: FleetEnv, method: str) -> None:
         leader = wait_leader(fleet_env.namespace)
         assert leader in workers() and leader != os.getpid()
 
-        os.kill(leader, signal.SIGKILL)  # an idle worker of our own pool
+        # Kill the leader while every worker is inside a task (see pool_work.hold).
+        markers = fleet_env.tmp / "busy"
+        markers.mkdir()
+        holds = [pool.apply_async(pool_work.hold, (2.0, str(markers))) for _ in range(PROCESSES)]
+        wait_for(lambda: len(list(markers.iterdir())) >= PROCESSES, 30, "every worker busy")
+        assert leader in {int(m.name) for m in markers.iterdir()}
+        os.kill(leader, signal.SIGKILL)  # a worker of our own pool
         wait_leader(fleet_env.namespace, exclude=leader)
+        del holds  # the dead worker's task is lost; the others just finish
 
         second = run_phase(fleet_env, lambda: timed_batches(batch))
         check_phase(second)

@@ -44,3 +44,17 @@ def calls(count: int, tag: str) -> dict[str, Any]:
         ok += 1
         retries += int(out.get("ResponseMetadata", {}).get("RetryAttempts", 0))
     return {"pid": os.getpid(), "ok": ok, "failed": failed, "retries": retries}
+
+
+def hold(seconds: float, marker_dir: str) -> int:
+    """Keep this worker busy (so it holds none of the pool's queue locks) and say so.
+
+    SIGKILLing a *idle* Pool worker can leave the pool's shared task-queue lock held forever
+    (the worker blocks in ``get()`` holding it): a multiprocessing limitation, not ours. A
+    worker inside a task holds no pool lock, so the test kills the leader only then.
+    """
+    import time
+
+    open(os.path.join(marker_dir, str(os.getpid())), "w").close()
+    time.sleep(seconds)
+    return os.getpid()
