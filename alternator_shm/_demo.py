@@ -86,6 +86,7 @@ def _worker_main(
     i = 0
     while not stop.is_set():
         key = {"p": {"S": f"w{slot}-{i // 2}"}}
+        out: Any
         try:
             if i % 2 == 0:
                 out = ddb.put_item(TableName=TABLE, Item={**key, "n": {"N": str(i)}})
@@ -419,7 +420,8 @@ def run(args: argparse.Namespace) -> int:
             workers.shutdown()
             try:
                 with contextlib.suppress(Exception):
-                    _sample(st, cluster, workers, final=True)  # the final counts, every worker stopped
+                    # The final counts, with every worker stopped.
+                    _sample(st, cluster, workers, final=True)
             finally:
                 cleanup(namespace)
         display.update(st, final=True)

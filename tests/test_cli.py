@@ -34,14 +34,14 @@ _WORKER = textwrap.dedent(
     h = Helper(seeds, port=port, credentials=(key, secret), namespace=ns,
                refresh_interval=0.3)
     ddb = h.new_dynamodb_client()
-    for i in range(%d):
+    for i in range(CALLS):
         ddb.get_item(TableName="t", Key={"p": {"S": str(i)}})
     h.update_live_nodes()
     print(json.dumps({"ready": True}), flush=True)
     sys.stdin.readline()
     h.close()
-    """ % CALLS
-)
+    """
+).replace("CALLS", str(CALLS))
 
 
 def _cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

@@ -28,7 +28,7 @@ if str(APPS) not in sys.path:
     # Before any forkserver starts: spawn and forkserver children inherit this sys.path.
     sys.path.insert(0, str(APPS))
 
-import pool_work  # noqa: E402
+import pool_work
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(90)]
 
