@@ -33,24 +33,37 @@ CALLS_PER_TASK = 25
 
 
 def _producer(celery_dir: str) -> Celery:
-    """A client-side app with the worker's broker and result settings (no task code)."""
+    """A client-side app with the worker's broker and result settings (no task code).
+
+    It writes messages to a staging folder; :func:`_publish` then renames them into the queue.
+    kombu's filesystem transport writes message files in place, and a worker that lists the
+    queue mid-write reads an empty file and dies (``JSONDecodeError``): a kombu race, avoided
+    here because a rename is atomic.
+    """
     producer = Celery("altshm_servers_test_producer")
     producer.conf.update(
         broker_url="filesystem://",
         broker_transport_options={
-            "data_folder_in": os.path.join(celery_dir, "queue"),
-            "data_folder_out": os.path.join(celery_dir, "queue"),
+            "data_folder_in": os.path.join(celery_dir, "staging"),
+            "data_folder_out": os.path.join(celery_dir, "staging"),
             "processed_folder": os.path.join(celery_dir, "processed"),
-            "polling_interval": 0.05,
+            # kombu keeps its control exchanges in ./control by default; not in the tree.
+            "control_folder": os.path.join(celery_dir, "control"),
         },
         result_backend="file://" + os.path.join(celery_dir, "results"),
     )
     return producer
 
 
+def _publish(celery_dir: str) -> None:
+    staging = os.path.join(celery_dir, "staging")
+    for name in sorted(os.listdir(staging)):
+        os.rename(os.path.join(staging, name), os.path.join(celery_dir, "queue", name))
+
+
 def test_celery_prefork(fleet_env: FleetEnv) -> None:
     celery_dir = str(fleet_env.tmp / "celery")
-    for sub in ("queue", "processed", "results"):
+    for sub in ("queue", "staging", "processed", "results", "control"):
         os.makedirs(os.path.join(celery_dir, sub), exist_ok=True)
     env = dict(fleet_env.env, ALTSHM_TEST_CELERY_DIR=celery_dir)
     argv = [
@@ -80,14 +93,15 @@ def test_celery_prefork(fleet_env: FleetEnv) -> None:
                 producer.send_task("celery_app.calls", args=(CALLS_PER_TASK, f"b{n}-t{i}"))
                 for i in range(TASKS_PER_BATCH)
             ]
+            _publish(celery_dir)
             return [r.get(timeout=45, interval=0.05) for r in pending]
 
         wait_for(
             lambda: len(server.children()) >= CONCURRENCY, 45, "4 pool children", server.output
         )
-        warm = producer.send_task("celery_app.calls", args=(3, "warm")).get(
-            timeout=45, interval=0.05
-        )
+        warm_result = producer.send_task("celery_app.calls", args=(3, "warm"))
+        _publish(celery_dir)
+        warm = warm_result.get(timeout=45, interval=0.05)
         assert warm["failed"] == 0 and warm["init_ran"], warm
         leader = wait_leader(fleet_env.namespace)
 

@@ -17,7 +17,7 @@ from celery.signals import worker_process_init
 from fleet_config import TABLE, build_helper
 
 _DIR = os.environ["ALTSHM_TEST_CELERY_DIR"]
-for _sub in ("queue", "processed", "results"):
+for _sub in ("queue", "processed", "results", "control"):
     os.makedirs(os.path.join(_DIR, _sub), exist_ok=True)
 
 app = Celery("altshm_servers_test")
@@ -27,6 +27,8 @@ app.conf.update(
         "data_folder_in": os.path.join(_DIR, "queue"),
         "data_folder_out": os.path.join(_DIR, "queue"),
         "processed_folder": os.path.join(_DIR, "processed"),
+        # kombu keeps its control exchanges in ./control by default; not in the tree.
+        "control_folder": os.path.join(_DIR, "control"),
         "polling_interval": 0.05,
     },
     result_backend="file://" + os.path.join(_DIR, "results"),
