@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from servers_harness import APPS, REFRESH, FleetEnv
 
 from alternator_shm.emulator import Cluster
 from alternator_shm.fleet import cleanup
+from servers.servers_harness import APPS, REFRESH, FleetEnv
 
 # 3 nodes over 2 racks of one datacenter; SigV4 enforced, so every routed call is re-signed
 # for the node it actually reaches. The null backend answers instantly: these tests are about

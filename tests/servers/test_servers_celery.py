@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 from celery import Celery
-from servers_harness import (
+
+from servers.servers_harness import (
     FleetEnv,
     ServerProcess,
     check_phase,

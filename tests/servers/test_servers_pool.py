@@ -14,7 +14,8 @@ import sys
 from typing import Any
 
 import pytest
-from servers_harness import (
+
+from servers.servers_harness import (
     APPS,
     FleetEnv,
     check_phase,

@@ -11,7 +11,15 @@ from __future__ import annotations
 import sys
 
 import pytest
-from servers_harness import APPS, FleetEnv, ServerProcess, free_port, http_scenario, uwsgi_command
+
+from servers.servers_harness import (
+    APPS,
+    FleetEnv,
+    ServerProcess,
+    free_port,
+    http_scenario,
+    uwsgi_command,
+)
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(90)]
 

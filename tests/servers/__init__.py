@@ -1,0 +1,1 @@
+"""Real-server tests (gunicorn, uWSGI, Celery prefork, multiprocessing.Pool)."""
