@@ -114,14 +114,23 @@ def test_celery_prefork(fleet_env: FleetEnv) -> None:
         # Built at import in the main process, but only a pool child ever attaches and leads.
         assert leader in children and leader != server.pid
 
-        os.kill(leader, signal.SIGKILL)  # an idle pool child of the worker we started
+        # Kill the leader while every child runs a task: billiard sometimes stops feeding
+        # tasks to its pool after an *idle* child is SIGKILLed (a Celery/billiard issue seen
+        # on this 2-core VM; the shared fleet was fine), while a busy child's death is handled.
+        markers = fleet_env.tmp / "busy"
+        markers.mkdir()
+        holds = [producer.send_task("celery_app.hold", args=(2.0, str(markers)))
+                 for _ in range(CONCURRENCY)]
+        _publish(celery_dir)
+        wait_for(lambda: len(list(markers.iterdir())) >= CONCURRENCY, 30, "every child busy",
+                 server.output)
+        assert leader in {int(m.name) for m in markers.iterdir()}
+        os.kill(leader, signal.SIGKILL)  # a busy pool child of the worker we started
         wait_leader(fleet_env.namespace, exclude=leader)
-        wait_for(
-            lambda: len(server.children() - {leader}) >= CONCURRENCY,
-            30,
-            "billiard to replace the killed child",
-            server.output,
-        )
+        for h in holds:  # the dead child's task fails with WorkerLostError; others finish
+            h.get(timeout=30, interval=0.05, propagate=False)
+        wait_for(lambda: len(server.children() - {leader}) >= CONCURRENCY, 30,
+                 "billiard to replace the killed child", server.output)
 
         second = run_phase(fleet_env, lambda: timed_batches(batch))
         check_phase(second)

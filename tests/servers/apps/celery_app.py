@@ -77,3 +77,13 @@ def calls(count: int, tag: str) -> dict[str, Any]:
 @app.task
 def whoami() -> int:
     return os.getpid()
+
+
+@app.task
+def hold(seconds: float, marker_dir: str) -> int:
+    """Keep this pool child busy, and say so (the test kills the leader only while busy)."""
+    import time
+
+    open(os.path.join(marker_dir, str(os.getpid())), "w").close()
+    time.sleep(seconds)
+    return os.getpid()
