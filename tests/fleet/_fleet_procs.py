@@ -13,6 +13,14 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+# The node table most fleet tests publish.
+NODES = (
+    "http://127.0.0.1:8000",
+    "http://127.0.0.2:8000",
+    "http://127.0.0.3:8000",
+    "http://127.0.0.4:8000",
+)
+
 
 class Child:
     """A forked child running ``fn(*args)``; ``result()`` returns its value or raises."""

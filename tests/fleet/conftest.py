@@ -8,15 +8,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from _fleet_procs import NODES  # re-exported for fixtures
 
 from alternator_shm.fleet import SharedFleet, cleanup
 
-NODES = (
-    "http://127.0.0.1:8000",
-    "http://127.0.0.2:8000",
-    "http://127.0.0.3:8000",
-    "http://127.0.0.4:8000",
-)
+__all__ = ["NODES"]
+
 
 
 @pytest.fixture

@@ -12,8 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
-from _fleet_procs import Child, wait_until
-from conftest import NODES
+from _fleet_procs import NODES, Child, wait_until
 
 from alternator_shm.fleet import SharedFleet
 from alternator_shm.fleet.counter import FlockWords, atomic_available

@@ -10,8 +10,7 @@ import time
 from collections import Counter
 
 import pytest
-from _fleet_procs import Child, wait_until
-from conftest import NODES
+from _fleet_procs import NODES, Child, wait_until
 
 from alternator_shm.fleet import SharedFleet, segment
 

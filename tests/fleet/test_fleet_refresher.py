@@ -8,8 +8,7 @@ import threading
 import time
 
 import pytest
-from _fleet_procs import Child, wait_until
-from conftest import NODES
+from _fleet_procs import NODES, Child, wait_until
 
 from alternator_shm.errors import DiscoveryError
 from alternator_shm.fleet import SharedFleet, layout

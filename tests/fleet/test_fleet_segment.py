@@ -11,8 +11,7 @@ import tempfile
 import uuid
 
 import pytest
-from _fleet_procs import Child, wait_until
-from conftest import NODES
+from _fleet_procs import NODES, Child, wait_until
 
 from alternator_shm.errors import SharedStateError
 from alternator_shm.fleet import SharedFleet, cleanup, layout, list_fleets, segment

@@ -11,8 +11,7 @@ import signal
 import time
 
 import pytest
-from _fleet_procs import Child, wait_until
-from conftest import NODES
+from _fleet_procs import NODES, Child, wait_until
 
 from alternator_shm.fleet import SharedFleet, layout, table
 
