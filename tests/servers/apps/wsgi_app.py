@@ -1,6 +1,6 @@
 """A tiny WSGI app served by real gunicorn and uWSGI workers in the server tests.
 
-This is the recipe of ``docs/servers.md``: the Helper and the client are built at import
+This is the recipe of the README (Worker servers): the Helper and the client are built at import
 time, which happens in the pre-fork master with ``--preload`` / uWSGI's default mode and in
 each worker otherwise. Nothing is attached and no thread runs until a worker handles its first
 request, so both placements work unchanged.
