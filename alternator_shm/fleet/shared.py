@@ -165,14 +165,24 @@ class SharedFleet:
         return self._att().reader.generation
 
     def wait_for_nodes(self, timeout: float) -> tuple[str, ...]:
-        """start(), then wait up to ``timeout`` for a non-empty table; returns what is there."""
+        """start(), then wait up to ``timeout`` for a non-empty table; returns what is there.
+
+        Returns early (with the empty table) once a refresh attempt made after the call began
+        has failed: waiting out the timeout would only delay the caller's own error (a TLS or
+        DNS misconfiguration, say), and the caller has seeds to fall back to.
+        """
         self.start()
         deadline = time.monotonic() + timeout
+        attempts_before = self.stats().refresh_attempts
         delay = 0.001
         while True:
             nodes = self.nodes()
             if nodes or time.monotonic() >= deadline:
                 return nodes
+            if delay >= 0.02:
+                st = self.stats()
+                if st.refresh_attempts > attempts_before and st.consecutive_refresh_failures:
+                    return nodes
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 0.02)
 

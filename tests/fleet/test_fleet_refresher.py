@@ -64,6 +64,18 @@ def _follower_refresh_now(ns: str) -> str:
         return f"DiscoveryError:{exc}"
 
 
+def test_first_wait_ends_when_the_first_refresh_fails(make_fleet) -> None:
+    """A first refresh that fails ends the wait for a table: the caller falls back to its
+    seeds at once instead of sitting out the whole timeout."""
+    cb = Flaky()
+    cb.mode = "raise"
+    fleet = make_fleet(refresh=cb, poll_interval=0.01)
+    started = time.monotonic()
+    assert fleet.wait_for_nodes(30.0) == ()
+    assert time.monotonic() - started < 30.0
+    assert cb.calls and fleet.stats().consecutive_refresh_failures >= 1
+
+
 def test_refresh_now_from_a_follower(make_fleet, ns) -> None:
     cb = Flaky()
     leader = make_fleet(refresh=cb, idle_refresh_interval=100, refresh_interval=100,
