@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from alternator_shm.discovery import Discovery
+from alternator_shm.discovery import CONNECT_TIMEOUT, READ_TIMEOUT, Discovery
 from alternator_shm.errors import AlternatorError
 from alternator_shm.transport import Transport, TransportOptions
 
@@ -34,8 +34,8 @@ def run(args: argparse.Namespace) -> int:
             scheme=args.scheme,
             ca_file=args.ca_file,
             ignore_server_certificate_error=args.insecure,
-            connect_timeout=1.0,
-            read_timeout=2.0,
+            connect_timeout=CONNECT_TIMEOUT,
+            read_timeout=READ_TIMEOUT,
         )
     )
     discovery = Discovery(

@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 
 #: Most entries accepted in one ``/localnodes`` answer.
 MAX_NODES = 4096
+#: Discovery timeouts (connect, read) in seconds: /localnodes is tiny, so a node slower
+#: than this is treated as unreachable and the next candidate is asked.
+CONNECT_TIMEOUT = 1.0
+READ_TIMEOUT = 2.0
 # A 4096-entry list of 253-character names is ~1.1 MB; anything much bigger is not an answer.
 _MAX_BODY_BYTES = 2 * 1024 * 1024
 _LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")

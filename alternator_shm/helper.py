@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import boto3
@@ -23,6 +23,7 @@ import botocore.session
 from botocore.config import Config
 from botocore.credentials import CredentialProvider, CredentialResolver, Credentials
 
+from alternator_shm import discovery as _discovery
 from alternator_shm.discovery import Discovery, node_url
 from alternator_shm.errors import ConfigurationError
 from alternator_shm.fleet import FleetStats, SharedFleet
@@ -37,7 +38,6 @@ __all__ = ["Helper"]
 
 _log = logging.getLogger(__name__)
 
-_DISCOVERY_TIMEOUT = (1.0, 2.0)
 # Alternator nodes are reached directly, so a node that does not accept within 2 s is as good
 # as down; botocore's 60 s default would stall a call behind one dead node.
 _DEFAULT_CONNECT_TIMEOUT = 2.0
@@ -208,6 +208,14 @@ def _config_value(config: Config, name: str) -> Any:
     return getattr(config, name)
 
 
+def _timeouts(config: Config) -> tuple[float, float]:
+    """(connect, read) seconds of a config: our transport sends, so it must honour them."""
+    return (
+        float(_config_value(config, "connect_timeout")),
+        float(_config_value(config, "read_timeout")),
+    )
+
+
 def _default_namespace(o: _Options) -> str:
     identity = "|".join(
         [o.scheme, str(o.port), ",".join(o.seeds), o.datacenter or "", o.rack or ""]
@@ -267,6 +275,15 @@ class Helper:
             kw.pop(name, None)
         self._options = _validate(seeds, kw)
         self._namespace = self._options.namespace or _default_namespace(self._options)
+        # Our defaults under the user's botocore_config; a plain object, built once.
+        self._base_config = _merge_config(
+            Config(
+                connect_timeout=_DEFAULT_CONNECT_TIMEOUT,
+                read_timeout=_DEFAULT_READ_TIMEOUT,
+                retries=cast(Any, dict(_DEFAULT_RETRIES)),
+            ),
+            self._options.botocore_config,
+        )
         self._lock = threading.Lock()
         self._built = False
         self._fleet: SharedFleet | None = None
@@ -301,29 +318,31 @@ class Helper:
             if self._built:
                 return
             o = self._options
-            tls = dict(
+            tls = TransportOptions(
                 scheme=o.scheme,
                 ca_file=o.ca_file,
                 client_cert=o.client_cert,
                 ignore_server_certificate_error=o.ignore_server_certificate_error,
                 key_log_file=o.key_log_file,
             )
-            api_timeout = self._api_timeout()
+            connect_timeout, read_timeout = _timeouts(self._base_config)
             self._api_transport = Transport(
-                TransportOptions(
-                    connect_timeout=api_timeout[0],
-                    read_timeout=api_timeout[1],
-                    max_pool_connections=_config_value(self._config(), "max_pool_connections")
+                replace(
+                    tls,
+                    connect_timeout=connect_timeout,
+                    read_timeout=read_timeout,
+                    max_pool_connections=_config_value(
+                        self._base_config, "max_pool_connections"
+                    )
                     or 10,
-                    **tls,  # type: ignore[arg-type]
                 )
             )
             self._discovery_transport = Transport(
-                TransportOptions(
-                    connect_timeout=_DISCOVERY_TIMEOUT[0],
-                    read_timeout=_DISCOVERY_TIMEOUT[1],
+                replace(
+                    tls,
+                    connect_timeout=_discovery.CONNECT_TIMEOUT,
+                    read_timeout=_discovery.READ_TIMEOUT,
                     max_pool_connections=2,
-                    **tls,  # type: ignore[arg-type]
                 )
             )
             self._discovery_obj = Discovery(
@@ -336,7 +355,7 @@ class Helper:
                 transport=self._discovery_transport,
             )
             self._fleet = SharedFleet(
-                    self._namespace,
+                self._namespace,
                 refresh=self._refresh,
                 probe=self._probe,
                 refresh_interval=o.refresh_interval,
@@ -356,21 +375,6 @@ class Helper:
         discovery = self._discovery_obj
         assert discovery is not None
         return discovery.probe(node)
-
-    def _config(self) -> Config:
-        ours = Config(
-            connect_timeout=_DEFAULT_CONNECT_TIMEOUT,
-            read_timeout=_DEFAULT_READ_TIMEOUT,
-            retries=cast(Any, dict(_DEFAULT_RETRIES)),
-        )
-        return _merge_config(ours, self._options.botocore_config)
-
-    def _api_timeout(self) -> tuple[float, float]:
-        config = self._config()
-        return (
-            float(_config_value(config, "connect_timeout")),
-            float(_config_value(config, "read_timeout")),
-        )
 
     def _session(self) -> boto3.Session:
         if self._options.session is not None:
@@ -392,7 +396,7 @@ class Helper:
             raise ConfigurationError("endpoint_url is chosen per attempt by the Helper")
         kwargs: dict[str, Any] = {"region_name": self._options.region}
         kwargs.update(user_kwargs)
-        config = self._config()
+        config = self._base_config
         if isinstance(kwargs.get("config"), Config):
             config = _merge_config(config, kwargs["config"])
         kwargs["config"] = config
@@ -426,14 +430,15 @@ class Helper:
             response_compression=o.response_compression,
         )
 
-    def _install(self, events: Any) -> None:
+    def _install(self, client: Any) -> None:
         assert self._router is not None and self._api_transport is not None
         register_hooks(
-            events,
+            client.meta.events,
             router=self._router,
             transport=self._api_transport,
             options=self._hook_options(),
-            timeout=self._api_timeout(),
+            # The client's own merged config, so a per-client config= timeout applies too.
+            timeout=_timeouts(client.meta.config),
         )
 
     # -- public API ---------------------------------------------------------------------------
@@ -449,7 +454,7 @@ class Helper:
         kwargs = self._client_kwargs(client_kwargs)
         with self._lock:  # boto3 sessions are not thread-safe while creating clients
             client = self._session().client("dynamodb", **kwargs)
-        self._install(client.meta.events)
+        self._install(client)
         return client
 
     def new_dynamodb_resource(self, **resource_kwargs: Any) -> DynamoDBServiceResource:
@@ -458,7 +463,7 @@ class Helper:
         kwargs = self._client_kwargs(resource_kwargs)
         with self._lock:
             resource = self._session().resource("dynamodb", **kwargs)
-        self._install(resource.meta.client.meta.events)
+        self._install(resource.meta.client)
         return resource
 
     def _discovery(self) -> Discovery:
