@@ -371,13 +371,17 @@ class Discovery:
         )
 
     def probe(self, node: str) -> bool:
-        """Health check: ``GET node/`` answers 200 ``healthy: ...`` within the timeouts."""
+        """Node-health probe: a direct ``GET node/localnodes`` answers HTTP 200 within the
+        timeouts. The body is not parsed (node-health spec: probes classify by final status);
+        a JOINING node, listed before it serves, fails it until its port opens."""
         try:
-            response = self._transport.request("GET", node.rstrip("/") + "/", headers=_HEADERS)
+            response = self._transport.request(
+                "GET", node.rstrip("/") + "/localnodes", headers=_HEADERS
+            )
         except Exception as e:
             log.debug("probe of %s failed: %s", node, e)
             return False
-        return response.status == 200 and response.data.startswith(b"healthy:")
+        return bool(response.status == 200)
 
 
 def _describe_failures(failed: dict[str, str]) -> str:

@@ -9,7 +9,6 @@ table, one round-robin counter and one view of node health.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import logging
 import os
@@ -23,10 +22,13 @@ import botocore.session
 from botocore.config import Config
 from botocore.credentials import CredentialProvider, CredentialResolver, Credentials
 
+from alternator_shm import _options
 from alternator_shm import discovery as _discovery
 from alternator_shm.discovery import Discovery, node_url
 from alternator_shm.errors import ConfigurationError
 from alternator_shm.fleet import FleetStats, SharedFleet
+from alternator_shm.fleet import identity as _identity
+from alternator_shm.fleet.health import HealthSettings
 from alternator_shm.hooks import HookOptions, register_hooks
 from alternator_shm.routing import Router
 from alternator_shm.transport import Transport, TransportOptions
@@ -72,6 +74,7 @@ class _Options:
     refresh_interval: float = 1.0
     idle_refresh_interval: float = 60.0
     namespace: str | None = None
+    node_health: bool | HealthSettings = True
     botocore_config: Config | None = field(default=None, compare=False)
     session: boto3.Session | None = field(default=None, compare=False)
 
@@ -177,6 +180,7 @@ def _validate(seeds: Sequence[str], kw: dict[str, Any]) -> _Options:
         raise ConfigurationError("botocore_config must be a botocore.config.Config")
     if kw["session"] is not None and not isinstance(kw["session"], boto3.Session):
         raise ConfigurationError("session must be a boto3.Session")
+    _options.health_settings(kw["node_health"])  # raises ConfigurationError when invalid
     if kw["rack"] is not None and kw["datacenter"] is None:
         _log.debug("rack without datacenter: the rack is looked up in each seed's own DC")
     return _Options(**kw)
@@ -217,11 +221,7 @@ def _timeouts(config: Config) -> tuple[float, float]:
 
 
 def _default_namespace(o: _Options) -> str:
-    identity = "|".join(
-        [o.scheme, str(o.port), ",".join(o.seeds), o.datacenter or "", o.rack or ""]
-    )
-    digest = hashlib.blake2b(identity.encode(), digest_size=8).hexdigest()
-    return f"alt-{digest}"
+    return _options.default_namespace(_options.identity_options(o))
 
 
 class _GivenCredentials(CredentialProvider):
@@ -267,6 +267,7 @@ class Helper:
         refresh_interval: float = 1.0,
         idle_refresh_interval: float = 60.0,
         namespace: str | None = None,
+        node_health: bool | HealthSettings = True,
         botocore_config: Config | None = None,
         session: boto3.Session | None = None,
     ) -> None:
@@ -360,6 +361,8 @@ class Helper:
                 probe=self._probe,
                 refresh_interval=o.refresh_interval,
                 idle_refresh_interval=o.idle_refresh_interval,
+                health=_options.health_settings(o.node_health),
+                identity=_identity.encode(_options.identity_options(o)),
             )
             self._router = Router(self._fleet, [node_url(o.scheme, s, o.port) for s in o.seeds])
             self._built = True

@@ -12,8 +12,8 @@ unlinked underneath them. The leader:
 * after ``n`` consecutive failures waits ``min(backoff_max, backoff_initial * 2**(n-1))`` before
   the next attempt, and keeps the last good table meanwhile;
 * publishes only validated, non-empty lists;
-* probes quarantined nodes (at most every ``probe_interval`` per node) and releases the healthy
-  ones, or expires quarantines after ``quarantine`` seconds when no probe is configured.
+* admits new nodes into node health before publishing them, and probes quarantined and down
+  nodes through :class:`~alternator_shm.fleet.probes.Prober` (never blocking this loop).
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from alternator_shm.fleet import layout, table
+from alternator_shm.fleet import identity, layout, table
+from alternator_shm.fleet.health import HealthSettings
 from alternator_shm.fleet.local import Attachment, LocalState
+from alternator_shm.fleet.probes import Prober
 
 __all__ = ["RefreshConfig", "Refresher", "refresh_once"]
 
@@ -46,9 +48,9 @@ class RefreshConfig:
     poll_interval: float
     backoff_initial: float
     backoff_max: float
-    probe_interval: float
-    quarantine: float
+    health: HealthSettings | None
     counter_backend: str
+    identity: bytes = b""  # this process's options (fleet/identity.py), recorded while leading
 
 
 def _set_error(att: Attachment, text: str) -> None:
@@ -66,7 +68,11 @@ def read_error(mm: object, words: memoryview) -> str | None:
 
 
 def refresh_once(
-    state: LocalState, att: Attachment, refresh: Callable[[], Sequence[str]], served: int
+    state: LocalState,
+    att: Attachment,
+    refresh: Callable[[], Sequence[str]],
+    served: int,
+    ident: bytes = b"",
 ) -> tuple[str, ...]:
     """Leader only: call ``refresh``, publish a valid result, record the outcome in the header.
 
@@ -91,6 +97,8 @@ def refresh_once(
                 att.seg.name, failures, exc,
             )
             raise
+        identity.write(att.seg.mm, words, ident)
+        att.health.admit(nodes)  # new nodes enter admission quarantine before anyone routes
         before = att.reader.generation
         generation = table.publish(att.seg.mm, words, nodes)
         if generation != before:
@@ -118,6 +126,11 @@ class Refresher:
         self._thread = threading.Thread(
             target=self._run, name=f"alternator-shm-refresher-{state.base}", daemon=True
         )
+        self._prober = (
+            Prober(config.probe, config.health)
+            if config.probe is not None and config.health is not None
+            else None
+        )
 
     def start(self) -> None:
         self._state.running.add(self._owner)
@@ -131,6 +144,8 @@ class Refresher:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)
         self._state.running.discard(self._owner)
+        if self._prober is not None:
+            self._prober.close()
         att = self._state.att
         self._state.election.resign(self._owner, att.seg if att is not None else None)
 
@@ -164,15 +179,10 @@ class Refresher:
         if self._due(words, now, request):
             # a failure is recorded in the header and logged; the last table stays in force
             with contextlib.suppress(Exception):
-                refresh_once(state, att, config.refresh, request)
+                refresh_once(state, att, config.refresh, request, config.identity)
         nodes = att.reader.read()
-        if nodes:
-            att.health.maintain(
-                nodes,
-                config.probe,
-                int(config.probe_interval * 1e9),
-                int(config.quarantine * 1e9),
-            )
+        if nodes and self._prober is not None:
+            self._prober.cycle(att.health, nodes)
 
     def _due(self, words: memoryview, now: int, request: int) -> bool:
         config = self._config
