@@ -200,7 +200,7 @@ def transition(st: Status, obs: Observation, t: HealthSettings) -> Status | None
     return Status(State.DOWN, st.failures, 0, st.generation)
 
 
-# -- the status word -------------------------------------------------------------------------------
+# -- the status word ------------------------------------------------------------------------
 # bits 0-15 successes, 16-31 failures, 32-33 state, 36-55 generation, 56-63 claim tag
 
 _FAIL_SHIFT = 16
@@ -239,7 +239,7 @@ def _fresh(tag: int) -> int:
     return (tag & _TAG_MASK) << _TAG_SHIFT  # QUARANTINED, 0, 0, generation 0
 
 
-# -- entries -----------------------------------------------------------------------------------------
+# -- entries ------------------------------------------------------------------------
 
 
 def node_key(node: str) -> int:
@@ -605,6 +605,16 @@ class Health:
                 continue
             (down if st.state is State.DOWN else quarantined).append((node, st.state))
         return down + quarantined
+
+    def never_probed(self, node: str) -> bool:
+        """True for a QUARANTINED node with an entry that no leader has probed yet."""
+        found = self._find(node)
+        if found is None or self.settings is None:
+            return False
+        word = int(self._words[_word(found[1], layout.H_STATUS)])
+        return _unpack(word).state is State.QUARANTINED and not int(
+            self._words[_word(found[1], layout.H_PROBED)]
+        )
 
     def mark_probed(self, node: str, now_ns: int) -> None:
         found = self._find(node)

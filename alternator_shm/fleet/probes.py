@@ -6,6 +6,11 @@ then QUARANTINED; :meth:`Health.probe_due`) are handed to a small thread pool, a
 ``probe_concurrency`` at once and one per node. A probe's deadline (``probe_timeout``) starts
 when it starts running; past it the probe counts as a failure and its late answer is ignored.
 The pool is created lazily in the leader and rebuilt after a fork.
+
+:meth:`Prober.admit` is the one blocking call: before the leader publishes a table with new
+nodes it probes them at once and waits for the answers up to :data:`ADMISSION_WAIT`, so a
+healthy cluster's first table is all ACTIVE (the first wave of calls spreads exactly) while a
+node listed before it serves stays quarantined. What the wait does not see is settled later.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ __all__ = ["Prober"]
 
 log = logging.getLogger("alternator_shm.fleet.probes")
 
+#: Longest a publication waits for the admission probes of its new nodes (seconds).
+ADMISSION_WAIT = 1.0
+
 
 @dataclass
 class _Probe:
@@ -40,6 +48,7 @@ class Prober:
         self._probe = probe
         self._settings = settings
         self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)
         self._inflight: dict[str, _Probe] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._pid = -1
@@ -85,6 +94,25 @@ class Prober:
                 self._inflight[node] = _Probe(health, now)
                 pool.submit(self._run, node)
 
+    def admit(self, health: Health, nodes: tuple[str, ...]) -> None:
+        """Probe the never-probed quarantined nodes of ``nodes`` and wait for their answers,
+        at most ``min(ADMISSION_WAIT, probe_timeout)`` seconds (leader, before publishing)."""
+        if health.settings is None:
+            return
+        fresh = {n for n in nodes if health.never_probed(n)}
+        if not fresh:
+            return
+        deadline = time.monotonic() + min(ADMISSION_WAIT, self._settings.probe_timeout)
+        while True:
+            self.cycle(health, nodes)
+            with self._lock:
+                waiting = [n for n in fresh if health.never_probed(n)
+                           or (n in self._inflight and not self._inflight[n].settled)]
+                left = deadline - time.monotonic()
+                if not waiting or left <= 0:
+                    return
+                self._settled.wait(min(left, 0.05))
+
     def _run(self, node: str) -> None:
         with self._lock:
             p = self._inflight.get(node)
@@ -103,8 +131,10 @@ class Prober:
             del self._inflight[node]
             if p.settled:
                 return  # the deadline already counted it as failed; ignore the late answer
-            p.settled = True
         p.health.observe(node, Observation.PROBE_SUCCESS if ok else Observation.PROBE_FAILURE)
+        with self._lock:
+            p.settled = True
+            self._settled.notify_all()
 
     def close(self) -> None:
         """Stop starting probes; running ones finish on their own (bounded by the transport)."""

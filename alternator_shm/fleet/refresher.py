@@ -73,6 +73,7 @@ def refresh_once(
     refresh: Callable[[], Sequence[str]],
     served: int,
     ident: bytes = b"",
+    prober: Prober | None = None,
 ) -> tuple[str, ...]:
     """Leader only: call ``refresh``, publish a valid result, record the outcome in the header.
 
@@ -99,6 +100,8 @@ def refresh_once(
             raise
         identity.write(att.seg.mm, words, ident)
         att.health.admit(nodes)  # new nodes enter admission quarantine before anyone routes
+        if prober is not None:
+            prober.admit(att.health, nodes)  # ... and are probed before the table shows them
         before = att.reader.generation
         generation = table.publish(att.seg.mm, words, nodes)
         if generation != before:
@@ -135,6 +138,10 @@ class Refresher:
     def start(self) -> None:
         self._state.running.add(self._owner)
         self._thread.start()
+
+    @property
+    def prober(self) -> Prober | None:
+        return self._prober
 
     def alive(self) -> bool:
         return self._pid == os.getpid() and self._thread.is_alive()
@@ -179,7 +186,7 @@ class Refresher:
         if self._due(words, now, request):
             # a failure is recorded in the header and logged; the last table stays in force
             with contextlib.suppress(Exception):
-                refresh_once(state, att, config.refresh, request, config.identity)
+                refresh_once(state, att, config.refresh, request, config.identity, self._prober)
         nodes = att.reader.read()
         if nodes and self._prober is not None:
             self._prober.cycle(att.health, nodes)

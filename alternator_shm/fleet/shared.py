@@ -231,7 +231,9 @@ class SharedFleet:
             att = self._att()
             if state.election.try_lead(self._owner, att.seg):
                 request = int(att.seg.words[_W(layout.REQUEST_OFF)])
-                return refresh_once(state, att, refresh, request, self._config.identity)
+                refresher = self._refresher
+                prober = refresher.prober if refresher is not None else None
+                return refresh_once(state, att, refresh, request, self._config.identity, prober)
         words = att.seg.words
         mine = att.ops.fetch_add(layout.REQUEST_OFF, 1) + 1
         deadline = time.monotonic() + timeout

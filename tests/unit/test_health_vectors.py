@@ -167,7 +167,7 @@ def test_explicit_and_default_port_share_one_record() -> None:
     assert health.status("http://a:80").state is State.ACTIVE
 
 
-# -- defaults ---------------------------------------------------------------------------------------
+# -- defaults ------------------------------------------------------------------------
 
 _DEFAULT_FIELDS = {
     "active_failure_threshold": ("active_failure_threshold", 1),
@@ -211,7 +211,7 @@ def test_settings_are_normalised_and_validated() -> None:
             HealthSettings(**bad)  # type: ignore[arg-type]
 
 
-# -- endpoint order ---------------------------------------------------------------------------------
+# -- endpoint order ------------------------------------------------------------------------
 
 
 def test_every_order_row_is_replayed() -> None:
