@@ -51,6 +51,8 @@ READ_TIMEOUT = 2.0
 _MAX_BODY_BYTES = 2 * 1024 * 1024
 _LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _HEADERS = {"User-Agent": f"alternator-shm/{__version__}", "Accept": "application/json"}
+# Probes say what they are, so server logs (and tests) tell them from discovery.
+_PROBE_HEADERS = {**_HEADERS, "User-Agent": f"alternator-shm/{__version__} (health probe)"}
 _FEATURE_PROBE_RACK = "fakeRack"
 
 
@@ -376,7 +378,7 @@ class Discovery:
         a JOINING node, listed before it serves, fails it until its port opens."""
         try:
             response = self._transport.request(
-                "GET", node.rstrip("/") + "/localnodes", headers=_HEADERS
+                "GET", node.rstrip("/") + "/localnodes", headers=_PROBE_HEADERS
             )
         except Exception as e:
             log.debug("probe of %s failed: %s", node, e)
