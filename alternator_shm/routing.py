@@ -4,16 +4,18 @@ Every attempt (the first and each retry) advances the host-wide counter exactly 
 round-robin stays exact across every process on the host. A call's attempt is chosen in two
 steps, the seam the cross-language query-plan spec draws:
 
-1. **base plan** (:func:`round_robin_plan`): every node of the table once, health-agnostic, in
-   the order this attempt should prefer -- the table rotated to the counter's position. Another
-   planner (key affinity, say) only has to produce another ordered candidate list;
+1. **base plan** (:func:`round_robin_plan`): every node of the table once, in the order this
+   attempt should prefer -- the ACTIVE nodes rotated to the counter's position, then the others.
+   (Rotating the active nodes alone keeps the split exact while some node is out: rotating the
+   whole table would hand a skipped node's turns to its neighbour.) Another planner (key
+   affinity, say) only has to produce another ordered candidate list;
 2. **health filter** (:func:`select`), applied to the plan at the final selection: the first
    untried ACTIVE node; else the first untried QUARANTINED node; DOWN nodes never. Once every
    eligible node was tried by the call, a new cycle starts over the plan. With only DOWN nodes
    left the attempt fails locally with :class:`NoLiveNodesError`.
 
-Skipping a node does not advance the counter, which keeps the spread exact (max - min <= 1)
-while every node is ACTIVE. The state and generation read at selection are remembered for the
+Skipping a node does not advance the counter, which keeps the spread over the ACTIVE nodes
+exact (max - min <= 1) while the set of ACTIVE nodes stays the same. The state and generation read at selection are remembered for the
 attempt (a context variable, so threads and asyncio tasks each see their own) and reported with
 its outcome, so a late answer from before a node went DOWN cannot touch it afterwards.
 """
@@ -61,10 +63,20 @@ class FleetView(Protocol):
     def health_view_of(self, nodes: tuple[str, ...]) -> Mapping[str, Eligibility]: ...
 
 
-def round_robin_plan(nodes: tuple[str, ...], position: int) -> tuple[str, ...]:
-    """The base plan of round-robin: ``nodes`` rotated to start at ``position``."""
+def round_robin_plan(
+    nodes: tuple[str, ...], position: int, health: Mapping[str, Eligibility] | None = None
+) -> tuple[str, ...]:
+    """The base plan of round-robin for the counter value ``position``: the ACTIVE nodes of
+    ``nodes`` rotated to ``position``, then the other nodes (rotated the same way)."""
     k = position % len(nodes)
-    return nodes[k:] + nodes[:k]
+    rotated = nodes[k:] + nodes[:k]
+    if not health:
+        return rotated
+    active = tuple(n for n in nodes if health.get(n, _HEALTHY)[0] is State.ACTIVE)
+    if not active or len(active) == len(nodes):
+        return rotated
+    j = position % len(active)
+    return active[j:] + active[:j] + tuple(n for n in rotated if n not in active)
 
 
 def select(
@@ -156,8 +168,9 @@ class Router:
     def choose(self, tried: Collection[str]) -> str:
         """Return the base URL of the node for this attempt (see the module doc)."""
         nodes = self._table()
-        plan = round_robin_plan(nodes, self._fleet.advance())
-        node, generation = select(plan, tried, self._fleet.health_view_of(nodes))
+        health = self._fleet.health_view_of(nodes)
+        plan = round_robin_plan(nodes, self._fleet.advance(), health)
+        node, generation = select(plan, tried, health)
         _ATTEMPT.set((node, generation))
         self._fleet.record_pick(node)
         return node
