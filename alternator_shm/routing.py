@@ -15,9 +15,10 @@ steps, the seam the cross-language query-plan spec draws:
    left the attempt fails locally with :class:`NoLiveNodesError`.
 
 Skipping a node does not advance the counter, which keeps the spread over the ACTIVE nodes
-exact (max - min <= 1) while the set of ACTIVE nodes stays the same. The state and generation read at selection are remembered for the
-attempt (a context variable, so threads and asyncio tasks each see their own) and reported with
-its outcome, so a late answer from before a node went DOWN cannot touch it afterwards.
+exact (max - min <= 1) while the set of ACTIVE nodes stays the same. The state and generation
+read at selection are remembered for the attempt (a context variable, so threads and asyncio
+tasks each see their own) and reported with its outcome, so a late answer from before a node
+went DOWN cannot touch it afterwards.
 """
 
 from __future__ import annotations
