@@ -33,7 +33,7 @@ from typing import Protocol
 from alternator_shm.errors import NoLiveNodesError
 from alternator_shm.fleet.health import State
 
-__all__ = ["FleetView", "Router", "round_robin_plan", "select"]
+__all__ = ["FleetView", "Router", "active_nodes", "round_robin_plan", "select"]
 
 _log = logging.getLogger(__name__)
 
@@ -64,20 +64,27 @@ class FleetView(Protocol):
     def health_view_of(self, nodes: tuple[str, ...]) -> Mapping[str, Eligibility]: ...
 
 
-def round_robin_plan(
-    nodes: tuple[str, ...], position: int, health: Mapping[str, Eligibility] | None = None
+def active_nodes(
+    nodes: tuple[str, ...], health: Mapping[str, Eligibility]
 ) -> tuple[str, ...]:
-    """The base plan of round-robin for the counter value ``position``: the ACTIVE nodes of
-    ``nodes`` rotated to ``position``, then the other nodes (rotated the same way)."""
-    k = position % len(nodes)
-    rotated = nodes[k:] + nodes[:k]
+    """The ACTIVE nodes of ``nodes``, in table order (``nodes`` itself when all are)."""
     if not health:
-        return rotated
+        return nodes
     active = tuple(n for n in nodes if health.get(n, _HEALTHY)[0] is State.ACTIVE)
-    if not active or len(active) == len(nodes):
-        return rotated
+    return nodes if len(active) == len(nodes) else active
+
+
+def round_robin_plan(
+    nodes: tuple[str, ...], position: int, active: tuple[str, ...] | None = None
+) -> tuple[str, ...]:
+    """The base plan of round-robin for the counter value ``position``: the ``active`` nodes
+    (:func:`active_nodes`; default all) rotated to ``position``, then the others."""
+    k = position % len(nodes)
+    if active is None or active is nodes or not active:
+        return nodes[k:] + nodes[:k]
     j = position % len(active)
-    return active[j:] + active[:j] + tuple(n for n in rotated if n not in active)
+    rest = tuple(n for n in nodes[k:] + nodes[:k] if n not in active)
+    return active[j:] + active[:j] + rest
 
 
 def select(
@@ -143,6 +150,8 @@ class Router:
         self._first_table_timeout = first_table_timeout
         self._started_pid = -1
         self._waited_pid = -1
+        # (health view, table, its active nodes): recomputed only when either object changes
+        self._active: tuple[object, object, tuple[str, ...]] = (None, None, ())
 
     def _table(self) -> tuple[str, ...]:
         pid = os.getpid()
@@ -170,7 +179,13 @@ class Router:
         """Return the base URL of the node for this attempt (see the module doc)."""
         nodes = self._table()
         health = self._fleet.health_view_of(nodes)
-        plan = round_robin_plan(nodes, self._fleet.advance(), health)
+        memo = self._active
+        if memo[0] is health and memo[1] is nodes:
+            active = memo[2]
+        else:
+            active = active_nodes(nodes, health)
+            self._active = (health, nodes, active)
+        plan = round_robin_plan(nodes, self._fleet.advance(), active)
         node, generation = select(plan, tried, health)
         _ATTEMPT.set((node, generation))
         self._fleet.record_pick(node)

@@ -235,6 +235,9 @@ def _tag(word: int) -> int:
     return (word >> _TAG_SHIFT) & _TAG_MASK
 
 
+_NO_GEN_MASK = ~(GEN_MASK << _GEN_SHIFT) & ((1 << 64) - 1)
+
+
 def _fresh(tag: int) -> int:
     return (tag & _TAG_MASK) << _TAG_SHIFT  # QUARANTINED, 0, 0, generation 0
 
@@ -341,6 +344,12 @@ class Health:
         self._local_version = 0
         self._local_lock = threading.Lock()
         self._warned_full = False
+        # The status word of a healthy ACTIVE node, tag and generation aside.
+        self._healthy = (
+            _pack(Status(State.ACTIVE, 0, settings.quarantine_promotion_threshold), 0)
+            if settings is not None
+            else 0
+        )
 
     # -- lookup ----------------------------------------------------------------------------------
 
@@ -474,7 +483,8 @@ class Health:
     def observe(
         self, node: str, obs: Observation, generation: int | None = None
     ) -> Status | None:
-        """Apply one observation host-wide; returns the new status, None if not accepted.
+        """Apply one observation host-wide; returns the new status if it changed, else None
+        (not accepted, or accepted without a change).
 
         ``generation`` is what the attempt captured when it was routed (None: no check). A
         traffic outcome from another generation is stale and changes nothing.
@@ -485,6 +495,15 @@ class Health:
         settings = self.settings
         if settings is None:
             return None
+        if obs is Observation.TRAFFIC_SUCCESS and found is not None:
+            # Fast path (every successful attempt): a healthy ACTIVE node stays as it is.
+            i = found[1]
+            word = int(self._words[_word(i, layout.H_STATUS)])
+            if word & _NO_GEN_MASK == self._healthy | found[2] << _TAG_SHIFT and (
+                generation is None or (generation & GEN_MASK) == (word >> _GEN_SHIFT) & GEN_MASK
+            ):
+                self._words[_word(i, layout.H_UPDATED)] = time.monotonic_ns()
+                return None
         for _ in range(1000):
             if found is None:
                 return self._observe_local(node, obs, generation, settings)
@@ -500,7 +519,10 @@ class Health:
             if new is None:
                 return None
             packed = _pack(new, tag)
-            if packed == word or self._ops.compare_exchange(off, word, packed):
+            if packed == word:
+                self._words[_word(i, layout.H_UPDATED)] = time.monotonic_ns()
+                return None
+            if self._ops.compare_exchange(off, word, packed):
                 self._words[_word(i, layout.H_UPDATED)] = time.monotonic_ns()
                 if new.state != old.state or new.generation != old.generation:
                     self._bump()
@@ -528,6 +550,8 @@ class Health:
             old = self._local.get(node, Status(State.QUARANTINED))
             new = self._apply(old, obs, generation, settings)
             if new is None:
+                return None
+            if new == old:
                 return None
             if len(self._local) > 4 * _CAP:
                 self._local.clear()
