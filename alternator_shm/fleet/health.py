@@ -610,7 +610,8 @@ class Health:
         self, nodes: Iterable[str], now_ns: int, period_ns: int
     ) -> list[tuple[str, State]]:
         """Leader: DOWN then QUARANTINED nodes whose last probe started ``period_ns`` ago or
-        more (never probed, or a stamp from the future, counts as due)."""
+        more (never probed, or a stamp from the future, counts as due). Nodes without a shared
+        entry are left out: a probe could only change the leader's own local view of them."""
         if self.settings is None:
             return []
         down: list[tuple[str, State]] = []
@@ -618,11 +619,9 @@ class Health:
         for node in nodes:
             found = self._find(node)
             if found is None:
-                st = self.status(node)
-                last = 0
-            else:
-                st = _unpack(int(self._words[_word(found[1], layout.H_STATUS)]))
-                last = int(self._words[_word(found[1], layout.H_PROBED)])
+                continue
+            st = _unpack(int(self._words[_word(found[1], layout.H_STATUS)]))
+            last = int(self._words[_word(found[1], layout.H_PROBED)])
             if st.state is State.ACTIVE:
                 continue
             if last and 0 <= now_ns - last < period_ns:

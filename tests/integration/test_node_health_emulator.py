@@ -227,3 +227,30 @@ def test_node_health_option_is_validated(bad: object) -> None:
 
     with pytest.raises(ConfigurationError, match="node_health"):
         Helper(["127.0.0.1"], node_health=bad)  # type: ignore[arg-type]
+
+
+def test_status_command_reports_each_node_state(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+    import json
+
+    from alternator_shm._status import run_status
+
+    with (
+        Cluster(nodes=3, users=USERS, backend="null", failure_detect_delay=60.0) as c,
+        make_helper(c, node_health=SETTINGS) as h,
+    ):
+        h.live_nodes()
+        victim = c.nodes[0]
+        victim.kill()
+        _calls(h, 40)
+        assert wait_for(lambda: _states(h)[victim.url] == "down", 5)
+        args = argparse.Namespace(namespace=h.namespace, shm_dir="/dev/shm", json=False)
+        run_status(args)
+        text = capsys.readouterr().out
+        line = next(x for x in text.splitlines() if victim.url in x)
+        assert "DOWN (generation 1)" in line
+        assert sum("ACTIVE" in x for x in text.splitlines()) == 2
+        run_status(argparse.Namespace(namespace=h.namespace, shm_dir="/dev/shm", json=True))
+        (data,) = json.loads(capsys.readouterr().out)
+        assert data["node_health"] is True
+        assert {u: v["state"] for u, v in data["per_node"].items()} == _states(h)
