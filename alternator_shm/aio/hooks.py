@@ -77,5 +77,6 @@ def register_async_hooks(
     (this process has a node table); otherwise the pick runs in a worker thread.
     """
     handlers = _AsyncHandlers(_Handlers(router, None, options, timeout), transport, table_ready)
-    events.register("before-sign.dynamodb", handlers.before_sign)
-    events.register("before-send.dynamodb", handlers.before_send)
+    # aiobotocore awaits coroutine handlers; botocore-stubs types handlers as sync.
+    events.register("before-sign.dynamodb", handlers.before_sign)  # type: ignore[arg-type]
+    events.register("before-send.dynamodb", handlers.before_send)  # type: ignore[arg-type]

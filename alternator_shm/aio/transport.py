@@ -89,11 +89,17 @@ def _wire_headers(headers: Any) -> dict[str, str]:
     ``SKIP_HEADER`` is how the shared hooks say "send none" (urllib3's convention).
     """
     wire: dict[str, str] = {}
+    accept_encoding = False
     for name, value in headers.items():
         if isinstance(value, bytes):
             value = value.decode("utf-8")
+        if name.lower() == "accept-encoding":
+            accept_encoding = True
         if value != SKIP_HEADER:
             wire[name] = value
+    if not accept_encoding:
+        # What http.client (under urllib3) sends by default: the same bytes as the sync path.
+        wire["Accept-Encoding"] = "identity"
     return wire
 
 
@@ -168,7 +174,7 @@ class AsyncTransport:
             session = aiohttp.ClientSession(
                 connector=connector,
                 auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
                 # Every request passes its own timeout; no session-wide total deadline.
                 timeout=aiohttp.ClientTimeout(total=None),
             )
