@@ -1,4 +1,4 @@
-"""A tiny Starlette app served by real uvicorn workers in the server tests (README recipe).
+"""A tiny FastAPI app served by real uvicorn workers in the server tests (the README recipe).
 
 The Helper is built at import time (configuration only) and each worker opens its async client
 in the application's lifespan, so every worker process joins the host's fleet on startup and
@@ -16,32 +16,35 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from fleet_config import TABLE, build_helper
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 helper = build_helper()  # configuration only: safe before uvicorn / gunicorn fork workers
 clients: dict[str, Any] = {}
 
 
 @contextlib.asynccontextmanager
-async def lifespan(app: Starlette) -> AsyncIterator[None]:
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # One async client per worker process, open for the worker's whole life.
     async with helper.new_async_dynamodb_client() as ddb:
         clients["ddb"] = ddb
         yield
     helper.close()
 
 
-async def pid(request: Request) -> JSONResponse:
-    return JSONResponse({"pid": os.getpid()})
+app = FastAPI(lifespan=lifespan)
 
 
-async def call(request: Request) -> JSONResponse:
+@app.get("/pid")
+async def pid() -> dict[str, int]:
+    return {"pid": os.getpid()}
+
+
+@app.get("/call")
+async def call(op: str = "get", k: str = "k") -> Any:
     ddb = clients["ddb"]
-    op = request.query_params.get("op", "get")
-    key = {"p": {"S": request.query_params.get("k", "k")}}
+    key = {"p": {"S": k}}
     try:
         if op == "put":
             out = await ddb.put_item(TableName=TABLE, Item={**key, "v": {"N": "1"}})
@@ -50,7 +53,4 @@ async def call(request: Request) -> JSONResponse:
     except (BotoCoreError, ClientError) as exc:
         return JSONResponse({"pid": os.getpid(), "error": repr(exc)}, status_code=500)
     retries = int(out.get("ResponseMetadata", {}).get("RetryAttempts", 0))
-    return JSONResponse({"pid": os.getpid(), "retries": retries})
-
-
-app = Starlette(routes=[Route("/pid", pid), Route("/call", call)], lifespan=lifespan)
+    return {"pid": os.getpid(), "retries": retries}
