@@ -35,6 +35,7 @@ import botocore.hooks
 from urllib3.util import SKIP_HEADER
 
 from alternator_shm._version import __version__
+from alternator_shm.metrics import annotate_attempt
 from alternator_shm.transport import Transport
 
 __all__ = ["HookOptions", "Router", "register_hooks"]
@@ -148,6 +149,7 @@ class _Handlers:
             tried = context[TRIED_KEY] = []
         node = self._router.choose(tried)
         tried.append(node)
+        annotate_attempt(node, tried)
         url = request.url or "/"
         slash = url.find("/", url.find("://") + 3)
         request.url = node + (url[slash:] if slash >= 0 else "/")
