@@ -159,10 +159,13 @@ def test_health_neutral_5xx_do_not_touch_health() -> None:
         h.live_nodes()
         sick = c.nodes[0]
         sick.inject_fault("internal_error")  # every API request: HTTP 500
+        began = time.monotonic()
         _calls(h, 30)  # retried on the others: none fails
         st = h.stats().per_node[sick.url]
         assert api_entries(sick)  # it was tried ...
         assert (st.state, st.failures, st.consecutive_failures) == ("active", 0, 0)  # ... no effect
+        # ... not even an update of its health time (a success would have set it).
+        assert st.last_update_age_s is not None and st.last_update_age_s >= time.monotonic() - began
 
 
 def test_node_health_off_probes_nothing_and_keeps_every_node_in_rotation() -> None:
@@ -254,3 +257,34 @@ def test_status_command_reports_each_node_state(capsys: pytest.CaptureFixture[st
         (data,) = json.loads(capsys.readouterr().out)
         assert data["node_health"] is True
         assert {u: v["state"] for u, v in data["per_node"].items()} == _states(h)
+
+
+def test_async_client_same_health_decisions() -> None:
+    """aiobotocore: a dead node goes DOWN host-wide, 5xx stay neutral, calls do not fail."""
+    import asyncio
+
+    pytest.importorskip("aiobotocore")
+    with (
+        Cluster(nodes=3, users=USERS, backend="null", failure_detect_delay=60.0) as c,
+        make_helper(c, node_health=SETTINGS) as h,
+    ):
+        h.live_nodes()
+        dead, sick = c.nodes[0], c.nodes[1]
+        dead.kill()
+        sick.inject_fault("internal_error")
+
+        async def run() -> None:
+            async with h.new_async_dynamodb_client() as ddb:
+                await asyncio.gather(*(
+                    ddb.get_item(TableName=TABLE, Key={"p": {"S": f"a{i}"}}) for i in range(30)
+                ))
+
+        began = time.monotonic()
+        asyncio.run(run())
+        per = h.stats().per_node
+        # No observation at all for the 500s: the health update time is older than the calls.
+        age = per[sick.url].last_update_age_s
+        assert age is not None and age >= time.monotonic() - began
+        assert per[dead.url].state == "down" and per[dead.url].failures >= 10
+        assert (per[sick.url].state, per[sick.url].failures) == ("active", 0)
+        assert api_entries(sick)
