@@ -363,7 +363,7 @@ class Health:
                 int(words[_word(i, layout.H_STATUS)])
             ) == tag:
                 return cached
-            del self._slots[node]
+            self._slots.pop(node, None)
         key = node_key(node)
         for _ in range(8):
             keys = _keys(words)
