@@ -569,8 +569,30 @@ class Health:
         mode = MODE_ON if self.settings is not None else MODE_OFF
         if self._words[_MODE] != mode:
             self._words[_MODE] = mode
+        keys = _keys(self._words)  # one scan for the whole table
+        present = set(keys)
+        free = (i for i, k in enumerate(keys) if k == 0)
+        claimed = False
         for node in nodes:
-            self.slot(node, create=True)
+            key = node_key(node)
+            if key in present:
+                continue
+            present.add(key)
+            index = next(free, None)
+            if index is None:
+                self._overflow(node)
+                continue
+            before = int(self._words[_word(index, layout.H_STATUS)])
+            if self._ops.compare_exchange(_offset(index, layout.H_KEY), 0, key):
+                claimed = True
+                if before != _fresh(_tag(before)):  # see slot(): restart a polluted entry
+                    self._ops.compare_exchange(
+                        _offset(index, layout.H_STATUS), before, _fresh(_tag(before) + 1)
+                    )
+            else:  # taken meanwhile (another leader?): the careful path
+                self.slot(node, create=True)
+        if claimed:
+            self._bump()
 
     def collect(self, nodes: tuple[str, ...], keep: Iterable[str] = ()) -> int:
         """Leader, after publishing: when entries run short (past 3/4 of the capacity), free
