@@ -11,16 +11,31 @@ A leaf module: it imports nothing from the package, so :mod:`alternator_shm.flee
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 __all__ = ["canonical_endpoint", "canonical_order", "representative_order"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# The spelling node tables use (lower case, no user info): canonical without urlsplit.
+_PLAIN = re.compile(
+    r"(https?)://([a-z0-9][a-z0-9.\-]*|\[[0-9a-f:.]+\])(?::([0-9]{1,5}))?(?:[/?#].*)?", re.S
+)
 
 
 def canonical_endpoint(endpoint: str) -> str:
     """``scheme://host[:port]`` of ``endpoint``; ValueError if it lacks a scheme or a host."""
+    m = _PLAIN.fullmatch(endpoint)
+    if m is not None:
+        scheme, host, port_text = m.groups()
+        if port_text is None:
+            return f"{scheme}://{host}"
+        port_number = int(port_text)
+        if port_number <= 65535:
+            if _DEFAULT_PORTS[scheme] == port_number:
+                return f"{scheme}://{host}"
+            return f"{scheme}://{host}:{port_number}"
     parts = urlsplit(endpoint.strip())
     scheme = parts.scheme.lower()
     host = parts.hostname  # lower-cased, brackets and user info removed

@@ -36,6 +36,7 @@ change), so a pick costs one load while nothing changes.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import logging
 import threading
@@ -245,6 +246,7 @@ def _fresh(tag: int) -> int:
 # -- entries ------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=8192)
 def node_key(node: str) -> int:
     """64-bit key of a node's canonical endpoint; never 0 (0 marks a free entry)."""
     try:
