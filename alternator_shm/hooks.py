@@ -5,11 +5,16 @@ botocore re-creates and re-signs the request for every attempt of a call
 (``create_request_object`` copies the reference from the request dict). We hook two public
 events of a DynamoDB client:
 
+``before-parameter-build.dynamodb`` (only with key-route affinity)
+    classify the call and hash its partition key(s) into the request context; the plan over
+    the node table is built at the first attempt and reused by every retry.
+
 ``before-sign.dynamodb``
     1. request compression: gzip the body *before* signing, so ``Content-Encoding`` is signed
        and the payload hash covers the compressed bytes, which is what Alternator verifies;
     2. routing: ask the router for this attempt's node (excluding the nodes already tried by
-       this call, remembered in the context) and point ``request.url`` at it, so the signature
+       this call, remembered in the context; along the call's affinity plan if it has one)
+       and point ``request.url`` at it, so the signature
        (its ``host``) matches the node actually contacted and every retry lands elsewhere.
 
 ``before-send.dynamodb``
