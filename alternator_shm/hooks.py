@@ -165,7 +165,8 @@ class _Handlers:
         tried: list[str] | None = context.get(TRIED_KEY)
         if tried is None:
             tried = context[TRIED_KEY] = []
-        node = self._router.choose(tried, self._affinity_plan(context))
+        plan = self._affinity_plan(context) if self._affinity is not None else None
+        node = self._router.choose(tried, plan) if plan else self._router.choose(tried)
         tried.append(node)
         url = request.url or "/"
         slash = url.find("/", url.find("://") + 3)
