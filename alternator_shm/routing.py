@@ -122,19 +122,24 @@ class Router:
         tried, a new cycle starts over the same order. The shared counter is not advanced, so
         round-robin calls stay exactly even among themselves.
         """
-        members = set(plan)
+        # Only membership and length are needed up front, so a lazily computed plan is read
+        # no further than the node returned.
         cycle: set[str] = set()
         for node in tried:
-            if node in members:
+            if node in plan:
                 cycle.add(node)
-                if len(cycle) == len(members):
+                if len(cycle) == len(plan):
                     cycle.clear()
         quarantined = self._fleet.quarantined()
-        untried = [node for node in plan if node not in cycle]
-        for node in untried:
-            if node not in quarantined:
-                return node
-        return untried[0]
+        fallback: str | None = None
+        for node in plan:
+            if node not in cycle:
+                if node not in quarantined:
+                    return node
+                if fallback is None:
+                    fallback = node
+        assert fallback is not None  # the cycle never holds every plan node
+        return fallback
 
     @staticmethod
     def _fallback(

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,7 @@ from alternator_shm.affinity._metadata import DescribeTable, PartitionKeys
 from alternator_shm.affinity._plan import (
     GoRand,
     Ring,
+    SeededPlan,
     canonical_endpoint,
     preferred_order,
     seeded_order,
@@ -50,6 +51,7 @@ __all__ = [
     "GoRand",
     "PartitionKeys",
     "Ring",
+    "SeededPlan",
     "Target",
     "canonical_endpoint",
     "hash_key",
@@ -120,14 +122,17 @@ class Affinity:
             ring = self._ring = Ring(nodes)
         return ring
 
-    def plan(self, target: Target, nodes: tuple[str, ...]) -> tuple[str, ...]:
-        """The candidate order of a call over the discovered ``nodes`` (health not applied)."""
+    def plan(self, target: Target, nodes: tuple[str, ...]) -> Sequence[str]:
+        """The candidate order of a call over the discovered ``nodes`` (health not applied).
+
+        A single write gets a lazy :class:`SeededPlan` (nodes picked as retries need them).
+        """
         ring = self.ring(nodes)
         if not ring.nodes:
             return ()
         if not target.batch:
-            return tuple(seeded_order(target.seeds[0], ring))
-        votes = Counter(seeded_order(seed, ring, 1)[0] for seed in target.seeds)
+            return SeededPlan(target.seeds[0], ring)
+        votes = Counter(SeededPlan(seed, ring)[0] for seed in target.seeds)
         return tuple(preferred_order(votes, ring))
 
     def close(self) -> None:

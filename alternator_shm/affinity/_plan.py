@@ -20,7 +20,8 @@ it is read, with a precomputed power. The output is identical to seeding every w
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
+from typing import overload
 from urllib.parse import urlsplit
 
 from alternator_shm.affinity._cooked import COOKED
@@ -28,6 +29,7 @@ from alternator_shm.affinity._cooked import COOKED
 __all__ = [
     "GoRand",
     "Ring",
+    "SeededPlan",
     "canonical_endpoint",
     "preferred_order",
     "seeded_order",
@@ -81,7 +83,7 @@ class Ring:
     so a health change never remaps keys (AFF-REQ-006).
     """
 
-    __slots__ = ("keys", "nodes", "source")
+    __slots__ = ("keys", "members", "nodes", "source")
 
     def __init__(self, nodes: Iterable[str]) -> None:
         source = tuple(nodes)
@@ -96,6 +98,7 @@ class Ring:
         self.source = source
         self.keys: tuple[str, ...] = tuple(ordered)
         self.nodes: tuple[str, ...] = tuple(first[k] for k in ordered)
+        self.members: frozenset[str] = frozenset(self.nodes)
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -155,16 +158,64 @@ class GoRand:
 
 def seeded_order(seed: int, ring: Ring, count: int | None = None) -> list[str]:
     """The seeded plan: ring nodes in pick-and-remove order (the first ``count`` of them)."""
-    candidates = list(ring.nodes)
-    rand = GoRand(seed)
-    out: list[str] = []
-    limit = len(candidates) if count is None else min(count, len(candidates))
-    while len(out) < limit:
-        index = rand.intn(len(candidates))
-        out.append(candidates[index])
-        candidates[index] = candidates[-1]
-        candidates.pop()
-    return out
+    plan = SeededPlan(seed, ring)
+    return plan[: len(ring) if count is None else count]
+
+
+class SeededPlan(Sequence[str]):
+    """:func:`seeded_order` computed only as far as it is read.
+
+    A call almost always needs only its first node (a retry needs the second, ...), so picks
+    are made on demand: the cost of a first attempt does not grow with the cluster size.
+    Length and membership are the ring's, known without picking.
+    """
+
+    __slots__ = ("_candidates", "_out", "_rand", "_ring")
+
+    def __init__(self, seed: int, ring: Ring) -> None:
+        self._ring = ring
+        self._rand = GoRand(seed)
+        self._candidates = list(ring.nodes)
+        self._out: list[str] = []
+
+    def _fill(self, count: int) -> None:
+        candidates, out, rand = self._candidates, self._out, self._rand
+        while len(out) < count and candidates:
+            index = rand.intn(len(candidates))
+            out.append(candidates[index])
+            candidates[index] = candidates[-1]
+            candidates.pop()
+
+    def __len__(self) -> int:
+        return len(self._ring.nodes)
+
+    def __contains__(self, node: object) -> bool:
+        return node in self._ring.members
+
+    def __iter__(self) -> Iterator[str]:
+        for i in range(len(self._ring.nodes)):
+            self._fill(i + 1)
+            yield self._out[i]
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            self._fill(len(self))
+            return self._out[index]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        self._fill(index + 1)
+        return self._out[index]
+
+    def __repr__(self) -> str:
+        return f"SeededPlan({self._out!r} + {len(self) - len(self._out)} not picked yet)"
 
 
 def preferred_order(votes: dict[str, int], ring: Ring) -> list[str]:

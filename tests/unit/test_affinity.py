@@ -25,6 +25,7 @@ from alternator_shm.affinity import (
     GoRand,
     PartitionKeys,
     Ring,
+    SeededPlan,
     Target,
     canonical_endpoint,
     hash_key,
@@ -269,8 +270,12 @@ def test_single_write_uses_only_the_hash_key() -> None:
                                   "ReturnValues": "ALL_OLD"})
     assert a == b == c == Target((hash_key({"S": "k"}) or 0,))
     plan = aff.plan(a, NODES)
+    assert len(plan) == len(NODES) and plan[0] in NODES and "http://x:1" not in plan
+    assert list(plan) == seeded_order(a.seeds[0], Ring(NODES))
     assert sorted(plan) == sorted(NODES)
-    assert plan == tuple(seeded_order(a.seeds[0], Ring(NODES)))
+    assert plan[-1] == plan[len(NODES) - 1] and plan[1:3] == list(plan)[1:3]
+    with pytest.raises(IndexError):
+        plan[len(NODES)]
 
 
 @pytest.mark.parametrize(
@@ -373,7 +378,7 @@ def test_health_never_changes_the_plan() -> None:
     target = aff.target("PutItem", {"TableName": "t", "Item": {"p": {"S": "stable"}}})
     assert target is not None
     # The ring is every discovered node; the order given by fleet does not matter either.
-    assert aff.plan(target, NODES) == aff.plan(target, tuple(reversed(NODES)))
+    assert list(aff.plan(target, NODES)) == list(aff.plan(target, tuple(reversed(NODES))))
 
 
 def test_keys_spread_evenly_over_the_ring() -> None:
@@ -423,6 +428,10 @@ def test_router_walks_the_plan_healthy_first_then_cycles() -> None:
     fleet = _Fleet()
     router = Router(fleet, NODES[:1])
     plan = tuple(seeded_order(12345, Ring(NODES)))
+    lazy = SeededPlan(12345, Ring(NODES))
+    assert router.choose([], lazy) == plan[0]
+    assert "not picked yet" in repr(lazy)  # the first attempt read only what it needed
+    fleet.picks.clear()
     tried: list[str] = []
     for _ in range(len(plan)):
         tried.append(router.choose(tried, plan))
@@ -649,3 +658,24 @@ def test_affinity_options_are_copied_and_pickle() -> None:
         assert h._options.key_route_affinity == "any_write"
         assert dict(h._options.partition_keys or ()) == {"t": "p", "a": "b"}
     assert Helper(["127.0.0.1"], key_route_affinity="rmw")._options.partition_keys is None
+
+
+def test_helper_close_stops_partition_key_lookups() -> None:
+    helper = Helper(["127.0.0.1"], key_route_affinity="any_write", namespace="t-aff-close")
+    helper._ensure()
+    affinity = helper._affinity
+    assert affinity is not None
+    entered = threading.Event()
+
+    def failing(table: str) -> Mapping[str, Any]:
+        entered.set()
+        raise OSError("unreachable")  # transient: the lookup backs off and retries
+
+    assert affinity.keys.get("t", failing) is None
+    assert entered.wait(10)
+    threads = list(affinity.keys._running.values())
+    assert threads
+    helper.close()
+    for thread in threads:
+        assert not thread.is_alive()
+    assert affinity.keys.attempts < 4  # stopped during its backoff, not after every retry
