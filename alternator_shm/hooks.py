@@ -41,7 +41,7 @@ import botocore.hooks
 from urllib3.util import SKIP_HEADER
 
 from alternator_shm._version import __version__
-from alternator_shm.affinity import Affinity, Target
+from alternator_shm.affinity import Affinity, DescribeTable, Target
 from alternator_shm.transport import Transport
 
 __all__ = ["HookOptions", "Router", "register_hooks"]
@@ -120,15 +120,15 @@ class _Handlers:
     def __init__(
         self,
         router: Router,
-        transport: Transport,
+        transport: Transport | None,
         options: HookOptions,
         timeout: tuple[float, float],
         affinity: Affinity | None = None,
-        client: Any = None,
+        describe_table: DescribeTable | None = None,
     ) -> None:
         self._router = router
         self._affinity = affinity
-        self._client: weakref.ref[Any] | None = None if client is None else weakref.ref(client)
+        self._describe_table = describe_table
         self._transport = transport
         self._timeout = timeout
         self._decode = options.response_compression
@@ -193,15 +193,6 @@ class _Handlers:
         if target is not None:
             context[AFFINITY_TARGET_KEY] = target
 
-    def _describe_table(self, table: str) -> Mapping[str, Any]:
-        # Runs in a lookup thread, through the client that needed it (same credentials and
-        # config); a weak reference, so a forgotten client is not kept alive by a lookup.
-        client = self._client() if self._client is not None else None
-        if client is None:
-            raise RuntimeError("the client that needed this partition key is gone")
-        answer: Mapping[str, Any] = client.describe_table(TableName=table)
-        return answer
-
     def _compress(self, request: botocore.awsrequest.AWSRequest) -> None:
         assert self._min_gzip is not None
         body = request.data
@@ -230,12 +221,8 @@ class _Handlers:
     def before_send(
         self, request: botocore.awsrequest.AWSPreparedRequest, **kwargs: Any
     ) -> botocore.awsrequest.AWSResponse:
-        headers = request.headers
-        if self._optimize:
-            self._trim(headers)
-        for name, value in self._fixed.items():
-            headers[name] = value
-        node = _base_url(request.url)
+        node = self.prepare_send(request)
+        assert self._transport is not None
         try:
             response = self._transport.send(
                 request, timeout=self._timeout, decode_content=self._decode
@@ -248,6 +235,30 @@ class _Handlers:
         self._router.report_success(node)
         return response
 
+    def prepare_send(self, request: botocore.awsrequest.AWSPreparedRequest) -> str:
+        """Set the wire headers of a signed attempt; return the node it goes to.
+
+        Shared by the sync and async send paths (``alternator_shm.aio.hooks``).
+        """
+        headers = request.headers
+        if self._optimize:
+            self._trim(headers)
+        for name, value in self._fixed.items():
+            headers[name] = value
+        return _base_url(request.url)
+
+    @property
+    def router(self) -> Router:
+        return self._router
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        return self._timeout
+
+    @property
+    def decode(self) -> bool:
+        return self._decode
+
     def _trim(self, headers: Any) -> None:
         kept = self._kept
         authorization = headers.get("Authorization")
@@ -257,6 +268,23 @@ class _Handlers:
                 kept = kept | set(match.group(1).lower().split(";"))
         for name in [name for name in headers if name.lower() not in kept]:
             del headers[name]
+
+
+def describe_with(client: Any) -> DescribeTable:
+    """``DescribeTable`` through ``client`` (same credentials and config), for lookup threads.
+
+    Held weakly, so a forgotten client is not kept alive by a lookup.
+    """
+    ref = weakref.ref(client)
+
+    def describe(table: str) -> Mapping[str, Any]:
+        live = ref()
+        if live is None:
+            raise RuntimeError("the client that needed this partition key is gone")
+        answer: Mapping[str, Any] = live.describe_table(TableName=table)
+        return answer
+
+    return describe
 
 
 def register_hooks(
@@ -276,7 +304,8 @@ def register_hooks(
     ``affinity`` turns on key-route affinity; ``client`` (held weakly) then runs the
     background ``DescribeTable`` lookups of unknown partition keys.
     """
-    handlers = _Handlers(router, transport, options, timeout, affinity, client)
+    describe = describe_with(client) if client is not None else None
+    handlers = _Handlers(router, transport, options, timeout, affinity, describe)
     if affinity is not None:
         # Registered after boto3's resource transforms (same event), so a Table resource's
         # high-level values are already plain AttributeValues here.

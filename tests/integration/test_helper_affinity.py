@@ -7,6 +7,7 @@ checked against the cross-language vectors in tests/unit/test_affinity.py).
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections import Counter
@@ -262,3 +263,63 @@ def test_unknown_partition_key_is_discovered_in_the_background(null_cluster: Any
         describes = sum(api_counts(null_cluster, "DescribeTable").values())
     assert counts[_plan(null_cluster, "found")[0]] == 15, counts
     assert describes == 0  # cached: no further lookups
+
+
+# -- async client: same hashes, same plans ------------------------------------------------------
+
+
+def test_sync_and_async_send_one_key_to_the_same_node(null_cluster: Any) -> None:
+    pytest.importorskip("aiobotocore")
+    keys = [f"both-{i}" for i in range(40)]
+    with make_helper(null_cluster, key_route_affinity="rmw", partition_keys={TABLE: "p"}) as h:
+        client = h.new_dynamodb_client()
+        _wait_table(h, null_cluster)
+        null_cluster.clear_logs()
+        for key in keys:
+            client.put_item(TableName=TABLE, Item={"p": {"S": key}}, ReturnValues="ALL_OLD")
+        sync_counts = api_counts(null_cluster, "PutItem")
+        null_cluster.clear_logs()
+
+        async def main() -> None:
+            async with h.new_async_dynamodb_client() as ddb:
+                await asyncio.gather(*[
+                    ddb.put_item(TableName=TABLE, Item={"p": {"S": key}}, ReturnValues="ALL_OLD")
+                    for key in keys
+                ])
+                # Plain puts stay round-robin in "rmw" mode, async too.
+                for i in range(25):
+                    await ddb.put_item(TableName=TABLE, Item={"p": {"S": "plain"},
+                                                              "i": {"N": str(i)}})
+
+        null_cluster.clear_logs()
+        asyncio.run(main())
+        counts = api_counts(null_cluster, "PutItem")
+    expected = Counter(_plan(null_cluster, key)[0] for key in keys)
+    assert sync_counts == expected
+    # 40 affinity puts exactly as the sync client, plus 25 round-robin ones (5 per node).
+    assert counts == expected + Counter({node: 5 for node in node_urls(null_cluster)}), counts
+
+
+def test_async_client_discovers_the_partition_key_on_its_loop(null_cluster: Any) -> None:
+    pytest.importorskip("aiobotocore")
+    with make_helper(null_cluster, key_route_affinity="any_write") as h:
+        _wait_table(h, null_cluster)
+        affinity_holder: list[Any] = []
+
+        async def main() -> None:
+            async with h.new_async_dynamodb_client() as ddb:
+                await ddb.put_item(TableName="aio_disc", Item={"p": {"S": "k"}})  # normal route
+                affinity = h._affinity
+                assert affinity is not None
+                affinity_holder.append(affinity)
+                deadline = time.monotonic() + 30
+                while "aio_disc" not in affinity.keys.known() and time.monotonic() < deadline:
+                    await asyncio.sleep(0.02)  # the loop keeps running the lookup
+                null_cluster.clear_logs()
+                for _ in range(10):
+                    await ddb.put_item(TableName="aio_disc", Item={"p": {"S": "k"}})
+
+        asyncio.run(main())
+        counts = api_counts(null_cluster, "PutItem")
+    assert affinity_holder[0].keys.known().get("aio_disc") == "p"
+    assert counts[_plan(null_cluster, "k")[0]] == 10, counts
