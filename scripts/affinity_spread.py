@@ -139,8 +139,10 @@ def costs() -> list[tuple[str, float]]:
     for n in (3, 5, 10, 50):
         nodes = tuple(f"http://10.0.0.{i}:8000" for i in range(1, n + 1))
         affinity.plan(target, nodes)  # ring cached, as in steady state
-        out.append((f"seeded plan, {n} nodes", _us(lambda nodes=nodes: affinity.plan(target,
-                                                                                     nodes))))
+        out.append((f"seeded plan + first node, {n} nodes",
+                    _us(lambda nodes=nodes: affinity.plan(target, nodes)[0])))
+        out.append((f"seeded plan, all {n} nodes",
+                    _us(lambda nodes=nodes: list(affinity.plan(target, nodes)), number=200)))
     batch = Target(tuple(hash_key({"S": f"k{i}"}) or 0 for i in range(25)), batch=True)
     nodes5 = tuple(f"http://10.0.0.{i}:8000" for i in range(1, 6))
     out.append(("BatchWriteItem vote, 25 items, 5 nodes",

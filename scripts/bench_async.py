@@ -53,7 +53,9 @@ async def _drive(client: Any, calls: int, concurrency: int) -> tuple[float, floa
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-async def _bench(cluster: Cluster, args: argparse.Namespace) -> dict[str, list[tuple[float, float]]]:
+async def _bench(
+    cluster: Cluster, args: argparse.Namespace
+) -> dict[str, list[tuple[float, float]]]:
     key, secret = cluster.credentials
     helper = Helper(
         list(cluster.seeds),
