@@ -323,3 +323,24 @@ def test_async_client_discovers_the_partition_key_on_its_loop(null_cluster: Any)
         counts = api_counts(null_cluster, "PutItem")
     assert affinity_holder[0].keys.known().get("aio_disc") == "p"
     assert counts[_plan(null_cluster, "k")[0]] == 10, counts
+
+
+def test_missing_table_is_looked_up_once_then_cooled_down(moto_cluster: Any) -> None:
+    import botocore.exceptions
+
+    with make_helper(moto_cluster, key_route_affinity="any_write") as h:
+        client = h.new_dynamodb_client()
+        _wait_table(h, moto_cluster)
+        moto_cluster.clear_logs()
+        affinity = h._affinity
+        assert affinity is not None
+        for i in range(6):
+            with pytest.raises(botocore.exceptions.ClientError) as raised:
+                client.put_item(TableName="no_such_table", Item={"p": {"S": f"k{i}"}})
+            assert raised.value.response["Error"]["Code"] == "ResourceNotFoundException"
+            if i == 0:  # let the one lookup finish before the next misses
+                assert wait_for(lambda: not affinity.keys._running, 30)
+        describes = sum(api_counts(moto_cluster, "DescribeTable").values())
+    # ResourceNotFound is permanent: one DescribeTable, no retries, no new lookup for 5 min.
+    assert describes == 1
+    assert affinity.keys.attempts == 1
