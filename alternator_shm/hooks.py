@@ -14,8 +14,8 @@ events of a DynamoDB client:
        and the payload hash covers the compressed bytes, which is what Alternator verifies;
     2. routing: ask the router for this attempt's node (excluding the nodes already tried by
        this call, remembered in the context; along the call's affinity plan if it has one)
-       and point ``request.url`` at it, so the signature
-       (its ``host``) matches the node actually contacted and every retry lands elsewhere.
+       and point ``request.url`` at it, so the signature (its ``host``) matches the node
+       actually contacted and every retry lands elsewhere.
 
 ``before-send.dynamodb``
     set or remove ``User-Agent``, optionally drop every header Alternator never reads (but
@@ -42,6 +42,7 @@ from urllib3.util import SKIP_HEADER
 
 from alternator_shm._version import __version__
 from alternator_shm.affinity import Affinity, DescribeTable, Target
+from alternator_shm.metrics import annotate_attempt
 from alternator_shm.transport import Transport
 
 __all__ = ["HookOptions", "Router", "register_hooks"]
@@ -168,6 +169,7 @@ class _Handlers:
         plan = self._affinity_plan(context) if self._affinity is not None else None
         node = self._router.choose(tried, plan) if plan else self._router.choose(tried)
         tried.append(node)
+        annotate_attempt(node, tried)
         url = request.url or "/"
         slash = url.find("/", url.find("://") + 3)
         request.url = node + (url[slash:] if slash >= 0 else "/")

@@ -53,9 +53,10 @@ async def _drive(client: Any, calls: int, concurrency: int) -> tuple[float, floa
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-async def _bench(
-    cluster: Cluster, args: argparse.Namespace
-) -> dict[str, list[tuple[float, float]]]:
+Runs = dict[str, list[tuple[float, float]]]
+
+
+async def _bench(cluster: Cluster, args: argparse.Namespace) -> Runs:
     key, secret = cluster.credentials
     helper = Helper(
         list(cluster.seeds),
@@ -63,7 +64,7 @@ async def _bench(
         credentials=(key, secret),
         namespace=f"bench-{uuid.uuid4().hex}",
     )
-    results: dict[str, list[tuple[float, float]]] = {"plain": [], "ours": []}
+    results: Runs = {"plain": [], "ours": []}
     try:
         helper.live_nodes()
         plain_ctx = get_session().create_client(
