@@ -679,3 +679,54 @@ def test_helper_close_stops_partition_key_lookups() -> None:
     for thread in threads:
         assert not thread.is_alive()
     assert affinity.keys.attempts < 4  # stopped during its backoff, not after every retry
+
+
+def test_a_call_keeps_its_plan_when_the_table_changes_between_attempts() -> None:
+    from alternator_shm.hooks import AFFINITY_PLAN_KEY, AFFINITY_TARGET_KEY, HookOptions, _Handlers
+
+    class _Router:
+        def __init__(self) -> None:
+            self.table = NODES
+            self.calls: list[tuple[list[str], Any]] = []
+
+        def nodes(self) -> tuple[str, ...]:
+            return self.table
+
+        def choose(self, tried: Any, plan: Any = None) -> str:
+            self.calls.append((list(tried), plan))
+            return str(plan[len(tried)]) if plan else NODES[0]
+
+        def report_failure(self, node: str, error: BaseException) -> None: ...
+
+        def report_success(self, node: str) -> None: ...
+
+    class _Request:
+        def __init__(self, context: dict[str, Any]) -> None:
+            self.context = context
+            self.url = "http://placeholder:1/"
+            self.headers: dict[str, str] = {}
+            self.data = b"{}"
+
+    router = _Router()
+    aff = _affinity()
+    handlers = _Handlers(router, None, HookOptions(), (1.0, 1.0), aff, None)
+    context: dict[str, Any] = {}
+
+    class _Model:
+        name = "PutItem"
+
+    handlers.before_parameter_build({"TableName": "t", "Item": {"p": {"S": "k"}}}, _Model(),
+                                    context)
+    assert isinstance(context[AFFINITY_TARGET_KEY], Target)
+    handlers.before_sign(_Request(context))  # type: ignore[arg-type]
+    plan = context[AFFINITY_PLAN_KEY]
+    router.table = NODES[:2]  # topology changes before the retry
+    handlers.before_sign(_Request(context))  # type: ignore[arg-type]
+    assert context[AFFINITY_PLAN_KEY] is plan
+    assert [c[1] for c in router.calls] == [plan, plan]
+    assert router.calls[1][0] == [plan[0]]
+    # A later call sees the new table.
+    later: dict[str, Any] = {}
+    handlers.before_parameter_build({"TableName": "t", "Item": {"p": {"S": "k"}}}, _Model(), later)
+    handlers.before_sign(_Request(later))  # type: ignore[arg-type]
+    assert sorted(later[AFFINITY_PLAN_KEY]) == sorted(NODES[:2])
