@@ -233,7 +233,9 @@ def fleet_spread(cluster: Cluster, fresh: Callable[[], Target], scale: int) -> l
     return rows
 
 
-def localnodes_polls(cluster: Cluster, fresh: Callable[[], Target], seconds: float) -> list[list[str]]:
+def localnodes_polls(
+    cluster: Cluster, fresh: Callable[[], Target], seconds: float
+) -> list[list[str]]:
     rows = []
     for kind in ("ours", "peer"):
         t = fresh()
@@ -340,50 +342,49 @@ def header_bytes(cluster: Cluster, fresh: Callable[[], Target]) -> list[list[str
     return rows
 
 
-def node_killed(cluster: Cluster, fresh: Callable[[], Target], seconds: float) -> list[list[str]]:
-    rows = []
-    victim = cluster.nodes[1]
+def _kill_run(kind: str, t: Target, victim: Any, seconds: float) -> list[str]:
     dead_host = victim.url.split("://", 1)[1].rstrip("/")
-    for kind in ("plain", "ours", "peer"):
-        t = fresh()
-        client, close = make_client(kind, t)
-        to_dead = 0
-        killed = threading.Event()
+    client, close = make_client(kind, t)
+    killed = threading.Event()
+    lock = threading.Lock()
+    tally = {"ok": 0, "failed": 0, "to_dead": 0}
 
-        def count(request: Any, **kwargs: Any) -> None:
-            nonlocal to_dead
-            if killed.is_set() and dead_host in request.url:
-                to_dead += 1
+    def count(request: Any, **kwargs: Any) -> None:
+        if killed.is_set() and dead_host in request.url:
+            with lock:
+                tally["to_dead"] += 1
 
-        client.meta.events.register_first("before-send.dynamodb", count)
-        ok = failed = 0
-        lock = threading.Lock()
-        deadline = time.monotonic() + seconds
+    client.meta.events.register_first("before-send.dynamodb", count)
+    deadline = time.monotonic() + seconds
 
-        def work() -> None:
-            nonlocal ok, failed
-            while time.monotonic() < deadline:
-                try:
-                    client.get_item(TableName=TABLE, Key=KEY)
-                    with lock:
-                        ok += 1
-                except Exception:
-                    with lock:
-                        failed += 1
+    def work() -> None:
+        while time.monotonic() < deadline:
+            try:
+                client.get_item(TableName=TABLE, Key=KEY)
+                outcome = "ok"
+            except Exception:
+                outcome = "failed"
+            with lock:
+                tally[outcome] += 1
 
-        threads = [threading.Thread(target=work) for _ in range(4)]
-        for th in threads:
-            th.start()
-        time.sleep(seconds / 3)
-        victim.kill()
-        killed.set()
-        for th in threads:
-            th.join(120)
-        close()
-        victim.restart()
-        time.sleep(1.0)
-        rows.append([LABELS[kind], str(ok + failed), str(failed), str(to_dead)])
-    return rows
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for th in threads:
+        th.start()
+    time.sleep(seconds / 3)
+    victim.kill()
+    killed.set()
+    for th in threads:
+        th.join(120)
+    close()
+    victim.restart()
+    time.sleep(1.0)
+    return [LABELS[kind], str(tally["ok"] + tally["failed"]), str(tally["failed"]),
+            str(tally["to_dead"])]
+
+
+def node_killed(cluster: Cluster, fresh: Callable[[], Target], seconds: float) -> list[list[str]]:
+    victim = cluster.nodes[1]
+    return [_kill_run(kind, fresh(), victim, seconds) for kind in ("plain", "ours", "peer")]
 
 
 def rss(fresh: Callable[[], Target]) -> tuple[list[list[str]], int]:
