@@ -175,18 +175,31 @@ class Router:
             return self._bootstrap
         raise NoLiveNodesError("no live node is known: discovery has not published a table")
 
-    def choose(self, tried: Collection[str]) -> str:
-        """Return the base URL of the node for this attempt (see the module doc)."""
-        nodes = self._table()
-        health = self._fleet.health_view_of(nodes)
-        memo = self._active
-        if memo[0] is health and memo[1] is nodes:
-            active = memo[2]
+    def nodes(self) -> tuple[str, ...]:
+        """The discovered node table (every node, whatever its health), as routing sees it."""
+        return self._table()
+
+    def choose(self, tried: Collection[str], plan: Sequence[str] | None = None) -> str:
+        """Return the base URL of the node for this attempt (see the module doc).
+
+        ``plan`` is a call's fixed candidate order (key-route affinity): it replaces the
+        round-robin base plan, does not advance the shared counter (so round-robin calls stay
+        exactly even among themselves) and goes through the same health filter.
+        """
+        if plan:
+            # The plan's nodes are table nodes; read it lazily (select stops at its answer).
+            node, generation = select(plan, tried, self._fleet.health_view_of(self._table()))
         else:
-            active = active_nodes(nodes, health)
-            self._active = (health, nodes, active)
-        plan = round_robin_plan(nodes, self._fleet.advance(), active)
-        node, generation = select(plan, tried, health)
+            nodes = self._table()
+            health = self._fleet.health_view_of(nodes)
+            memo = self._active
+            if memo[0] is health and memo[1] is nodes:
+                active = memo[2]
+            else:
+                active = active_nodes(nodes, health)
+                self._active = (health, nodes, active)
+            base = round_robin_plan(nodes, self._fleet.advance(), active)
+            node, generation = select(base, tried, health)
         _ATTEMPT.set((node, generation))
         self._fleet.record_pick(node)
         return node

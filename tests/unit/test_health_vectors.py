@@ -1,4 +1,4 @@
-"""Replays the cross-language conformance vectors (tests/vectors, from the public spec):
+"""Replays the cross-language conformance vectors (tests/unit/vectors, from the public spec):
 
 * every row of ``node-health-transitions.tsv`` through the pure machine AND through the shared
   entries (the status word a segment holds), with generations captured as routing does;
@@ -27,7 +27,7 @@ from alternator_shm.fleet.health import (
     transition,
 )
 
-VECTORS = Path(__file__).resolve().parent.parent / "vectors"
+VECTORS = Path(__file__).resolve().parent / "vectors"
 
 
 def _rows(name: str) -> list[list[str]]:
