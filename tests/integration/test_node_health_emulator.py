@@ -288,3 +288,27 @@ def test_async_client_same_health_decisions() -> None:
         assert per[dead.url].state == "down" and per[dead.url].failures >= 10
         assert (per[sick.url].state, per[sick.url].failures) == ("active", 0)
         assert api_entries(sick)
+
+
+def test_one_connection_reset_does_not_sideline_a_node() -> None:
+    """Issue 11: before, any connection-level error (one stale keep-alive reset, one read
+    timeout) quarantined the node host-wide until a probe; now it takes 10 in a row."""
+    with (
+        Cluster(nodes=3, users=USERS, backend="null") as c,
+        make_helper(c, node_health=SETTINGS) as h,
+    ):
+        h.live_nodes()
+        _calls(h, 3)
+        node = c.nodes[0]
+        # GET / answers 500 here: before, the leader probed that and so never cleared the
+        # quarantine. Traffic and GET /localnodes are fine.
+        node.inject_fault("health_500")
+        node.inject_fault("reset", count=1)
+        _calls(h, 3)  # one attempt on the node is reset and retried elsewhere
+        st = h.stats().per_node[node.url]
+        assert st.failures == 1 and not st.quarantined  # before: quarantined host-wide
+        c.clear_logs()
+        _calls(h, 30)
+        counts = api_counts(c)
+        assert counts[node.url] == 10, counts  # still in the rotation, exactly its share
+        assert h.stats().per_node[node.url].state == "active"
