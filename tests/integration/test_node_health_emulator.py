@@ -23,8 +23,10 @@ from test_helper_support import (
     make_helper,
     node_urls,
     probe_entries,
+    spawn_context,
     unique_namespace,
     wait_for,
+    worker_load_until,
 )
 
 from alternator_shm import Helper
@@ -116,39 +118,66 @@ def test_node_listed_before_serving_is_quarantined_until_probed(joining_cluster:
 
 @pytest.mark.slow
 def test_node_killed_and_restarted_under_load() -> None:
-    """0 failed calls; the victim goes DOWN, is probed while dead and is ACTIVE again after
-    its restart within (down_recovery_threshold + 1) probe periods; it then gets traffic."""
+    """2 spawned processes x 2 threads + 4 local threads: 0 failed calls; the victim goes DOWN
+    host-wide, is probed while dead, and is ACTIVE again after its restart within
+    (down_recovery_threshold + 1) probe periods; then every process sends it traffic."""
+    ctx = spawn_context()
     with (
         Cluster(nodes=4, users=USERS, backend="null", failure_detect_delay=60.0) as c,
         make_helper(c, node_health=SETTINGS) as h,
     ):
         h.live_nodes()
+        stop, ready, results = ctx.Event(), ctx.Queue(), ctx.Queue()
+        procs = [
+            ctx.Process(target=worker_load_until, args=(h, TABLE, 2, stop, ready, results, i))
+            for i in range(2)
+        ]
+        for p in procs:
+            p.start()
         victim = c.nodes[1]
         url = victim.url
-        with Load(h) as load:
-            assert wait_for(lambda: load.calls > 50, 10)
-            victim.kill()
-            assert wait_for(lambda: _states(h).get(url) == "down", 10)
-            down = h.stats().per_node[url]
-            time.sleep(3 * PERIOD)  # failing recovery probes meanwhile
-            assert h.stats().per_node[url].picks == down.picks  # no traffic while DOWN
-            victim.start()
-            restarted = time.monotonic()
-            assert wait_for(lambda: _states(h).get(url) == "active", 15, interval=0.01)
-            active = time.monotonic() - restarted
-            assert wait_for(lambda: api_entries(victim, "GetItem"), 5, interval=0.01)
-            traffic = time.monotonic() - restarted
-            assert wait_for(lambda: load.calls > 0, 1)
+        reports: list[dict[str, Any]] = []
+        try:
+            for _ in procs:
+                ready.get(timeout=60)
+            with Load(h) as load:
+                assert wait_for(lambda: load.calls > 50, 10)
+                victim.kill()
+                assert wait_for(lambda: _states(h).get(url) == "down", 10)
+                down = h.stats().per_node[url]
+                time.sleep(3 * PERIOD)  # failing recovery probes meanwhile
+                assert h.stats().per_node[url].picks == down.picks  # no traffic while DOWN
+                victim.start()
+                restarted = time.monotonic()
+                assert wait_for(lambda: _states(h).get(url) == "active", 15, interval=0.01)
+                active = time.monotonic() - restarted
+                assert wait_for(lambda: api_entries(victim, "GetItem"), 5, interval=0.01)
+                traffic = time.monotonic() - restarted
+                c.clear_logs()
+                time.sleep(0.5)
+                senders = {e.headers.get("User-Agent", "") for e in api_entries(victim)}
+        finally:
+            stop.set()
+            for _ in procs:
+                reports.append(results.get(timeout=60))
+            for p in procs:
+                p.join(30)
+                if p.is_alive():
+                    p.kill()
         st = h.stats().per_node[url]
+        calls = load.calls + sum(r["calls"] for r in reports)
+        failed = len(load.failures) + sum(len(r["failures"]) for r in reports)
         print(
-            f"kill/restart under load: {load.calls} calls, {len(load.failures)} failed; "
+            f"kill/restart under load (3 processes, 8 threads): {calls} calls, {failed} failed; "
             f"restarted node ACTIVE after {active:.2f}s, first call after {traffic:.2f}s "
             f"(probe period {PERIOD}s, down_recovery_threshold "
             f"{SETTINGS.down_recovery_threshold}); generation {st.generation}"
         )
-        assert load.failures == []
+        assert [p.exitcode for p in procs] == [0, 0]
+        assert load.failures == [] and [r["failures"] for r in reports] == [[], []]
         assert st.state == "active" and st.generation == 1
         assert active <= (SETTINGS.down_recovery_threshold + 1) * PERIOD + 1.5
+        assert senders  # back in the rotation
 
 
 def test_health_neutral_5xx_do_not_touch_health() -> None:
