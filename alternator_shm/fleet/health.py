@@ -151,6 +151,8 @@ class Status:
     failures: int = 0
     successes: int = 0
     generation: int = 0
+    #: a successful attempt on this QUARANTINED node stands in for its next background probe
+    suppressed: bool = False
 
 
 def initial_status(state: State, settings: HealthSettings) -> Status:
@@ -181,7 +183,7 @@ def transition(st: Status, obs: Observation, t: HealthSettings) -> Status | None
             successes = st.successes + 1
             if successes >= t.quarantine_promotion_threshold:
                 return healthy
-            return Status(State.QUARANTINED, 0, successes, st.generation)
+            return Status(State.QUARANTINED, 0, successes, st.generation, suppressed=True)
         if obs is Observation.TRAFFIC_FAILURE:
             failures = st.failures + 1
             if failures >= t.quarantine_failure_threshold:
@@ -202,10 +204,12 @@ def transition(st: Status, obs: Observation, t: HealthSettings) -> Status | None
 
 
 # -- the status word ------------------------------------------------------------------------
-# bits 0-15 successes, 16-31 failures, 32-33 state, 36-55 generation, 56-63 claim tag
+# bits 0-15 successes, 16-31 failures, 32-33 state, 34 probe suppressed, 36-55 generation,
+# 56-63 claim tag
 
 _FAIL_SHIFT = 16
 _STATE_SHIFT = 32
+_SUPPRESSED = 1 << 34
 _GEN_SHIFT = 36
 GEN_MASK = (1 << 20) - 1
 _TAG_SHIFT = 56
@@ -219,6 +223,7 @@ def _pack(st: Status, tag: int) -> int:
         | int(st.state) << _STATE_SHIFT
         | (st.generation & GEN_MASK) << _GEN_SHIFT
         | (tag & _TAG_MASK) << _TAG_SHIFT
+        | (_SUPPRESSED if st.suppressed else 0)
     )
 
 
@@ -229,6 +234,7 @@ def _unpack(word: int) -> Status:
         (word >> _FAIL_SHIFT) & 0xFFFF,
         word & 0xFFFF,
         (word >> _GEN_SHIFT) & GEN_MASK,
+        bool(word & _SUPPRESSED),
     )
 
 
@@ -635,7 +641,11 @@ class Health:
     ) -> list[tuple[str, State]]:
         """Leader: DOWN then QUARANTINED nodes whose last probe started ``period_ns`` ago or
         more (never probed, or a stamp from the future, counts as due). Nodes without a shared
-        entry are left out: a probe could only change the leader's own local view of them."""
+        entry are left out: a probe could only change the leader's own local view of them.
+
+        A due QUARANTINED node that took a successful attempt since its last probe is skipped
+        once (spec: traffic success suppresses one background probe); that uses up the
+        suppression and restarts its period."""
         if self.settings is None:
             return []
         down: list[tuple[str, State]] = []
@@ -644,11 +654,18 @@ class Health:
             found = self._find(node)
             if found is None:
                 continue
-            st = _unpack(int(self._words[_word(found[1], layout.H_STATUS)]))
+            word = int(self._words[_word(found[1], layout.H_STATUS)])
+            st = _unpack(word)
             last = int(self._words[_word(found[1], layout.H_PROBED)])
             if st.state is State.ACTIVE:
                 continue
             if last and 0 <= now_ns - last < period_ns:
+                continue
+            if st.suppressed and st.state is State.QUARANTINED:
+                self._ops.compare_exchange(
+                    _offset(found[1], layout.H_STATUS), word, word & ~_SUPPRESSED
+                )
+                self._words[_word(found[1], layout.H_PROBED)] = now_ns
                 continue
             (down if st.state is State.DOWN else quarantined).append((node, st.state))
         return down + quarantined

@@ -229,3 +229,22 @@ def test_endpoint_order_vector(row: list[str]) -> None:
 def test_not_an_endpoint(bad: str) -> None:
     with pytest.raises(ValueError):
         canonical_endpoint(bad)
+
+
+def test_traffic_success_suppresses_one_quarantine_probe() -> None:
+    health = make_health(HealthSettings())
+    node = "http://a:8000"
+    health.admit([node])
+    period = 1_000
+    assert health.probe_due([node], 10, period) == [(node, State.QUARANTINED)]  # admission
+    health.mark_probed(node, 10)
+    health.report_success(node, 0)  # a call reached it: one probe fewer
+    assert health.status(node) == Status(State.QUARANTINED, 0, 1, 0, suppressed=True)
+    assert health.probe_due([node], 10 + period, period) == []  # suppressed once ...
+    assert not health.status(node).suppressed
+    assert health.probe_due([node], 10 + 2 * period, period) == [(node, State.QUARANTINED)]
+    # A traffic failure clears a pending suppression.
+    health.report_success(node, 0)
+    health.report_failure(node, 0)
+    assert health.status(node) == Status(State.QUARANTINED, 1, 0, 0)
+    assert health.probe_due([node], 10 + 3 * period, period) == [(node, State.QUARANTINED)]
