@@ -428,7 +428,7 @@ def test_unresolvable_seed_is_a_named_failure(cluster_factory: Any) -> None:
     assert d.fetch() == cluster.urls(3, 4)  # the literal seed still answers
     d_only = Discovery(["nowhere.example"], scheme="http", port=cluster.port,
                        transport=transport, resolver=resolver)
-    with pytest.raises(DiscoveryError, match="nowhere.example.*cannot resolve"):
+    with pytest.raises(DiscoveryError, match=r"nowhere\.example.*cannot resolve"):
         d_only.fetch()
 
 

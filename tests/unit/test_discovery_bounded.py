@@ -57,11 +57,10 @@ class _RawServer:
             self._threads.append(thread)
 
     def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            with contextlib.suppress(OSError):
-                conn.settimeout(5)
-                conn.recv(65536)  # the request (small, one segment on loopback)
-                self._behave(conn, self)
+        with conn, contextlib.suppress(OSError):
+            conn.settimeout(5)
+            conn.recv(65536)  # the request (small, one segment on loopback)
+            self._behave(conn, self)
 
     def close(self) -> None:
         self.stop.set()
@@ -179,7 +178,7 @@ def test_endless_answer_is_dropped_past_the_cap(raw_server: Any) -> None:
 
 def test_announced_huge_answer_is_refused_without_reading(raw_server: Any) -> None:
     server = raw_server(huge_length)
-    elapsed, error = _bounded(_discovery(server).fetch, limit=10.0)
+    _, error = _bounded(_discovery(server).fetch, limit=10.0)
     assert isinstance(error, DiscoveryError) and "too large" in str(error), error
 
 
