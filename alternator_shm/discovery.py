@@ -310,6 +310,8 @@ class _Exchange:
                 raise TimeoutError("aborted")
             self._conn = conn
         conn.connect()
+        # urllib3 re-applies conn.timeout before reading the status line: keep it the total.
+        conn.timeout = self._remaining()
         self._settimeout(conn)
         parts = urlsplit(self.url)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
