@@ -468,7 +468,9 @@ class _LocalnodesHandler(BaseHTTPRequestHandler):
 # -- no single node narrows the table -------------------------------------------------------------
 
 
-def test_partial_view_is_outvoted_by_the_nodes_it_omits(cluster_factory: Any) -> None:
+def test_partial_view_is_outvoted_by_the_nodes_it_omits(
+    cluster_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cluster = cluster_factory(TWO_DCS)
     d = _discovery(cluster, seeds=[0], datacenter="dc1")
     known = cluster.urls(0, 1, 2)
@@ -476,6 +478,12 @@ def test_partial_view_is_outvoted_by_the_nodes_it_omits(cluster_factory: Any) ->
     cluster.nodes[0].answer = (200, json.dumps([cluster.nodes[0].host]).encode())
     for _ in range(8):
         assert d.fetch(known, previous_note=note) == known
+    # Deterministically: the partial node is asked first, and alone it would shrink the table.
+    monkeypatch.setattr(random, "shuffle", lambda seq: None)
+    cluster.asked.clear()
+    assert d.fetch(known, previous_note=note) == known
+    assert cluster.asked[0][0] == cluster.nodes[0].host
+    assert {host for host, _ in cluster.asked} == {n.host for n in cluster.nodes[:3]}
 
 
 def test_shrink_needs_the_omitted_node_itself_to_fail(cluster_factory: Any) -> None:
@@ -498,3 +506,13 @@ def test_empty_answer_on_a_published_scope_is_confirmed_by_its_nodes(cluster_fac
     note = d.fetch(known).note
     cluster.nodes[0].answer = (200, b"[]")  # one node says the scope is empty: not enough
     assert d.fetch(known, previous_note=note) == known
+
+
+def test_growth_needs_one_answer(cluster_factory: Any) -> None:
+    cluster = cluster_factory(TWO_DCS)
+    d = _discovery(cluster, seeds=[0], datacenter="dc1")
+    newcomer = cluster.dead  # listed, not (yet) serving: health handles that, not discovery
+    hosts = [n.host for n in cluster.nodes[:3]] + [newcomer]
+    cluster.nodes[0].answer = (200, json.dumps(hosts).encode())
+    result = d.fetch([cluster.nodes[0].url])
+    assert result == sorted([*cluster.urls(0, 1, 2), f"http://{newcomer}:{cluster.port}"])
