@@ -549,7 +549,7 @@ class Discovery:
         dropped only if it was asked and failed on its own or answered without itself.
         """
         query = scope.query()
-        queue = [n for n in dict.fromkeys(known)]
+        queue = list(dict.fromkeys(known))
         random.shuffle(queue)
         seeds_queued = False
         answers: dict[str, list[str]] = {}
@@ -616,12 +616,14 @@ class Discovery:
                     launch(node)
                 if not pending:
                     break
-            elif room > 0 and (not pending or now - last_launch >= HEDGE_DELAY):
-                candidate = next_candidate()
-                if candidate is not None:
-                    launch(candidate)
-                elif not pending:
-                    break
+            else:
+                candidate: str | None = None
+                if room > 0 and (not pending or now - last_launch >= HEDGE_DELAY):
+                    candidate = next_candidate()
+                    if candidate is not None:
+                        launch(candidate)
+                if candidate is None and not pending and (room <= 0 or not queue):
+                    break  # nobody left to ask (or the fetch's request budget is spent)
             wait_until = min([state.deadline, *(e.deadline for e in pending.values())])
             if not answers and room > 0:
                 wait_until = min(wait_until, last_launch + HEDGE_DELAY)
