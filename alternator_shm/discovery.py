@@ -265,6 +265,7 @@ class _Exchange:
         #: A failure says something about the node (it was not cut short by a caller's budget
         #: before its own full request deadline). Set by the creator.
         self.full_budget = True
+        self.timed_out = False  # cut by the deadline (not refused, reset, bad answer...)
         self.max_body = max_body
         self.done = threading.Event()
         self.status = 0
@@ -291,7 +292,12 @@ class _Exchange:
             self.status, self.body = self._exchange()
         except BaseException as e:  # every failure is "this candidate failed"
             kind = "SSLError" if isinstance(e, ssl.SSLError) else type(e).__name__
-            self.error = "deadline exceeded" if self._aborted else f"{kind}: {e}"
+            if self._aborted or time.monotonic() >= self.deadline - 0.01:
+                # Cut by the total deadline, whichever way: our abort or the socket timeout.
+                self.timed_out = True
+                self.error = f"deadline exceeded ({kind})"
+            else:
+                self.error = f"{kind}: {e}"
         finally:
             with self._lock:
                 conn, self._conn = self._conn, None
@@ -362,7 +368,7 @@ class _Exchange:
     def conclusive(self) -> bool:
         """Whether a failure of this exchange is the node's own doing: an error, or no answer
         within a full request deadline (not one shortened by the fetch budget)."""
-        return self.full_budget or not self._aborted
+        return self.full_budget or not (self._aborted or self.timed_out)
 
 
 class DiscoveryResult(list[str]):
