@@ -424,6 +424,9 @@ class _Fleet:
     def health_view_of(self, nodes: tuple[str, ...]) -> dict[str, tuple[State, int]]:
         return {n: (State.QUARANTINED, 0) for n in self.quarantine}
 
+    def empty_reason(self) -> str | None:
+        return None
+
 
 def test_router_walks_the_plan_healthy_first_then_cycles() -> None:
     fleet = _Fleet()

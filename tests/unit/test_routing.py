@@ -37,6 +37,7 @@ class FakeFleet:
         self.health: dict[str, tuple[State, int]] = {}  # missing = ACTIVE, generation 0
         self.reports: list[tuple[str, str, int | None]] = []
         self.waited: list[float] = []
+        self.reason: str | None = None  # empty_reason(): the table was published empty on purpose
 
     def start(self) -> None:
         self.starts += 1
@@ -69,6 +70,9 @@ class FakeFleet:
 
     def set(self, states: dict[str, State]) -> None:
         self.health = {n: (st, 0) for n, st in states.items()}
+
+    def empty_reason(self) -> str | None:
+        return self.reason
 
 
 def _attempts(router: Router, count: int) -> list[str]:
@@ -274,3 +278,14 @@ def test_outcomes_report_the_generation_captured_at_selection() -> None:
     t.join()
     seen.append(fleet.reports[-1])
     assert seen == [("success", node, None)]
+
+
+def test_empty_scope_verdict_raises_without_fallback_and_sends_nothing() -> None:
+    fleet = FakeFleet(())
+    fleet.reason = "no live node in rack 'r9' in datacenter 'dc1' (fallback=False)"
+    router = Router(fleet, ["http://seed:8000"], fallback=False)
+    with pytest.raises(NoLiveNodesError, match="rack 'r9'"):
+        router.choose(())
+    assert fleet.counter == 0 and not fleet.picks  # nothing advanced, nothing sent
+    # With fallback the empty verdict is not this Helper's: the seeds still serve.
+    assert Router(fleet, ["http://seed:8000"]).choose(()) == "http://seed:8000"
