@@ -30,7 +30,7 @@ __all__ = ["Prober"]
 log = logging.getLogger("alternator_shm.fleet.probes")
 
 #: Longest a publication waits for the admission probes of its new nodes (seconds).
-ADMISSION_WAIT = 1.0
+ADMISSION_WAIT = 2.0
 
 
 @dataclass
