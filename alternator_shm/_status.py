@@ -43,7 +43,16 @@ def _print_human(fleets: list[FleetStats]) -> None:
         print("no shared alternator-shm state for this user on this host")
         return
     for st in fleets:
-        print(f"namespace {st.namespace}  (segment {st.segment_name})")
+        print(f"namespace {st.namespace or '?'}  (segment {st.segment_name})")
+        if st.problem is not None:
+            # listed, not hidden: new processes of this namespace balance alone until it is fixed
+            print(f"  UNUSABLE: {st.problem}")
+            if st.problem.startswith("owned by uid"):
+                print("  (another user created this name: as root, remove the file)")
+            else:
+                print("  (fix: stop the processes attached to it, then `alternator-shm cleanup`)")
+            print()
+            continue
         leader = st.leader_pid if st.leader_pid is not None else "none"
         print(f"  leader pid {leader}   generation {st.generation}   picks {st.picks}")
         print(

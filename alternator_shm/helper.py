@@ -26,7 +26,9 @@ from botocore.credentials import CredentialProvider, CredentialResolver, Credent
 from alternator_shm import discovery as _discovery
 from alternator_shm.discovery import Discovery, node_url
 from alternator_shm.errors import ConfigurationError
-from alternator_shm.fleet import FleetStats, SharedFleet
+from alternator_shm.fleet import FleetStats
+from alternator_shm.fleet.failsoft import MODES as _SHARED_MODES
+from alternator_shm.fleet.failsoft import FailSoftFleet, default_shm_dir
 from alternator_shm.hooks import HookOptions, register_hooks
 from alternator_shm.routing import Router
 from alternator_shm.transport import Transport, TransportOptions
@@ -72,6 +74,7 @@ class _Options:
     refresh_interval: float = 1.0
     idle_refresh_interval: float = 60.0
     namespace: str | None = None
+    shared: Literal["auto", "required", "off"] = "auto"
     botocore_config: Config | None = field(default=None, compare=False)
     session: boto3.Session | None = field(default=None, compare=False)
 
@@ -158,6 +161,10 @@ def _validate(seeds: Sequence[str], kw: dict[str, Any]) -> _Options:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise ConfigurationError(f"{name} must be a number of seconds > 0, got {value!r}")
         kw[name] = float(value)
+    if not isinstance(kw["shared"], str) or kw["shared"] not in _SHARED_MODES:
+        raise ConfigurationError(
+            f"shared must be 'auto', 'required' or 'off', got {kw['shared']!r}"
+        )
     if kw["ca_file"] is not None:
         kw["ca_file"] = _check_file("ca_file", kw["ca_file"])
     cert = kw["client_cert"]
@@ -267,6 +274,7 @@ class Helper:
         refresh_interval: float = 1.0,
         idle_refresh_interval: float = 60.0,
         namespace: str | None = None,
+        shared: Literal["auto", "required", "off"] = "auto",
         botocore_config: Config | None = None,
         session: boto3.Session | None = None,
     ) -> None:
@@ -286,7 +294,7 @@ class Helper:
         )
         self._lock = threading.Lock()
         self._built = False
-        self._fleet: SharedFleet | None = None
+        self._fleet: FailSoftFleet | None = None
         self._router: Router | None = None
         self._api_transport: Transport | None = None
         self._discovery_transport: Transport | None = None
@@ -354,8 +362,12 @@ class Helper:
                 fallback=o.fallback,
                 transport=self._discovery_transport,
             )
-            self._fleet = SharedFleet(
+            # shared="auto": the host's shared state, or this process alone when it cannot be
+            # had (one warning; see fleet/failsoft.py). "required" raises, "off" never attaches.
+            self._fleet = FailSoftFleet(
                 self._namespace,
+                shared=o.shared,
+                shm_dir=default_shm_dir(),
                 refresh=self._refresh,
                 probe=self._probe,
                 refresh_interval=o.refresh_interval,
@@ -471,7 +483,7 @@ class Helper:
         assert self._discovery_obj is not None
         return self._discovery_obj
 
-    def _shared(self) -> SharedFleet:
+    def _shared(self) -> FailSoftFleet:
         self._ensure()
         assert self._fleet is not None
         return self._fleet

@@ -361,7 +361,8 @@ def test_failure_after_attach_switches_without_failing_a_call(
         assert _calls(client, 3) == []
         assert h.stats().mode == "shared"
         h.close()  # refresher stopped: cleanup may remove the segment under this process
-        assert _fleet.cleanup(options["namespace"]) == ["/" + segment.base_name(options["namespace"])]
+        base = segment.base_name(options["namespace"])
+        assert _fleet.cleanup(options["namespace"]) == ["/" + base]
         with _squatted(lock_path):
             assert _calls(client, 6) == []
             st = h.stats()
