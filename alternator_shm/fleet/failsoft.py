@@ -208,9 +208,10 @@ class FailSoftFleet:
                 "alternator-shm cannot use the host-wide shared state of namespace %r: %s. "
                 "This process now balances alone (its own node table, round-robin counter and "
                 "node health; exact per process, not host-wide) and retries joining the host's "
-                "fleet every %.0fs or so. fix: %s. (shared='required' fails instead, "
-                "shared='off' never tries.)",
-                self.namespace, cause, self._rejoin_first, fix_for(exc, self.shm_dir),
+                "fleet after %.0fs, then less and less often (at most every %.0fs). fix: %s. "
+                "(shared='required' fails instead, shared='off' never tries.)",
+                self.namespace, cause, self._rejoin_first, self._rejoin_max,
+                fix_for(exc, self.shm_dir),
             )
             self._alone = alone
             started = self._started
@@ -329,18 +330,20 @@ class FailSoftFleet:
 
     # -- the routing interface ------------------------------------------------------------------
 
-    def nodes(self) -> tuple[str, ...]:
-        nodes = self._run(lambda f: f.nodes())
+    def _remember(self, nodes: tuple[str, ...]) -> tuple[str, ...]:
         if nodes and nodes is not self._last_nodes and self._alone is None:
             self._last_nodes = nodes  # the twin starts from it if the host's state goes away
         return nodes
 
+    def nodes(self) -> tuple[str, ...]:
+        return self._remember(self._run(lambda f: f.nodes()))
+
     def wait_for_nodes(self, timeout: float) -> tuple[str, ...]:
         self._started = True
-        return self._run(lambda f: f.wait_for_nodes(timeout))
+        return self._remember(self._run(lambda f: f.wait_for_nodes(timeout)))
 
     def refresh_now(self, timeout: float = 5.0) -> tuple[str, ...]:
-        return self._run(lambda f: f.refresh_now(timeout))
+        return self._remember(self._run(lambda f: f.refresh_now(timeout)))
 
     def advance(self) -> int:
         # Hot path: one attribute load and one call more than the shared fleet's.
