@@ -215,15 +215,18 @@ class FailSoftFleet:
             )
             self._alone = alone
             started = self._started
-        # Outside our lock: stopping the shared refresher joins its thread.
+        if started:
+            alone.start()
+        # The rejoin thread also stops the shared refresher: that joins a thread which may be
+        # inside a slow refresh, and this call must not wait for it.
+        self._start_rejoin()
+        return alone
+
+    def _close_shared(self) -> None:
         try:
             self._shared.close()
         except Exception:  # its state is what failed; nothing more to give back
             log.debug("closing the shared fleet of %s failed", self.namespace, exc_info=True)
-        if started:
-            alone.start()
-        self._start_rejoin()
-        return alone
 
     def _start_rejoin(self) -> None:
         if self.shared_mode != "auto":
@@ -243,6 +246,7 @@ class FailSoftFleet:
     def _rejoin_loop(self, stop: threading.Event) -> None:
         delay = self._rejoin_first
         pid = _getpid()
+        self._close_shared()
         while not stop.wait(delay * random.uniform(0.9, 1.1)):
             if _getpid() != pid or self._alone is None:
                 return
@@ -264,11 +268,13 @@ class FailSoftFleet:
             return False
         with self._lock:
             alone, self._alone = self._alone, None
+            if self._rejoin_thread is threading.current_thread():
+                self._rejoin_thread = None  # a new episode must start a new thread at once
         if alone is not None:
             alone.close()
             alone.reason = None
         log.info("alternator-shm joined the host-wide shared state of namespace %r again; "
-                    "balancing is host-wide once more", self.namespace)
+                 "balancing is host-wide once more", self.namespace)
         return True
 
     def _run(self, op: Callable[[_Fleet], _T]) -> _T:
@@ -280,9 +286,7 @@ class FailSoftFleet:
             try:
                 return op(self._shared)
             except SharedStateError as exc:
-                if self.shared_mode == "required":
-                    raise
-                alone = self._go_local(exc)
+                alone = self._fallback(exc)
         return op(alone)
 
     @property
@@ -335,8 +339,24 @@ class FailSoftFleet:
             self._last_nodes = nodes  # the twin starts from it if the host's state goes away
         return nodes
 
+    # The per-attempt calls (nodes, advance, quarantined, record_pick) skip _run while shared:
+    # one attribute load and one frame more than the shared fleet's own cost.
+
     def nodes(self) -> tuple[str, ...]:
+        if self._alone is None and self._pid == _getpid():
+            try:
+                nodes = self._shared.nodes()
+            except SharedStateError as exc:
+                return self._fallback(exc).nodes()
+            if nodes is not self._last_nodes and nodes:
+                self._last_nodes = nodes  # the twin starts from it if the host's state goes
+            return nodes
         return self._remember(self._run(lambda f: f.nodes()))
+
+    def _fallback(self, exc: SharedStateError) -> StandaloneFleet:
+        if self.shared_mode == "required":
+            raise exc
+        return self._go_local(exc)
 
     def wait_for_nodes(self, timeout: float) -> tuple[str, ...]:
         self._started = True
@@ -346,17 +366,20 @@ class FailSoftFleet:
         return self._remember(self._run(lambda f: f.refresh_now(timeout)))
 
     def advance(self) -> int:
-        # Hot path: one attribute load and one call more than the shared fleet's.
         if self._alone is None and self._pid == _getpid():
             try:
                 return self._shared.advance()
             except SharedStateError as exc:
-                if self.shared_mode == "required":
-                    raise
-                return self._go_local(exc).advance()
+                return self._fallback(exc).advance()
         return self._run(lambda f: f.advance())
 
     def record_pick(self, node: str) -> None:
+        if self._alone is None and self._pid == _getpid():
+            try:
+                self._shared.record_pick(node)
+            except SharedStateError as exc:
+                self._fallback(exc).record_pick(node)
+            return
         self._run(lambda f: f.record_pick(node))
 
     def report_failure(self, node: str) -> None:
@@ -366,6 +389,11 @@ class FailSoftFleet:
         self._run(lambda f: f.report_success(node))
 
     def quarantined(self) -> dict[str, int]:
+        if self._alone is None and self._pid == _getpid():
+            try:
+                return self._shared.quarantined()
+            except SharedStateError as exc:
+                return self._fallback(exc).quarantined()
         return self._run(lambda f: f.quarantined())
 
     @property

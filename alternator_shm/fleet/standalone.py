@@ -166,16 +166,19 @@ class StandaloneFleet:
         return self._table[0]
 
     def seed_table(self, nodes: Sequence[str]) -> None:
-        """Start from a table known elsewhere (the host's last one) instead of from nothing."""
-        if not nodes or self._table[1]:
+        """Adopt a table known elsewhere (the host's last one: fresher than ours, if we have one
+        from an earlier episode) instead of starting from nothing. Ignores an invalid list."""
+        if not nodes:
             return
         try:
             valid = table.validate_nodes(nodes)
         except ValueError:
             return
         with self._refresh_lock:
-            if not self._table[1]:
-                self._table = (self._table[0] + 1, valid)
+            generation, current = self._table
+            if valid != current:
+                self._table = (generation + 1, valid)
+                self._forget_health(valid)
 
     def wait_for_nodes(self, timeout: float) -> tuple[str, ...]:
         """start(), then wait up to ``timeout`` for a non-empty table; returns what is there.
