@@ -3,8 +3,9 @@
 The shared segment can become unusable for reasons no caller controls: another local user owns
 the predictable lock or segment name, ``/dev/shm`` is full or missing, the header was corrupted
 while other processes are attached. With ``shared="auto"`` (the Helper's default) none of these
-fails a call: on the first :class:`SharedStateError` — at attach, or later (a fork child's
-re-attach, a re-attach after the segment was removed, any call) — this process switches to its
+fails a call: on the first :class:`SharedStateError` (or raw ``OSError`` of a shared-memory
+syscall) — at attach, or later (a fork child's re-attach, a re-attach after the segment was
+removed, any call) — this process switches to its
 :class:`~alternator_shm.fleet.standalone.StandaloneFleet` (own table, counter, health and
 refresher), after ONE warning that names the cause and the fix. ``stats().mode`` is then
 ``"local"`` and ``stats().mode_reason`` the cause. A daemon thread retries joining the host's
@@ -54,6 +55,11 @@ _REJOIN_ENV = "ALTERNATOR_SHM_REJOIN_INTERVAL"
 OFF_REASON = "shared='off': this process balances alone by request"
 
 _T = TypeVar("_T")
+# What the shared fleet raises when shared memory is the problem: its own SharedStateError, and
+# the raw OSError a syscall on the segment or its lock file can still give (ENOLCK, ENOMEM from
+# mmap...). Only ``refresh_now`` runs other code inline (the refresh callback), so it alone
+# narrows this to SharedStateError.
+_SHM_ERRORS = (SharedStateError, OSError)
 _Fleet = SharedFleet | StandaloneFleet
 _getpid = os.getpid
 
@@ -260,7 +266,7 @@ class FailSoftFleet:
             self._shared.nodes()  # attaches (or fails with the same cause)
             if self._started:
                 self._shared.start()
-        except SharedStateError as exc:
+        except _SHM_ERRORS as exc:
             log.debug("still cannot join the host's fleet of %s: %s", self.namespace, exc)
             return False
         except Exception:
@@ -277,15 +283,19 @@ class FailSoftFleet:
                  "balancing is host-wide once more", self.namespace)
         return True
 
-    def _run(self, op: Callable[[_Fleet], _T]) -> _T:
-        """Run ``op`` on the fleet in force; on SharedStateError switch and run it locally."""
+    def _run(
+        self,
+        op: Callable[[_Fleet], _T],
+        errors: tuple[type[Exception], ...] = _SHM_ERRORS,
+    ) -> _T:
+        """Run ``op`` on the fleet in force; on a shared-memory error switch and run it locally."""
         if self._pid != _getpid():
             self._check_fork()
         alone = self._alone
         if alone is None:
             try:
                 return op(self._shared)
-            except SharedStateError as exc:
+            except errors as exc:
                 alone = self._fallback(exc)
         return op(alone)
 
@@ -346,16 +356,20 @@ class FailSoftFleet:
         if self._alone is None and self._pid == _getpid():
             try:
                 nodes = self._shared.nodes()
-            except SharedStateError as exc:
+            except _SHM_ERRORS as exc:
                 return self._fallback(exc).nodes()
             if nodes is not self._last_nodes and nodes:
                 self._last_nodes = nodes  # the twin starts from it if the host's state goes
             return nodes
         return self._remember(self._run(lambda f: f.nodes()))
 
-    def _fallback(self, exc: SharedStateError) -> StandaloneFleet:
+    def _fallback(self, exc: Exception) -> StandaloneFleet:
         if self.shared_mode == "required":
             raise exc
+        if not isinstance(exc, SharedStateError):
+            wrapped = SharedStateError(f"shared memory operation failed: {exc}")
+            wrapped.__cause__ = exc
+            exc = wrapped
         return self._go_local(exc)
 
     def wait_for_nodes(self, timeout: float) -> tuple[str, ...]:
@@ -363,13 +377,15 @@ class FailSoftFleet:
         return self._remember(self._run(lambda f: f.wait_for_nodes(timeout)))
 
     def refresh_now(self, timeout: float = 5.0) -> tuple[str, ...]:
-        return self._remember(self._run(lambda f: f.refresh_now(timeout)))
+        return self._remember(
+            self._run(lambda f: f.refresh_now(timeout), errors=(SharedStateError,))
+        )
 
     def advance(self) -> int:
         if self._alone is None and self._pid == _getpid():
             try:
                 return self._shared.advance()
-            except SharedStateError as exc:
+            except _SHM_ERRORS as exc:
                 return self._fallback(exc).advance()
         return self._run(lambda f: f.advance())
 
@@ -377,7 +393,7 @@ class FailSoftFleet:
         if self._alone is None and self._pid == _getpid():
             try:
                 self._shared.record_pick(node)
-            except SharedStateError as exc:
+            except _SHM_ERRORS as exc:
                 self._fallback(exc).record_pick(node)
             return
         self._run(lambda f: f.record_pick(node))
@@ -392,7 +408,7 @@ class FailSoftFleet:
         if self._alone is None and self._pid == _getpid():
             try:
                 return self._shared.quarantined()
-            except SharedStateError as exc:
+            except _SHM_ERRORS as exc:
                 return self._fallback(exc).quarantined()
         return self._run(lambda f: f.quarantined())
 

@@ -4,6 +4,7 @@ twin's own table / counter / health / refresher rules."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -14,6 +15,7 @@ import pytest
 from _fleet_procs import NODES, Child, wait_until
 
 from alternator_shm.errors import SharedStateError
+from alternator_shm.fleet import segment
 from alternator_shm.fleet.failsoft import FailSoftFleet
 from alternator_shm.fleet.standalone import StandaloneFleet
 
@@ -68,6 +70,26 @@ def test_a_later_shared_state_error_switches_without_failing_the_call(
     assert "injected failure" in warning and "fix:" in warning
     assert [fleet.advance() for _ in range(3)] == [value + 1, value + 2, value + 3]
     assert len(_warnings(caplog)) == 1
+
+
+def test_a_raw_os_error_of_shared_memory_also_switches(
+    fleets: Any, ns: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A syscall failure the segment code does not translate (ENOLCK from the lock) is still a
+    shared-memory problem: local mode, not a failed call."""
+    caplog.set_level(logging.INFO, logger="alternator_shm")
+
+    def no_locks(self: Any, byte: int, *, exclusive: bool = True) -> bool:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(segment.LockFile, "try_lock", no_locks)
+    fleet = fleets(ns, refresh=lambda: NODES, rejoin_interval=60)
+    assert fleet.wait_for_nodes(10) == NODES
+    assert fleet.advance() == 0
+    st = fleet.stats()
+    assert st.mode == "local" and os.strerror(errno.ENOLCK) in (st.mode_reason or "")
+    (warning,) = _warnings(caplog)
+    assert "fix:" in warning
 
 
 def test_required_propagates(fleets: Any, ns: str, monkeypatch: pytest.MonkeyPatch) -> None:
