@@ -370,6 +370,36 @@ def test_failure_after_attach_switches_without_failing_a_call(
         assert len(_failsoft_warnings(caplog)) == 1
 
 
+@needs_root
+def test_segment_removed_and_name_squatted_while_running_is_not_served_silently(
+    cluster: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """rm of the segment and its lock file (as systemd's RemoveIPC does), then another user takes
+    the lock name: the running refresher cannot re-attach. The process must not keep serving the
+    orphaned mapping as if it were the host's state; it balances alone, without a failed call."""
+    caplog.set_level(logging.INFO, logger="alternator_shm")
+    options = helper_options(cluster)
+    seg_path, lock_path = _paths(options["namespace"])
+    with make_helper(cluster, **options) as h:
+        client = h.new_dynamodb_client()
+        assert _calls(client, 3) == []
+        assert wait_for(lambda: h.stats().is_leader, 20)
+        os.unlink(seg_path)
+        os.unlink(lock_path)
+        with _squatted(lock_path):
+            failures: list[str] = []
+
+            def switched() -> bool:
+                failures.extend(_calls(client, 1, "rm"))
+                return h.stats().mode == "local"
+
+            assert wait_for(switched, 30)
+            assert failures == []
+            assert str(NOBODY) in (h.stats().mode_reason or "")
+            assert _calls(client, 6) == []
+        assert len(_failsoft_warnings(caplog)) == 1
+
+
 # -- shared="off" and option validation ------------------------------------------------------
 
 
