@@ -400,6 +400,40 @@ def test_segment_removed_and_name_squatted_while_running_is_not_served_silently(
         assert len(_failsoft_warnings(caplog)) == 1
 
 
+def _forked_calls(h: Helper, client: Any, results: Any) -> None:
+    st_before = h.stats()
+    failures = _calls(client, 10, f"fork-{os.getpid()}")
+    st = h.stats()
+    results.put({"failures": failures, "mode": st.mode, "reason": st.mode_reason,
+                 "before": st_before.mode, "picks": st.picks})
+
+
+@needs_root
+def test_fork_child_of_a_local_process_works(cluster: Any) -> None:
+    import multiprocessing
+
+    options = helper_options(cluster)
+    _seg_path, lock_path = _paths(options["namespace"])
+    with _squatted(lock_path), make_helper(cluster, **options) as h:
+        client = h.new_dynamodb_client()
+        assert _calls(client, 4) == []
+        assert h.stats().mode == "local"
+        ctx = multiprocessing.get_context("fork")
+        results = ctx.Queue()
+        child = ctx.Process(target=_forked_calls, args=(h, client, results))
+        child.start()
+        try:
+            got = results.get(timeout=60)
+        finally:
+            child.join(30)
+            if child.is_alive():
+                child.kill()
+        assert child.exitcode == 0
+        assert got["failures"] == [] and got["mode"] == "local"
+        assert str(NOBODY) in got["reason"]
+        assert got["picks"] >= 10  # the child's own counter (it inherited the parent's table)
+
+
 # -- shared="off" and option validation ------------------------------------------------------
 
 
