@@ -258,6 +258,12 @@ class Helper:
 
     See ``API.md`` for every option. Errors in options raise :class:`ConfigurationError`
     immediately; nothing touches the network or shared memory until first use.
+
+    ``shared`` says what happens when the host-wide shared memory cannot be used: ``"auto"``
+    (default) balances in this process alone after one warning and rejoins the host's fleet by
+    itself later (``stats().mode`` is ``"local"`` meanwhile); ``"required"`` raises
+    :class:`SharedStateError` from the call; ``"off"`` never attaches. See
+    :mod:`alternator_shm.fleet.failsoft`.
     """
 
     def __init__(
@@ -590,7 +596,10 @@ class Helper:
         return self._router.next_node()
 
     def stats(self) -> FleetStats:
-        """A snapshot of the shared state: leader, generation, nodes, per-node picks, refresh."""
+        """A snapshot of the shared state: leader, generation, nodes, per-node picks, refresh.
+
+        ``mode`` is ``"local"`` (with the cause in ``mode_reason``) while this process balances
+        alone, and then the figures are this process's own."""
         return self._shared().stats()
 
     def start(self) -> Helper:

@@ -264,6 +264,8 @@ class FailSoftFleet:
         """One attempt to join the host's fleet; True once this process uses it again."""
         try:
             self._shared.nodes()  # attaches (or fails with the same cause)
+            if self._rejoin_stop.is_set():
+                return False  # close() ran meanwhile: start nothing
             if self._started:
                 self._shared.start()
         except _SHM_ERRORS as exc:
