@@ -55,6 +55,9 @@ _REJOIN_ENV = "ALTERNATOR_SHM_REJOIN_INTERVAL"
 OFF_REASON = "shared='off': this process balances alone by request"
 
 _T = TypeVar("_T")
+# (shm_dir, namespace, cause) already warned about in this process: one warning per cause, not
+# per Helper. Inherited by fork children on purpose (the parent said it already).
+_warned: set[tuple[str, str, str]] = set()
 # What the shared fleet raises when shared memory is the problem: its own SharedStateError, and
 # the raw OSError a syscall on the segment or its lock file can still give (ENOLCK, ENOMEM from
 # mmap...). Only ``refresh_now`` runs other code inline (the refresh callback), so it alone
@@ -172,7 +175,6 @@ class FailSoftFleet:
         self._rejoin_max = max(rejoin_max, self._rejoin_first)
         # None: routing through the shared fleet. Otherwise the local twin, in this process.
         self._alone: StandaloneFleet | None = self._standalone if shared == "off" else None
-        self._warned: set[str] = set()  # causes already warned about (kept across a fork)
         self._last_nodes: tuple[str, ...] = ()
         self._started = False
         self._pid = _getpid()
@@ -207,8 +209,9 @@ class FailSoftFleet:
             alone = self._standalone
             alone.reason = cause
             alone.seed_table(self._last_nodes)
-            level = logging.INFO if cause in self._warned else logging.WARNING
-            self._warned.add(cause)
+            key = (self.shm_dir, self.namespace, cause)
+            level = logging.INFO if key in _warned else logging.WARNING
+            _warned.add(key)
             log.log(
                 level,
                 "alternator-shm cannot use the host-wide shared state of namespace %r: %s. "

@@ -392,13 +392,12 @@ class StandaloneFleet:
         now = time.monotonic_ns()
         generation, nodes = self._table
         with self._lock:
-            per_node = {
-                n: NodeStats(e.picks, e.failures, e.quarantined_since_ns != 0,
-                             e.quarantined_since_ns)
-                for n in nodes
-                if (e := self._health.get(n, _Health())) is not None
-            }
+            entries = {n: self._health.get(n) or _Health() for n in nodes}
             slots = len(self._health)
+        per_node = {
+            n: NodeStats(e.picks, e.failures, e.quarantined_since_ns != 0, e.quarantined_since_ns)
+            for n, e in entries.items()
+        }
         leads = self.is_leader
         return FleetStats(
             namespace=self.namespace,

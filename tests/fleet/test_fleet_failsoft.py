@@ -92,6 +92,18 @@ def test_a_raw_os_error_of_shared_memory_also_switches(
     assert "fix:" in warning
 
 
+def test_two_fleets_of_one_namespace_warn_once(
+    fleets: Any, ns: str, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="alternator_shm")
+    shm_dir = str(tmp_path / "missing")
+    for _ in range(2):
+        fleet = fleets(ns, shm_dir=shm_dir, refresh=lambda: NODES, rejoin_interval=60)
+        assert fleet.wait_for_nodes(10) == NODES
+        assert fleet.mode == "local"
+    assert len(_warnings(caplog)) == 1
+
+
 def test_required_propagates(fleets: Any, ns: str, monkeypatch: pytest.MonkeyPatch) -> None:
     fleet = fleets(ns, shared="required", refresh=lambda: NODES)
     assert fleet.wait_for_nodes(10) == NODES
