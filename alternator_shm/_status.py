@@ -13,19 +13,18 @@ import sys
 from typing import Any
 
 from alternator_shm.fleet import FleetStats, cleanup, list_fleets
-
-_SHM_DIR = "/dev/shm"
+from alternator_shm.fleet.failsoft import default_shm_dir
 
 
 def configure_status_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--namespace", default=None, help="only this namespace")
-    parser.add_argument("--shm-dir", default=_SHM_DIR, help=argparse.SUPPRESS)
+    parser.add_argument("--shm-dir", default=default_shm_dir(), help=argparse.SUPPRESS)
 
 
 def configure_cleanup_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--namespace", default=None, help="only this namespace (default: all)")
-    parser.add_argument("--shm-dir", default=_SHM_DIR, help=argparse.SUPPRESS)
+    parser.add_argument("--shm-dir", default=default_shm_dir(), help=argparse.SUPPRESS)
 
 
 def _to_jsonable(stats: FleetStats) -> dict[str, Any]:
