@@ -77,6 +77,10 @@ def _squatted(path: str) -> Iterator[None]:
             os.unlink(path)
 
 
+def st_name(options: dict[str, Any]) -> str:
+    return "/" + segment.base_name(options["namespace"])
+
+
 def _calls(client: Any, count: int, tag: str = "k") -> list[str]:
     failures = []
     for i in range(count):
@@ -129,6 +133,9 @@ def test_name_squatted_by_another_user_balances_alone(
         # Later calls add no warning.
         assert _calls(client, 5) == []
         assert len(_failsoft_warnings(caplog)) == 1
+        if which == "segment":  # listed by status with its problem, not hidden
+            (entry,) = [f for f in _fleet.list_fleets() if f.segment_name == st_name(options)]
+            assert entry.problem is not None and f"owned by uid {NOBODY}" in entry.problem
 
 
 @needs_root
