@@ -271,6 +271,10 @@ class FailSoftFleet:
                 return False  # close() ran meanwhile: start nothing
             if self._started:
                 self._shared.start()
+                if not self._shared.nodes():
+                    # A fresh segment (the old one was rebuilt or removed): switch back once
+                    # it has a table, so no call meanwhile falls back to the seeds.
+                    self._shared.wait_for_nodes(5.0)
         except _SHM_ERRORS as exc:
             log.debug("still cannot join the host's fleet of %s: %s", self.namespace, exc)
             return False

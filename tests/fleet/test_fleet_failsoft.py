@@ -155,6 +155,22 @@ def test_rejoins_when_the_cause_goes_away(
     assert len(_warnings(caplog)) == 1
 
 
+def test_switches_back_only_once_the_fresh_segment_has_a_table(
+    fleets: Any, ns: str, tmp_path: Any
+) -> None:
+    def slow_refresh() -> tuple[str, ...]:
+        time.sleep(0.3)
+        return NODES
+
+    shm_dir = str(tmp_path / "shm")
+    fleet = fleets(ns, shm_dir=shm_dir, refresh=slow_refresh, rejoin_interval=0.05)
+    assert fleet.wait_for_nodes(10) == NODES
+    assert fleet.mode == "local"
+    os.mkdir(shm_dir)
+    assert wait_until(lambda: fleet.mode == "shared", 20, interval=0.001)
+    assert fleet.nodes() == NODES  # never an empty table right after the switch
+
+
 def test_rejoin_schedule_backs_off_to_the_cap(ns: str) -> None:
     fleet = FailSoftFleet(ns, shared="auto", rejoin_interval=1.0, rejoin_max=4.0)
     fleet._alone = fleet._standalone

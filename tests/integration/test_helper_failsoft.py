@@ -266,6 +266,8 @@ def test_full_shm_injected_then_freed(
         assert os.path.exists(seg_path)
         assert h.stats().picks == 6
         assert len(_failsoft_warnings(caplog)) == 1
+        # Switched back only once the fresh segment had a table: no call went to a bare seed.
+        assert not [r for r in caplog.records if "routing to the seed" in r.getMessage()]
 
 
 # -- a header corrupted by the same user --------------------------------------------------------
