@@ -425,6 +425,12 @@ class FailSoftFleet:
     def generation(self) -> int:
         return self._run(lambda f: f.generation)
 
+    def table_note(self) -> str:
+        return self._run(lambda f: f.table_note())
+
+    def empty_reason(self) -> str | None:
+        return self._run(lambda f: f.empty_reason())
+
     def stats(self) -> FleetStats:
         """The shared fleet's snapshot (``mode="shared"``), or the twin's (``mode="local"``)."""
         return self._run(lambda f: f.stats())

@@ -84,8 +84,9 @@ class StandaloneFleet:
         self._probe_interval_ns = int(probe_interval * 1e9)
         self._backoff_initial = poll_interval if backoff_initial is None else backoff_initial
         self._backoff_max = backoff_max
-        # The table: one attribute holding (generation, nodes), so readers see a consistent pair.
-        self._table: tuple[int, tuple[str, ...]] = (0, ())
+        # The table: one attribute holding (generation, nodes, note), so readers see one
+        # consistent triple. The note is the refresh result's (see table.validate_note).
+        self._table: tuple[int, tuple[str, ...], str] = (0, (), "")
         self._counter = 0
         self._counter_at_refresh = 0
         self._health: dict[str, _Health] = {}
@@ -165,6 +166,15 @@ class StandaloneFleet:
     def generation(self) -> int:
         return self._table[0]
 
+    def table_note(self) -> str:
+        """The note of the current table ("" if none), as :meth:`SharedFleet.table_note`."""
+        return self._table[2]
+
+    def empty_reason(self) -> str | None:
+        """Why the table is empty when the refresh result said so (its note); else None."""
+        _generation, nodes, note = self._table
+        return None if nodes else (note or None)
+
     def seed_table(self, nodes: Sequence[str]) -> None:
         """Adopt a table known elsewhere (the host's last one: fresher than ours, if we have one
         from an earlier episode) instead of starting from nothing. Ignores an invalid list."""
@@ -175,9 +185,9 @@ class StandaloneFleet:
         except ValueError:
             return
         with self._refresh_lock:
-            generation, current = self._table
+            generation, current, _note = self._table
             if valid != current:
-                self._table = (generation + 1, valid)
+                self._table = (generation + 1, valid, "")
                 self._forget_health(valid)
 
     def wait_for_nodes(self, timeout: float) -> tuple[str, ...]:
@@ -192,7 +202,7 @@ class StandaloneFleet:
         delay = 0.001
         while True:
             nodes = self._table[1]
-            if nodes or time.monotonic() >= deadline:
+            if nodes or time.monotonic() >= deadline or self.empty_reason() is not None:
                 return nodes
             if self._attempts > attempts_before and self._failures:
                 return nodes
@@ -223,7 +233,9 @@ class StandaloneFleet:
         self._last_attempt_ns = time.monotonic_ns()
         counter_now = self._counter
         try:
-            nodes = table.validate_nodes(self._refresh())
+            result = self._refresh()
+            note = table.validate_note(getattr(result, "note", ""))
+            nodes = table.validate_nodes(result, note)
         except BaseException as exc:
             self._failures += 1
             self._attempts += 1
@@ -235,9 +247,9 @@ class StandaloneFleet:
                 self.namespace, self._failures, exc,
             )
             raise
-        generation, current = self._table
-        if nodes != current:
-            self._table = (generation + 1, nodes)
+        generation, current, current_note = self._table
+        if (nodes, note) != (current, current_note):
+            self._table = (generation + 1, nodes, note)
             self._forget_health(nodes)
             log.info("process-local table of %s: generation %d, %d nodes", self.namespace,
                      generation + 1, len(nodes))
@@ -281,8 +293,8 @@ class StandaloneFleet:
             delay = min(self._backoff_max,
                         self._backoff_initial * 2 ** min(self._failures - 1, 30))
             return bool(now - self._last_attempt_ns >= delay * 1e9)
-        if not self._table[1]:
-            return True
+        if self._table[0] == 0:
+            return True  # nothing ever published (an empty table with a note is an answer)
         moved = self._counter != self._counter_at_refresh
         interval = self._refresh_interval if moved else self._idle_interval
         return now - self._last_success_ns >= interval * 1e9
@@ -390,7 +402,7 @@ class StandaloneFleet:
     def stats(self) -> FleetStats:
         """The same snapshot as the shared fleet's, with ``mode="local"``."""
         now = time.monotonic_ns()
-        generation, nodes = self._table
+        generation, nodes, _note = self._table
         with self._lock:
             entries = {n: self._health.get(n) or _Health() for n in nodes}
             slots = len(self._health)

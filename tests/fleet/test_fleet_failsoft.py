@@ -341,3 +341,31 @@ def test_twin_drops_health_of_nodes_that_left(ns: str) -> None:
     current[0] = list(NODES)
     assert twin.refresh_now() == NODES
     assert twin.quarantined() == {} and twin.stats().per_node[NODES[3]].failures == 0
+
+
+class _Noted(list[str]):
+    """A refresh result with a note, as discovery returns (scope, or why it is empty)."""
+
+    def __init__(self, nodes: tuple[str, ...], note: str) -> None:
+        super().__init__(nodes)
+        self.note = note
+
+
+def test_twin_keeps_notes_and_empty_verdicts_like_the_shared_table(ns: str) -> None:
+    answers = [_Noted(NODES, "scope datacenter 'dc1'")]
+    twin = StandaloneFleet(ns, refresh=lambda: answers[-1])
+    assert twin.refresh_now() == NODES
+    assert twin.table_note() == "scope datacenter 'dc1'" and twin.empty_reason() is None
+    answers.append(_Noted((), "no live node in datacenter 'dc1' (fallback=False)"))
+    assert twin.refresh_now() == ()
+    assert twin.empty_reason() == "no live node in datacenter 'dc1' (fallback=False)"
+    started = time.monotonic()
+    assert twin.wait_for_nodes(30) == ()  # a verdict is an answer: no waiting
+    assert time.monotonic() - started < 25
+    twin.close()
+    answers.append(_Noted((), ""))
+    with pytest.raises(ValueError):  # empty without a reason is not a table
+        twin.refresh_now()
+    fleet = FailSoftFleet(ns, shared="off", refresh=lambda: answers[1])
+    assert fleet.refresh_now() == ()
+    assert fleet.empty_reason() is not None and fleet.table_note().startswith("no live node")
