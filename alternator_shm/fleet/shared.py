@@ -12,7 +12,7 @@ from alternator_shm.errors import DiscoveryError, SharedStateError
 from alternator_shm.fleet import layout, segment
 from alternator_shm.fleet.local import Attachment, LocalState, existing_local_state, local_state
 from alternator_shm.fleet.refresher import RefreshConfig, Refresher, read_error, refresh_once
-from alternator_shm.fleet.stats import FleetStats, snapshot
+from alternator_shm.fleet.stats import FleetStats, snapshot, unusable
 
 __all__ = ["SharedFleet", "cleanup", "list_fleets"]
 
@@ -290,11 +290,15 @@ class SharedFleet:
 
 
 def list_fleets(shm_dir: str = segment.DEFAULT_SHM_DIR) -> list[FleetStats]:
-    """Stats of every segment of this euid in ``shm_dir``; read-only, never creates anything."""
+    """Stats of every segment of this euid in ``shm_dir``; read-only, never creates anything.
+
+    A segment that cannot be read (corrupt header, foreign owner) is listed with ``problem``
+    set, so ``status`` shows it instead of hiding it."""
     result = []
     for base in segment.list_bases(shm_dir):
         ro = segment.open_read_only(shm_dir, base)
-        if ro is None:
+        if ro is None:  # listed with its problem, never dropped
+            result.append(unusable(shm_dir, base))
             continue
         local = existing_local_state(shm_dir, base)
         result.append(
