@@ -49,8 +49,15 @@ class LocalState:
         self.election = Election()
         self.publish_lock = threading.Lock()  # one refresh+publish at a time in this process
         self.running: set[object] = set()  # owners whose refresher thread runs here
+        self.wakers: dict[object, threading.Event] = {}  # owner -> its refresher's wake-up
+        self.last_failure: tuple[int, BaseException] | None = None  # (request served, error)
         self._lock = threading.RLock()
         self._local_quarantine_s = local_quarantine_s
+
+    def wake(self) -> None:
+        """Make this process's refreshers run a round now (a refresh request is pending)."""
+        for event in list(self.wakers.values()):
+            event.set()
 
     def ensure(self, counter_backend: str = "auto") -> Attachment:
         att = self.att
