@@ -128,7 +128,7 @@ def local_state(namespace: str, shm_dir: str, local_quarantine_s: float = 2.0) -
     with lock:
         if _registry_pid != os.getpid():
             _reset_after_fork()
-        key = (shm_dir, segment.base_name(namespace))
+        key = (os.path.realpath(shm_dir), segment.base_name(namespace))
         state = _registry.get(key)
         if state is None:
             state = LocalState(namespace, shm_dir, local_quarantine_s)
@@ -147,7 +147,7 @@ def existing_local_state(shm_dir: str, base: str) -> LocalState | None:
     with segment.registry_lock():
         if _registry_pid != os.getpid():
             return None
-        return _registry.get((shm_dir, base))
+        return _registry.get((os.path.realpath(shm_dir), base))
 
 
 def _after_fork_child() -> None:
