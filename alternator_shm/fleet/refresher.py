@@ -269,13 +269,18 @@ class Refresher:
         return fencing.stamp_is_stale(stamp, now, int(self._interval(words) * 1e9) - 1)
 
     def _leader_delay(self, words: memoryview) -> float:
-        """Sleep until the next refresh is due, but never longer than the poll interval (the
-        heartbeat, requests and probes run on the poll)."""
-        poll = self._config.poll_interval
+        """Sleep until the next refresh could be due, but never longer than the poll interval
+        (the heartbeat, requests and probes run on the poll). While idle, wake when the *active*
+        interval would end: traffic may start meanwhile."""
+        config = self._config
+        now = time.monotonic_ns()
         failures = int(words[_W(layout.FAILURES_OFF)])
         if failures:
             stamp, period = int(words[_W(layout.LAST_ATTEMPT_OFF)]), self._backoff(failures)
         else:
             stamp, period = int(words[_W(layout.LAST_SUCCESS_OFF)]), self._interval(words)
-        left = (stamp + period * 1e9 - time.monotonic_ns()) / 1e9
-        return max(0.0005, min(poll, left))
+            active_left = (stamp + config.refresh_interval * 1e9 - now) / 1e9
+            if active_left > 0:
+                period = config.refresh_interval
+        left = (stamp + period * 1e9 - now) / 1e9
+        return max(0.0005, min(config.poll_interval, left))
