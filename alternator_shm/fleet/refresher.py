@@ -174,7 +174,7 @@ class Refresher:
     def alive(self) -> bool:
         return self._pid == os.getpid() and self._thread.is_alive() and not self._stop.is_set()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 1.0) -> None:
         """Stop the thread and resign. Whatever the thread is still doing afterwards (a slow
         refresh), it can no longer write: the resignation revokes its epoch."""
         self._stop.set()
