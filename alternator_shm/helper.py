@@ -485,7 +485,13 @@ class Helper:
         return self._discovery().check_if_rack_datacenter_feature_is_supported()
 
     def update_live_nodes(self, timeout: float = 5.0) -> list[str]:
-        """Refresh the shared table now, through the elected refresher; return the new list."""
+        """Refresh the shared table now, through the elected refresher; return the new list.
+
+        Honours ``timeout`` in every process, the leader included. Raises
+        :class:`DiscoveryError` if the refresh failed or no refresh answered within
+        ``timeout`` (a stopped leader is taken over only after ``max(3 x refresh_interval,
+        2 s)``): never returns a stale table silently.
+        """
         fleet = self._shared()
         fleet.start()
         return list(fleet.refresh_now(timeout))
@@ -514,7 +520,11 @@ class Helper:
         return self
 
     def close(self) -> None:
-        """Stop this process's refresher thread and close its sockets; shared state stays."""
+        """Stop this process's refresher thread and close its sockets; shared state stays.
+
+        Once this returns the process no longer writes the shared table, even if its refresher
+        thread is still inside a slow refresh: its leader epoch was revoked (``fleet.fencing``).
+        """
         with self._lock:
             if self._fleet is not None:
                 self._fleet.close()
