@@ -118,7 +118,8 @@ def main() -> int:
         f"{os.getloadavg()[0]:.1f} at the end; 1 leader + 3 followers, default poll 0.2 s.",
         "Time from SIGSTOP to the host's table coming from a follower (new epoch, published).",
         "",
-        "| refresh_interval | threshold max(3R, 2 s) | min | median | max | old leader stood down |",
+        "| refresh_interval | threshold max(3R, 2 s) | min | median | max "
+        "| old leader stood down |",
         "|---|---|---|---|---|---|",
     ]
     for interval, expected, lo, med, hi, ok in rows:

@@ -4,6 +4,7 @@ interval served as asked down to 0.1 s, and stamps from the future."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import statistics
@@ -101,7 +102,7 @@ def test_signal_handler_advancing_inside_the_section_does_not_deadlock(make_flee
     assert result["picked"] == 1 and result["local"] == 1, result
 
 
-# -- item 10: the refresh interval and future stamps -------------------------------------------------
+# -- item 10: the refresh interval and future stamps -----------------------------------------------
 
 
 def _traffic(fleet: SharedFleet, stop: threading.Event) -> None:
@@ -127,7 +128,7 @@ def test_refresh_interval_is_served_as_asked(make_fleet, interval) -> None:
         assert wait_until(lambda: len(calls) >= 3 + int(3.0 / interval), 30)
     finally:
         stop.set()
-    gaps = [b - a for a, b in zip(calls[2:], calls[3:])]
+    gaps = [b - a for a, b in itertools.pairwise(calls[2:])]
     median = statistics.median(gaps)
     assert 0.9 * interval <= median <= 1.1 * interval, (median, gaps)
 

@@ -88,7 +88,7 @@ def test_closed_leader_cannot_publish_from_a_slow_refresh(make_fleet, ns) -> Non
         os.close(ready_w)
 
 
-# -- item 3: a stopped leader freezes the host ------------------------------------------------------
+# -- item 3: a stopped leader freezes the host -----------------------------------------------------
 
 
 def _follow(ns: str, table: tuple[str, ...], seconds: float) -> int:
@@ -191,7 +191,7 @@ def test_refresh_now_in_the_leader_honours_its_timeout(make_fleet) -> None:
         release.set()
 
 
-# -- item 7: two refreshers in one process ----------------------------------------------------------
+# -- item 7: two refreshers in one process ---------------------------------------------------------
 
 
 def _refresher_threads(base: str) -> list[threading.Thread]:
@@ -229,7 +229,7 @@ def _first_use_trials(ns: str, base: str) -> None:
         )
 
 
-# -- item 8: status reads and fork children vs the locks --------------------------------------------
+# -- item 8: status reads and fork children vs the locks -------------------------------------------
 
 
 def _may_lead(ns: str) -> int:

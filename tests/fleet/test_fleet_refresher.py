@@ -100,7 +100,7 @@ def test_refresh_now_without_any_leader_raises_after_its_timeout(make_fleet) -> 
     """Never a stale (here: empty) table silently: the timeout is a DiscoveryError."""
     fleet = make_fleet()
     t0 = time.monotonic()
-    with pytest.raises(DiscoveryError, match="answered within 0.2s"):
+    with pytest.raises(DiscoveryError, match=r"answered within 0\.2s"):
         fleet.refresh_now(timeout=0.2)
     assert 0.2 <= time.monotonic() - t0 < 5
 
