@@ -140,9 +140,7 @@ class Router:
     def forget_start(self) -> None:
         """After :meth:`Helper.close`, the next request rejoins the election."""
         self._started_pid = -1
-        # (pid, deadline, done): the process's one wait for its first table, shared by every
-        # thread that starts before it ends (one attribute: threads see a consistent triple)
-        self._first_wait: tuple[int, float, bool] = (-1, 0.0, False)
+        self._first_wait = (-1, 0.0, False)
 
     def report_failure(self, node: str, error: BaseException) -> None:
         _log.warning("node %s failed (%s); quarantined for every process on this host", node,
