@@ -39,7 +39,7 @@ from typing import Protocol
 from alternator_shm.errors import SharedStateError
 from alternator_shm.fleet import layout
 
-__all__ = ["AtomicWords", "FlockWords", "SharedWords", "atomic_available"]
+__all__ = ["AtomicWords", "CounterLockBusy", "FlockWords", "SharedWords", "atomic_available"]
 
 _MASK = (1 << 64) - 1
 _getpid = os.getpid
@@ -166,6 +166,10 @@ class _Stuck(Exception):
     """The counter lock could not be had within the bound."""
 
 
+class CounterLockBusy(SharedStateError):
+    """The flock backend's lock stayed held past its bound (a stopped holder): transient."""
+
+
 class FlockWords:
     """Portable backend: thread lock + flock on a per-process fd; the kernel drops a dead
     holder's flock, so a SIGKILL inside the critical section loses at most that increment."""
@@ -239,11 +243,11 @@ class FlockWords:
     @contextlib.contextmanager
     def critical(self, wait: float = LOCK_WAIT) -> Iterator[None]:
         """The critical section guarding every word of the segment (tests hold it on purpose).
-        Raises :class:`SharedStateError` if it cannot be had within ``wait`` seconds."""
+        Raises :class:`CounterLockBusy` if it cannot be had within the bound."""
         try:
             self._acquire(wait)
         except _Stuck as exc:
-            raise SharedStateError(f"counter lock unavailable: {exc}") from None
+            raise CounterLockBusy(f"counter lock unavailable: {exc}") from None
         try:
             yield
         finally:

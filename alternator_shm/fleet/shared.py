@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -10,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from alternator_shm.errors import DiscoveryError, SharedStateError
 from alternator_shm.fleet import layout, segment
+from alternator_shm.fleet.counter import CounterLockBusy
 from alternator_shm.fleet.local import Attachment, LocalState, existing_local_state, local_state
 from alternator_shm.fleet.refresher import RefreshConfig, Refresher, read_error
 from alternator_shm.fleet.stats import FleetStats, snapshot
@@ -259,16 +261,28 @@ class SharedFleet:
 
     def record_pick(self, node: str) -> None:
         """Count a pick of ``node`` in its shared health entry (stats only)."""
-        self._att().health.record_pick(node)
+        # stats only: skipped while a stopped process holds the flock counter lock
+        with contextlib.suppress(CounterLockBusy):
+            self._att().health.record_pick(node)
 
     def report_failure(self, node: str) -> None:
-        """failures += 1 and quarantine ``node`` for every process on the host."""
-        self._att().health.report_failure(node)
+        """failures += 1 and quarantine ``node`` for every process on the host.
+
+        With the flock backend and its lock held by a stopped process, the report is dropped
+        (logged): the call's own retry still avoids the node, and a call never fails for it.
+        """
+        try:
+            self._att().health.report_failure(node)
+        except CounterLockBusy as exc:
+            log.warning("failure of %s not shared: %s", node, exc)
 
     def report_success(self, node: str) -> None:
         """End ``node``'s quarantine if it has one (one load when nothing is quarantined)."""
         att = self._att()
-        att.health.report_success(node, att.reader.read())
+        try:
+            att.health.report_success(node, att.reader.read())
+        except CounterLockBusy as exc:
+            log.warning("recovery of %s not shared: %s", node, exc)
 
     def quarantined(self) -> dict[str, int]:
         """node -> monotonic ns of its last failure, for the table's quarantined nodes."""
