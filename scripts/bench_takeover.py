@@ -128,7 +128,7 @@ def main() -> int:
     lines += [
         "",
         f"Segment: {size} bytes ({size / 1024:g} KiB) per namespace, {allocated} bytes "
-        f"allocated; {layout.MAX_NODES} nodes of up to {layout.PAYLOAD_MAX // layout.MAX_NODES} "
+        f"allocated; {layout.MAX_NODES} nodes of up to {layout.PAYLOAD_MAX // layout.MAX_NODES - 1} "
         f"bytes each on average per table slot, {layout.HEALTH_CAPACITY} health entries.",
         "",
     ]

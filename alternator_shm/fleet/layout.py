@@ -81,7 +81,7 @@ HEALTH_SIZE: Final = HEALTH_CAPACITY * HEALTH_ENTRY
 
 # -- node table: two self-validating slots --------------------------------------------------------
 SLOTS_OFF: Final = HEALTH_OFF + HEALTH_SIZE
-# 92 KiB per slot keeps the whole segment under 256 KiB: MAX_NODES nodes of up to 91 bytes each
+# 92 KiB per slot keeps the whole segment under 256 KiB: MAX_NODES nodes of up to 90 bytes each
 # on average ("https://[v6 address]:port" is at most 55); validate_nodes refuses more.
 SLOT_SIZE: Final = 92 * 1024
 SLOT_COUNT: Final = 2

@@ -58,6 +58,10 @@ def test_sigstopped_holder_of_the_counter_lock_does_not_freeze_advance(make_flee
         elapsed = time.monotonic() - t0
         assert elapsed < 5.0, elapsed  # one bounded wait, then local picks without waiting
         assert leader.stats().local_picks == 20
+        t1 = time.monotonic()
+        leader.record_pick(NODES[0])  # stats and health: dropped, never raised, never stuck
+        leader.report_failure(NODES[1])
+        assert time.monotonic() - t1 < 5.0
         assert len(set(values)) == 20  # the local fallback still rotates
         os.kill(holder.pid, signal.SIGKILL)
         os.waitpid(holder.pid, 0)
