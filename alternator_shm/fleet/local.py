@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
+from typing import Protocol
 
 from alternator_shm.fleet import counter, layout, segment
 from alternator_shm.fleet.counter import AtomicWords, FlockWords, SharedWords
@@ -24,6 +25,10 @@ from alternator_shm.fleet.table import TableReader
 __all__ = ["Attachment", "LocalState", "local_state", "local_states"]
 
 log = logging.getLogger("alternator_shm.fleet.local")
+
+
+class Startable(Protocol):
+    def start(self) -> None: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,6 +55,11 @@ class LocalState:
         self.publish_lock = threading.Lock()  # one refresh+publish at a time in this process
         self.running: set[object] = set()  # owners whose refresher thread runs here
         self.wakers: dict[object, threading.Event] = {}  # owner -> its refresher's wake-up
+        # one refresher per process per namespace: the SharedFleet running it, and the others
+        # started meanwhile (owner -> fleet), which take over when it closes
+        self.refresher_lock = threading.Lock()
+        self.refreshing: object | None = None
+        self.standby: dict[object, Startable] = {}
         self.last_failure: tuple[int, BaseException] | None = None  # (request served, error)
         self._lock = threading.RLock()
         self._local_quarantine_s = local_quarantine_s

@@ -12,7 +12,13 @@ from collections.abc import Callable, Sequence
 from alternator_shm.errors import DiscoveryError, SharedStateError
 from alternator_shm.fleet import layout, segment
 from alternator_shm.fleet.counter import CounterLockBusy
-from alternator_shm.fleet.local import Attachment, LocalState, existing_local_state, local_state
+from alternator_shm.fleet.local import (
+    Attachment,
+    LocalState,
+    Startable,
+    existing_local_state,
+    local_state,
+)
 from alternator_shm.fleet.refresher import RefreshConfig, Refresher, read_error
 from alternator_shm.fleet.stats import FleetStats, snapshot
 
@@ -124,29 +130,53 @@ class SharedFleet:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Attach and start this process's refresher thread (idempotent, fork-aware)."""
+        """Attach and start this process's refresher thread (idempotent, fork-aware).
+
+        One refresher per process per namespace: if another ``SharedFleet`` of this namespace
+        already runs one here, this one waits on standby and takes over when that one closes.
+        """
         state = self._local()
         with self._lock:
             self._started = True
             state.ensure(self._config.counter_backend)
-            if self._refresher is None or not self._refresher.alive():
+            if self._refresher is not None and self._refresher.alive():
+                return
+            with state.refresher_lock:
+                if state.refreshing is not None and state.refreshing is not self:
+                    state.standby[self._owner] = self
+                    return
                 self._refresher = Refresher(state, self._owner, self._config)
+                state.refreshing = self
                 self._refresher.start()
 
     def close(self) -> None:
-        """Stop this process's refresher and give up leadership; the shared state stays."""
+        """Stop this process's refresher and give up leadership; the shared state stays.
+
+        Once this returns, nothing this object started writes the table any more, even if its
+        refresher thread is still inside a slow refresh (its leader epoch was revoked).
+        """
         if self._pid != _getpid():
             self._started = False
             return
+        state = self._state
         with self._lock:
             self._started = False
             refresher, self._refresher = self._refresher, None
         if refresher is not None:
             refresher.stop()
-        state = self._state
-        if state is not None:
-            att = state.att
-            state.election.resign(self._owner, att.seg if att is not None else None)
+        if state is None:
+            return
+        att = state.att
+        state.election.resign(self._owner, att.seg if att is not None else None)
+        successor: Startable | None = None
+        with state.refresher_lock:
+            state.standby.pop(self._owner, None)
+            if state.refreshing is self:
+                state.refreshing = None
+                if state.standby:
+                    _owner, successor = state.standby.popitem()
+        if successor is not None:
+            successor.start()  # the next fleet of this namespace takes the refresher over
 
     def __enter__(self) -> SharedFleet:
         return self

@@ -299,3 +299,19 @@ def test_leader_death_frees_leadership_while_a_c_forked_child_keeps_the_fd(make_
         os.close(ready_r)
         os.close(ready_w)
     assert layout.LOCK_TAKEOVER != layout.LOCK_LEADER
+
+
+def test_one_refresher_per_process_and_namespace_with_a_standby(make_fleet, ns) -> None:
+    base = segment.base_name(ns)
+    a = make_fleet(refresh=lambda: NODES)
+    b = make_fleet(refresh=lambda: NODES)
+    a.start()
+    b.start()
+    assert a.wait_for_nodes(10) == NODES and b.nodes() == NODES
+    assert len(_refresher_threads(base)) == 1
+    assert wait_until(lambda: a.is_leader, 5) and not b.is_leader
+    a.close()
+    assert wait_until(lambda: b.is_leader, 5), "the standby fleet did not take over"
+    assert len(_refresher_threads(base)) == 1
+    b.close()
+    assert wait_until(lambda: not _refresher_threads(base), 5)
