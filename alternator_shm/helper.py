@@ -14,16 +14,24 @@ import ipaddress
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import boto3
 import botocore.session
 from botocore.config import Config
-from botocore.credentials import CredentialProvider, CredentialResolver, Credentials
+from botocore.credentials import (
+    CredentialProvider,
+    CredentialResolver,
+    Credentials,
+    RefreshableCredentials,
+)
 
 from alternator_shm import discovery as _discovery
+from alternator_shm.affinity import MODES as _AFFINITY_MODES
+from alternator_shm.affinity import Affinity
 from alternator_shm.discovery import Discovery, node_url
 from alternator_shm.errors import ConfigurationError
 from alternator_shm.fleet import FleetStats, SharedFleet
@@ -33,6 +41,8 @@ from alternator_shm.transport import Transport, TransportOptions
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient, DynamoDBServiceResource
+
+    from alternator_shm.aio.transport import AsyncTransport
 
 __all__ = ["Helper"]
 
@@ -72,6 +82,9 @@ class _Options:
     refresh_interval: float = 1.0
     idle_refresh_interval: float = 60.0
     namespace: str | None = None
+    key_route_affinity: Literal["rmw", "any_write"] | None = None
+    # Sorted (table, attribute) pairs: hashable, picklable, immune to the caller's edits.
+    partition_keys: tuple[tuple[str, str], ...] | None = None
     botocore_config: Config | None = field(default=None, compare=False)
     session: boto3.Session | None = field(default=None, compare=False)
 
@@ -177,9 +190,37 @@ def _validate(seeds: Sequence[str], kw: dict[str, Any]) -> _Options:
         raise ConfigurationError("botocore_config must be a botocore.config.Config")
     if kw["session"] is not None and not isinstance(kw["session"], boto3.Session):
         raise ConfigurationError("session must be a boto3.Session")
+    _check_affinity(kw)
     if kw["rack"] is not None and kw["datacenter"] is None:
         _log.debug("rack without datacenter: the rack is looked up in each seed's own DC")
     return _Options(**kw)
+
+
+def _check_affinity(kw: dict[str, Any]) -> None:
+    """``key_route_affinity`` and ``partition_keys`` (key-route-affinity.md; API.md)."""
+    mode = kw["key_route_affinity"]
+    if mode is not None and mode not in _AFFINITY_MODES:
+        raise ConfigurationError(
+            f"key_route_affinity must be None, 'rmw' or 'any_write', got {mode!r}"
+        )
+    keys = kw["partition_keys"]
+    if keys is None:
+        return
+    if mode is None:
+        # It would have no effect: refuse rather than ignore it.
+        raise ConfigurationError("partition_keys needs key_route_affinity='rmw' or 'any_write'")
+    if isinstance(keys, tuple):  # a pickled Helper's own form
+        keys = dict(keys)
+    if not isinstance(keys, Mapping):
+        raise ConfigurationError(
+            f"partition_keys must be a mapping {{table: hash_key_attribute}}, got {keys!r}"
+        )
+    for table, attribute in keys.items():
+        if not (isinstance(table, str) and table and isinstance(attribute, str) and attribute):
+            raise ConfigurationError(
+                f"partition_keys entries must be non-empty strings, got {table!r}: {attribute!r}"
+            )
+    kw["partition_keys"] = tuple(sorted(keys.items()))
 
 
 def _merge_config(base: Config, user: Config | None) -> Config:
@@ -267,6 +308,8 @@ class Helper:
         refresh_interval: float = 1.0,
         idle_refresh_interval: float = 60.0,
         namespace: str | None = None,
+        key_route_affinity: Literal["rmw", "any_write"] | None = None,
+        partition_keys: Mapping[str, str] | None = None,
         botocore_config: Config | None = None,
         session: boto3.Session | None = None,
     ) -> None:
@@ -292,6 +335,8 @@ class Helper:
         self._discovery_transport: Transport | None = None
         self._discovery_obj: Discovery | None = None
         self._boto_session: boto3.Session | None = None
+        self._affinity: Affinity | None = None
+        self._async_transport: AsyncTransport | None = None
 
     # -- pickling: spawn / forkserver workers rebuild the Helper from its options -------------
 
@@ -362,6 +407,8 @@ class Helper:
                 idle_refresh_interval=o.idle_refresh_interval,
             )
             self._router = Router(self._fleet, [node_url(o.scheme, s, o.port) for s in o.seeds])
+            if o.key_route_affinity is not None:
+                self._affinity = Affinity(o.key_route_affinity, dict(o.partition_keys or ()))
             self._built = True
 
     def _refresh(self) -> Sequence[str]:
@@ -439,6 +486,8 @@ class Helper:
             options=self._hook_options(),
             # The client's own merged config, so a per-client config= timeout applies too.
             timeout=_timeouts(client.meta.config),
+            affinity=self._affinity,
+            client=client,
         )
 
     # -- public API ---------------------------------------------------------------------------
@@ -465,6 +514,72 @@ class Helper:
             resource = self._session().resource("dynamodb", **kwargs)
         self._install(resource.meta.client)
         return resource
+
+    @asynccontextmanager
+    async def new_async_dynamodb_client(self, **client_kwargs: Any) -> AsyncIterator[Any]:
+        """An async context manager yielding a genuine aiobotocore DynamoDB client.
+
+        Every attempt is routed exactly as for :meth:`new_dynamodb_client` (shared counter,
+        shared health, node chosen before signing, retries to nodes not yet tried), with the
+        same options and errors; the event loop is never blocked. Needs the extra
+        ``alternator-shm[async]`` (aiobotocore).
+
+        Raises:
+            ConfigurationError: aiobotocore is not installed, the Helper was built with a
+                boto3 ``session=`` (its credential chain is synchronous), or an option is
+                refused as for the sync client.
+        """
+        try:
+            from aiobotocore.session import get_session
+
+            from alternator_shm.aio.hooks import register_async_hooks
+            from alternator_shm.aio.transport import AsyncTransport
+        except ImportError as e:  # pragma: no cover - exercised without the extra
+            raise ConfigurationError(
+                "the async client needs aiobotocore: pip install 'alternator-shm[async]'"
+            ) from e
+        if self._options.session is not None:
+            raise ConfigurationError(
+                "new_async_dynamodb_client cannot use a boto3 session=: aiobotocore needs its "
+                "own; pass credentials= (or rely on the default credential chain) instead"
+            )
+        self._ensure()
+        kwargs = self._client_kwargs(client_kwargs)
+        creds = self._options.credentials
+        if isinstance(creds, RefreshableCredentials):
+            raise ConfigurationError(
+                "new_async_dynamodb_client cannot refresh botocore RefreshableCredentials; "
+                "pass credentials=(key, secret[, token]) or rely on aiobotocore's default chain"
+            )
+        if isinstance(creds, Credentials):
+            frozen = creds.get_frozen_credentials()
+            kwargs.setdefault("aws_access_key_id", frozen.access_key)
+            kwargs.setdefault("aws_secret_access_key", frozen.secret_key)
+            if frozen.token:
+                kwargs.setdefault("aws_session_token", frozen.token)
+        assert self._router is not None and self._api_transport is not None
+        with self._lock:
+            if self._async_transport is None:
+                self._async_transport = AsyncTransport(self._api_transport.options)
+            transport = self._async_transport
+        fleet = self._fleet
+        assert fleet is not None
+        async with get_session().create_client("dynamodb", **kwargs) as client:
+            register_async_hooks(
+                client.meta.events,
+                router=self._router,
+                transport=transport,
+                options=self._hook_options(),
+                timeout=_timeouts(client.meta.config),
+                table_ready=lambda: bool(fleet.nodes()),
+                affinity=self._affinity,
+                client=client,
+            )
+            transport.acquire()
+            try:
+                yield client
+            finally:
+                await transport.release()
 
     def _discovery(self) -> Discovery:
         self._ensure()
@@ -528,6 +643,8 @@ class Helper:
         with self._lock:
             if self._fleet is not None:
                 self._fleet.close()
+            if self._affinity is not None:
+                self._affinity.close()
             if self._router is not None:
                 self._router.forget_start()
             for transport in (self._api_transport, self._discovery_transport):

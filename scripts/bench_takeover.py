@@ -110,6 +110,7 @@ def main() -> int:
         expected = max(3 * interval, 2.0)
         rows.append((interval, expected, min(times), statistics.median(times), max(times), ok))
     size, allocated = segment_size()
+    per_node = layout.PAYLOAD_MAX // layout.MAX_NODES - 1  # one "\n" separates nodes
     lines = [
         "# Takeover after a SIGSTOP of the leader, and segment size",
         "",
@@ -128,8 +129,8 @@ def main() -> int:
     lines += [
         "",
         f"Segment: {size} bytes ({size / 1024:g} KiB) per namespace, {allocated} bytes "
-        f"allocated; {layout.MAX_NODES} nodes of up to {layout.PAYLOAD_MAX // layout.MAX_NODES - 1} "
-        f"bytes each on average per table slot, {layout.HEALTH_CAPACITY} health entries.",
+        f"allocated; {layout.MAX_NODES} nodes of up to {per_node} bytes each on average per "
+        f"table slot, {layout.HEALTH_CAPACITY} health entries.",
         "",
     ]
     text = "\n".join(lines)
