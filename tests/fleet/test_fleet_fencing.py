@@ -315,3 +315,49 @@ def test_one_refresher_per_process_and_namespace_with_a_standby(make_fleet, ns) 
     assert len(_refresher_threads(base)) == 1
     b.close()
     assert wait_until(lambda: not _refresher_threads(base), 5)
+
+
+def _lead_with_a_forked_user(ns: str, ready_w: int) -> None:
+    fleet = SharedFleet(ns, refresh=lambda: NODES, poll_interval=0.02)
+    fleet.start()
+    if not wait_until(lambda: fleet.is_leader, 10):
+        raise RuntimeError("never led")
+    pid = os.fork()
+    if pid == 0:  # uses the library: first use closes the inherited lock-file fd (no unlock)
+        try:
+            SharedFleet(ns).nodes()
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    os.write(ready_w, pid.to_bytes(4, "little"))
+    time.sleep(120)
+
+
+def test_a_fork_child_that_uses_the_library_does_not_keep_the_leader_lock(make_fleet, ns) -> None:
+    ready_r, ready_w = os.pipe()
+    leader = Child(_lead_with_a_forked_user, ns, ready_w)
+    grandchild = 0
+    try:
+        data = b""
+        deadline = time.monotonic() + 20
+        while len(data) < 4 and time.monotonic() < deadline:
+            data += _read_byte(ready_r, 1)
+        grandchild = int.from_bytes(data, "little")
+        assert grandchild > 0
+        follower = make_fleet(refresh=lambda: NODES)
+        follower.start()
+        time.sleep(0.5)  # the grandchild has attached (closed the inherited fd) by now
+        assert not follower.is_leader
+        os.kill(leader.pid, signal.SIGKILL)
+        os.waitpid(leader.pid, 0)
+        killed = time.monotonic()
+        assert wait_until(lambda: follower.is_leader, 10, 0.005)
+        assert follower.stats().leader_mode == "lock"  # the lock itself was freed
+        assert time.monotonic() - killed < 1.5
+    finally:
+        leader.kill()
+        if grandchild:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(grandchild, signal.SIGKILL)
+        os.close(ready_r)
+        os.close(ready_w)
