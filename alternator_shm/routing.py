@@ -43,6 +43,8 @@ class FleetView(Protocol):
 
     def quarantined(self) -> dict[str, int]: ...
 
+    def empty_reason(self) -> str | None: ...
+
 
 class Router:
     """Chooses nodes for attempts and feeds connection outcomes back into shared health.
@@ -50,6 +52,10 @@ class Router:
     ``bootstrap`` is the seed URL list, used only while no table has ever been published on the
     host (the very first request before discovery answered), so a request is never refused just
     because the refresher has not finished its first poll.
+
+    A table published empty on purpose (discovery's verdict "the configured scope lists no live
+    node", see :meth:`FleetView.empty_reason`) is an answer: with ``fallback=False`` every call
+    raises :class:`NoLiveNodesError` naming the scope and sends nothing.
     """
 
     def __init__(
@@ -58,8 +64,10 @@ class Router:
         bootstrap: Sequence[str],
         *,
         first_table_timeout: float = 5.0,
+        fallback: bool = True,
     ) -> None:
         self._fleet = fleet
+        self._scope_fallback = fallback
         self._bootstrap = tuple(bootstrap)
         self._first_table_timeout = first_table_timeout
         self._started_pid = -1
@@ -77,9 +85,11 @@ class Router:
         nodes = self._fleet.nodes()
         if nodes:
             return nodes
+        self._check_empty_verdict()
         nodes = self._wait_first_table(pid)
         if nodes:
             return nodes
+        self._check_empty_verdict()
         if self._bootstrap:
             _log.warning("no node table published yet; routing to the seed nodes")
             return self._bootstrap
@@ -103,6 +113,14 @@ class Router:
         if not nodes:
             self._first_wait = (pid, deadline, True)
         return nodes
+
+    def _check_empty_verdict(self) -> None:
+        reason = self._fleet.empty_reason()
+        if reason is not None and not self._scope_fallback:
+            raise NoLiveNodesError(
+                f"{reason}: no call is sent outside the configured scope (discovery's verdict, "
+                "checked again at every refresh)"
+            )
 
     def nodes(self) -> tuple[str, ...]:
         """The discovered node table (every node, whatever its health), as routing sees it."""

@@ -15,7 +15,8 @@ leader that was taken over, or whose ``close()`` returned, commits nothing. The 
   new leader after failover respects its predecessor's schedule (no thundering herd);
 * after ``n`` consecutive failures waits ``min(backoff_max, backoff_initial * 2**(n-1))`` before
   the next attempt, and keeps the last good table meanwhile;
-* publishes only validated, non-empty lists;
+* publishes only validated, non-empty lists — or an empty one when the result carries a note
+  saying why (``result.note``, e.g. discovery's "no live node in rack ..." verdict);
 * probes quarantined nodes (at most every ``probe_interval`` per node) and releases the healthy
   ones, or expires quarantines after ``quarantine`` seconds when no probe is configured.
 """
@@ -96,6 +97,7 @@ def refresh_once(
     every write fenced by ``fence`` (raises :class:`FencedOut` if it was not current).
 
     Re-raises the callback's exception (or ValueError for a bad result) after recording it.
+    A result with a ``note`` attribute (a one-line string) is published with that note.
     """
     words = att.seg.words
     with state.publish_lock:
@@ -104,7 +106,9 @@ def refresh_once(
             raise FencedOut("not the current leader")
         counter_now = int(words[_W(layout.COUNTER_OFF)])
         try:
-            nodes = table.validate_nodes(refresh())
+            result = refresh()
+            note = table.validate_note(getattr(result, "note", ""))
+            nodes = table.validate_nodes(result, note)
         except BaseException as exc:
             failures = 0
             error_text = f"{type(exc).__name__}: {exc}"
@@ -130,7 +134,7 @@ def refresh_once(
         def record_success() -> None:
             nonlocal changed
             before = int(words[_W(layout.PUBLISH_OFF)]) >> 1
-            generation = table.publish(att.seg.mm, words, nodes)
+            generation = table.publish(att.seg.mm, words, nodes, note)
             changed = generation != before
             if changed:
                 att.health.collect(nodes)
