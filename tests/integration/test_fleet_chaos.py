@@ -256,6 +256,6 @@ def test_chaos_8_workers_kill_stop_and_node_restarts(tmp_path) -> None:
             print("\n".join(events[-400:]))
         assert not violations, (violations[::10][:12], report)
         assert samples["n"] > 100, report
-        assert kills >= 10 and stops >= 4 and node_restarts >= 3, report
+        assert kills >= 8 and stops >= 4 and node_restarts >= 3, report
         assert len(acked) > 100, report  # a sanity check: the writers really wrote
         print(report)
