@@ -58,8 +58,10 @@ def to_alternator(status: int, body: bytes, request: dict[str, Any]) -> Response
     table = request.get("TableName")
     if type_ == "ResourceNotFoundException" and isinstance(table, str):
         message = f"Requested resource not found: Table: {table} not found"
-    if type_ in ("SerializationException", "InternalFailure"):
+    if type_ == "InternalFailure":  # DynamoDB Local's name for a request it could not parse
         type_ = "ValidationException"
+    # SerializationException passes through: Alternator, like DynamoDB, answers it for a
+    # number sent as a JSON number ({"N": 5}).
     return error_response(400 if status < 500 else 500, type_, message, extra)
 
 

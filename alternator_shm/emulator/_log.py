@@ -28,6 +28,7 @@ class RequestLogEntry:
     signed_host: str | None = None
     status: int = 0
     auth_ok: bool | None = None
+    mtls_user: str | None = None  # role taken from a TLS client certificate (mTLS)
 
 
 class RequestLog:
