@@ -27,6 +27,7 @@ from alternator_shm.emulator._wire import (
     TRANSACTION_OPERATIONS,
     ApiError,
     Response,
+    check_number_values,
     choose_encoding,
     compress_body,
     decompress_request,
@@ -303,6 +304,7 @@ def _api_pipeline(
     parsed: Any = parse_request_json(body)
     if not isinstance(parsed, dict):
         raise ApiError(400, "ValidationException", "Request content must be an object")
+    check_number_values(operation, parsed)
     # 7. DescribeEndpoints is answered from the Host header.
     if operation == "DescribeEndpoints":
         host = request.header("Host") or ""

@@ -302,3 +302,27 @@ def parse_request_json(body: bytes) -> Any:
         offset = len(text[:error_at].encode("utf-8", "surrogateescape"))
         raise _rapidjson_error(message or "Invalid value.", offset)
     return parsed
+
+
+def check_number_values(operation: str, request: Any) -> None:
+    """Refuse a number attribute sent as a JSON number (``{"N": 5}``), like Alternator does.
+
+    Alternator (and DynamoDB) answer SerializationException; moto agrees but DynamoDB Local
+    stores the item, so the front checks it for every backend. An ``"N"`` whose value is an
+    object is an attribute *named* N inside a map or item, and is walked into instead.
+    """
+    stack: list[Any] = [request]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            number = value.get("N", "")
+            if len(value) == 1 and not isinstance(number, (str, dict)):
+                shown = json.dumps(value, separators=(",", ":"))
+                raise ApiError(
+                    400,
+                    "SerializationException",
+                    f"{operation}: number value must be encoded as string '{shown}'",
+                )
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)

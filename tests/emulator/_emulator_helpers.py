@@ -32,6 +32,7 @@ def client(cluster: Cluster, node: Node, **kw: Any) -> Any:
             retries={"max_attempts": 1, "mode": "standard"},
             connect_timeout=kw.pop("connect_timeout", 5),
             read_timeout=kw.pop("read_timeout", 10),
+            client_cert=kw.pop("config_client_cert", None),
         ),
         **kw,
     )

