@@ -82,6 +82,7 @@ def error_of(resp: urllib3.BaseHTTPResponse) -> tuple[int, str, str]:
 
 
 def get(url: str, **kw: Any) -> urllib3.BaseHTTPResponse:
+    kw.setdefault("timeout", 10)  # urllib3.request's default is 3 s: too tight on a busy host
     return urllib3.request("GET", url, retries=False, **kw)
 
 
