@@ -157,6 +157,13 @@ def handle(ctx: NodeContext, request: Request, abort: threading.Event) -> Respon
             status=response.status if response is not None else 0,
             auth_ok=outcome.auth_ok,
             mtls_user=outcome.mtls_user,
+            response_chunked=response is not None
+            and response.streamed
+            and request.version != "HTTP/1.0",
+            response_encoding=next(
+                (v for n, v in (response.headers if response else []) if n == "Content-Encoding"),
+                None,
+            ),
         )
     )
     return response
