@@ -1,5 +1,6 @@
-"""The sync client against big answers: Alternator streams Query, Scan and BatchGetItem answers
-over ~100 KB with ``Transfer-Encoding: chunked``, compressed when asked (issue 12, item 4).
+"""The sync and async clients against big answers: Alternator streams Query, Scan and
+BatchGetItem answers over ~100 KB with ``Transfer-Encoding: chunked``, compressed when asked
+(issue 12, item 4).
 
 The emulator's request log records how each answer went out, so these tests prove the client
 really met chunked (and compressed) answers, not just that the calls worked.
@@ -7,6 +8,7 @@ really met chunked (and compressed) answers, not just that the calls worked.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -51,25 +53,26 @@ def table(cluster: Any) -> str:
     return name
 
 
-@pytest.mark.parametrize("response_compression", [False, True])
-def test_sync_client_reads_chunked_big_answers(
-    cluster: Any, table: str, response_compression: bool
-) -> None:
+def _calls(table: str) -> list[tuple[str, dict[str, Any]]]:
     keys = [{"p": {"S": "k"}, "s": {"N": str(i)}} for i in range(ITEMS)]
-    cluster.clear_logs()
-    with make_helper(cluster, response_compression=response_compression) as h:
-        ddb = h.new_dynamodb_client()
-        scan = ddb.scan(TableName=table)
-        query = ddb.query(
-            TableName=table,
-            KeyConditionExpression="p = :p",
-            ExpressionAttributeValues={":p": {"S": "k"}},
-        )
-        batch = ddb.batch_get_item(RequestItems={table: {"Keys": keys}})
+    query = {
+        "TableName": table,
+        "KeyConditionExpression": "p = :p",
+        "ExpressionAttributeValues": {":p": {"S": "k"}},
+    }
+    return [
+        ("scan", {"TableName": table}),
+        ("query", query),
+        ("batch_get_item", {"RequestItems": {table: {"Keys": keys}}}),
+    ]
+
+
+def _check(cluster: Any, table: str, answers: list[Any], response_compression: bool) -> None:
+    scan, query, batch = answers
     assert scan["Count"] == ITEMS and query["Count"] == ITEMS
     assert len(batch["Responses"][table]) == ITEMS
-    for answer in (scan["Items"], query["Items"], batch["Responses"][table]):
-        assert all(item["v"]["S"] == VALUE for item in answer)
+    for items in (scan["Items"], query["Items"], batch["Responses"][table]):
+        assert all(item["v"]["S"] == VALUE for item in items)
     for operation in ("Scan", "Query", "BatchGetItem"):
         entries = [e for _, e in all_api_entries(cluster, operation)]
         assert len(entries) == 1, operation
@@ -78,3 +81,30 @@ def test_sync_client_reads_chunked_big_answers(
             assert entries[0].response_encoding in ("gzip", "deflate"), operation
         else:
             assert entries[0].response_encoding is None, operation
+
+
+@pytest.mark.parametrize("response_compression", [False, True])
+def test_sync_client_reads_chunked_big_answers(
+    cluster: Any, table: str, response_compression: bool
+) -> None:
+    cluster.clear_logs()
+    with make_helper(cluster, response_compression=response_compression) as h:
+        ddb = h.new_dynamodb_client()
+        answers = [getattr(ddb, name)(**kwargs) for name, kwargs in _calls(table)]
+    _check(cluster, table, answers, response_compression)
+
+
+@pytest.mark.parametrize("response_compression", [False, True])
+def test_async_client_reads_chunked_big_answers(
+    cluster: Any, table: str, response_compression: bool
+) -> None:
+    pytest.importorskip("aiobotocore")
+    cluster.clear_logs()
+    with make_helper(cluster, response_compression=response_compression) as h:
+
+        async def main() -> list[Any]:
+            async with h.new_async_dynamodb_client() as ddb:
+                return [await getattr(ddb, name)(**kwargs) for name, kwargs in _calls(table)]
+
+        answers = asyncio.run(main())
+    _check(cluster, table, answers, response_compression)
