@@ -320,7 +320,12 @@ def _api_pipeline(
         )
     else:
         try:
-            status, data = ctx.backend.call(operation, target, body)
+            if operation == "BatchWriteItem":
+                status, data = _batch_write(ctx, target, parsed)
+            else:
+                status, data = ctx.backend.call(operation, target, body)
+        except ApiError:
+            raise
         except Exception as err:  # the backend is unreachable or broke
             raise ApiError(500, "InternalServerError", f"Internal server error: {err}") from None
         response = to_alternator(status, data, parsed)
@@ -342,6 +347,46 @@ def _api_pipeline(
             response.body = compress_body(chosen, response.body)
             response.headers.append(("Content-Encoding", chosen))
     return response
+
+
+BATCH_WRITE_MAX = 100  # Alternator's BatchWriteItem limit (compatibility.md); DynamoDB's is 25
+_BACKEND_BATCH = 25  # what the storage backends (DynamoDB's rules) accept per call
+
+
+def _batch_write(ctx: NodeContext, target: str, request: dict[str, Any]) -> tuple[int, bytes]:
+    """BatchWriteItem with up to 100 writes, sent to the backend 25 at a time.
+
+    The first failing chunk's answer is the answer (chunks before it stay written, as when
+    Alternator fails part-way); unprocessed items of every chunk are merged.
+    """
+    items = request.get("RequestItems")
+    if not isinstance(items, dict):
+        return ctx.backend.call("BatchWriteItem", target, json.dumps(request).encode())
+    writes = [
+        (table, write)
+        for table, table_writes in items.items()
+        if isinstance(table_writes, list)
+        for write in table_writes
+    ]
+    if len(writes) > BATCH_WRITE_MAX:
+        raise ApiError(
+            400, "ValidationException", "Too many items requested for the BatchWriteItem call"
+        )
+    if len(writes) <= _BACKEND_BATCH:
+        return ctx.backend.call("BatchWriteItem", target, json.dumps(request).encode())
+    unprocessed: dict[str, list[Any]] = {}
+    for start in range(0, len(writes), _BACKEND_BATCH):
+        chunk: dict[str, list[Any]] = {}
+        for table, write in writes[start : start + _BACKEND_BATCH]:
+            chunk.setdefault(table, []).append(write)
+        body = json.dumps({**request, "RequestItems": chunk}).encode()
+        status, data = ctx.backend.call("BatchWriteItem", target, body)
+        if status != 200:
+            return status, data
+        answer = json.loads(data) if data else {}
+        for table, rest in (answer.get("UnprocessedItems") or {}).items():
+            unprocessed.setdefault(table, []).extend(rest)
+    return 200, json.dumps({"UnprocessedItems": unprocessed}, separators=(",", ":")).encode()
 
 
 def _certificate_cn(request: Request) -> str | None:

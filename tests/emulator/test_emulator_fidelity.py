@@ -429,3 +429,29 @@ def test_mtls_certificate_replaces_sigv4(process_per_node: bool) -> None:
         with pytest.raises(botocore.exceptions.ClientError) as info:
             client(cluster, node, config_client_cert=stranger).list_tables()
         assert info.value.response["Error"]["Message"] == "User not found: mallory"
+
+
+# ---------------------------------------------------------------- BatchWriteItem limit
+
+
+def test_batch_write_takes_up_to_100_items_on_every_backend(shared: Cluster) -> None:
+    c = client(shared, shared.nodes[0], read_timeout=60)
+    c.create_table(
+        TableName="bwtbl",
+        KeySchema=[{"AttributeName": "p", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "p", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    try:
+        puts = [{"PutRequest": {"Item": {"p": {"S": f"i{i}"}}}} for i in range(100)]
+        assert c.batch_write_item(RequestItems={"bwtbl": puts})["UnprocessedItems"] == {}
+        assert c.scan(TableName="bwtbl", Select="COUNT")["Count"] == 100
+        too_many = [*puts, {"PutRequest": {"Item": {"p": {"S": "x"}}}}]
+        with pytest.raises(botocore.exceptions.ClientError) as info:
+            c.batch_write_item(RequestItems={"bwtbl": too_many})
+        assert info.value.response["Error"] == {
+            "Code": "ValidationException",
+            "Message": "Too many items requested for the BatchWriteItem call",
+        }
+    finally:
+        c.delete_table(TableName="bwtbl")
