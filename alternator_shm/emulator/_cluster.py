@@ -34,7 +34,7 @@ from alternator_shm.emulator._backends import (
 )
 from alternator_shm.emulator._log import RequestLog, RequestLogEntry
 from alternator_shm.emulator._process import ControlServer, ProcessRuntime
-from alternator_shm.emulator._profiles import _UNSET, Profile, get_profile, with_header_options
+from alternator_shm.emulator._profiles import Profile, get_profile, with_header_options
 from alternator_shm.emulator._runtime import Runtime, ThreadRuntime
 from alternator_shm.emulator._server import FrontServer, Request, bind_listener
 from alternator_shm.emulator._wire import Response
@@ -366,7 +366,7 @@ class Cluster:
         process_per_node: bool = False,
         forward_transactions: bool = False,
         rpc_addresses: Sequence[str | None] | None = None,
-        server_header: str | None = _UNSET,
+        server_header: str | None = None,
         disable_date_header: bool = False,
         disable_content_type_header: bool = False,
         mtls: bool = False,

@@ -67,22 +67,20 @@ def get_profile(name: str) -> Profile:
         raise ValueError(f"unknown profile {name!r}; known: {sorted(PROFILES)}") from None
 
 
-_UNSET: Any = object()
-
-
 def with_header_options(
     profile: Profile,
     *,
-    server_header: str | None = _UNSET,
+    server_header: str | None = None,
     disable_date_header: bool = False,
     disable_content_type_header: bool = False,
 ) -> Profile:
     """Apply the 2026.3 response-header config options; refuse them on older versions.
 
-    ``server_header`` follows ``alternator_http_response_server_header``: control characters
-    are stripped, and an empty or whitespace-only value sends no ``Server`` header.
+    ``server_header`` follows ``alternator_http_response_server_header``: None keeps the
+    version's default; control characters are stripped, and an empty or whitespace-only value
+    sends no ``Server`` header.
     """
-    asked = server_header is not _UNSET or disable_date_header or disable_content_type_header
+    asked = server_header is not None or disable_date_header or disable_content_type_header
     if not asked:
         return profile
     if not profile.header_options:
@@ -91,8 +89,8 @@ def with_header_options(
             "(server_header / disable_date_header / disable_content_type_header need 2026.3+)"
         )
     server = profile.server_header
-    if server_header is not _UNSET:
-        cleaned = "".join(c for c in (server_header or "") if ord(c) >= 0x20 and ord(c) != 0x7F)
+    if server_header is not None:
+        cleaned = "".join(c for c in server_header if ord(c) >= 0x20 and ord(c) != 0x7F)
         server = cleaned if cleaned.strip() else None
     return dataclasses.replace(
         profile,

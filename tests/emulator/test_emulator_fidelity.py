@@ -58,7 +58,9 @@ def _nested(depth: int) -> bytes:
 
 
 @pytest.mark.parametrize("depth", [79, 1000, 200_000])
-def test_json_nested_deeper_than_78_is_a_validation_error(null_cluster: Cluster, depth: int) -> None:
+def test_json_nested_deeper_than_78_is_a_validation_error(
+    null_cluster: Cluster, depth: int
+) -> None:
     node = null_cluster.nodes[0]
     body = _nested(depth)
     resp, data = _raw(node, "ListTables", body)

@@ -53,7 +53,7 @@ def test_emulator_has_no_import_cycle() -> None:
             if dep == PACKAGE and module != PACKAGE:
                 continue  # "from alternator_shm.emulator import _x" names a submodule
             if state.get(dep) == 1:
-                cycle = path[path.index(dep) :] + [dep]
+                cycle = [*path[path.index(dep) :], dep]
                 raise AssertionError("import cycle: " + " -> ".join(cycle))
             if dep not in state:
                 visit(dep, [*path, dep])
@@ -62,3 +62,21 @@ def test_emulator_has_no_import_cycle() -> None:
     for module in sorted(graph):
         if module not in state:
             visit(module, [module])
+
+
+def test_readme_lists_exactly_the_accepted_profiles_and_backends() -> None:
+    """Profiles documented = profiles accepted; the same for storage backends."""
+    import re
+
+    from alternator_shm.emulator import PROFILES
+    from alternator_shm.emulator._cluster import BACKENDS
+
+    text = (ROOT / "README.md").read_text()
+    profiles = text.split("### Profiles", 1)[1].split("###", 1)[0]
+    rows = [line for line in profiles.splitlines() if line.startswith("| `")]
+    documented = {name for row in rows for name in re.findall(r"`([^`]+)`", row.split("|")[1])}
+    assert documented == set(PROFILES)
+    backends = text.split("### Storage backends", 1)[1]
+    table = backends.split("\n\n", 2)[1]
+    listed = {row.split("|")[1].strip().strip("`") for row in table.splitlines()[2:]}
+    assert listed == set(BACKENDS)
