@@ -147,13 +147,16 @@ def test_stop_leaves_no_thread() -> None:
 def _reset_on_request(ip: str, port: int) -> bool:
     """True when the port accepts a connection and then resets (or closes) it unanswered."""
     try:
-        with socket.create_connection((ip, port), timeout=5) as sock:
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            return sock.recv(100) == b""
-    except ConnectionResetError:
-        return True
+        sock = socket.create_connection((ip, port), timeout=5)
     except ConnectionRefusedError:
         return False
+    try:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        return sock.recv(100) == b""
+    except ConnectionError:  # reset, or a broken pipe when the reset came first
+        return True
+    finally:
+        sock.close()
 
 
 def _wait_state(node: Node, state: str, timeout: float = 10.0) -> None:
