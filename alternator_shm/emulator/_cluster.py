@@ -31,6 +31,7 @@ from alternator_shm.emulator._backends import (
     HttpBackend,
     MotoBackend,
     NullBackend,
+    cluster_access_key,
 )
 from alternator_shm.emulator._log import RequestLog, RequestLogEntry
 from alternator_shm.emulator._process import ControlServer, ProcessRuntime
@@ -370,9 +371,12 @@ class Cluster:
         disable_date_header: bool = False,
         disable_content_type_header: bool = False,
         mtls: bool = False,
+        dynamodb_local: DynamoDBLocalServer | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+        if dynamodb_local is not None and backend != "dynamodb-local":
+            raise ValueError("dynamodb_local= is for backend='dynamodb-local'")
         self.profile: Profile = with_header_options(
             get_profile(profile),
             server_header=server_header,
@@ -401,7 +405,7 @@ class Cluster:
         self._control: ControlServer | None = None
         self.backend_url: str | None = None
         try:
-            self._backend = self._make_backend(backend)
+            self._backend = self._make_backend(backend, dynamodb_local)
             if https:
                 import trustme
 
@@ -429,13 +433,15 @@ class Cluster:
 
     # ------------------------------------------------------------------ setup helpers
 
-    def _make_backend(self, name: str) -> Backend:
+    def _make_backend(self, name: str, shared_ddb: DynamoDBLocalServer | None) -> Backend:
         if name == "null":
             return NullBackend()
         if name == "dynamodb-local":
-            self._ddb_local = DynamoDBLocalServer()
-            self.backend_url = self._ddb_local.url
-            return HttpBackend(self._ddb_local.url)
+            server = shared_ddb
+            if server is None:  # our own, stopped with the cluster
+                server = self._ddb_local = DynamoDBLocalServer()
+            self.backend_url = server.url
+            return HttpBackend(server.url, access_key=cluster_access_key(self.account_id))
         return MotoBackend(self.account_id)
 
     def _bind_block(self, count: int, port: int | None) -> list[socket.socket]:

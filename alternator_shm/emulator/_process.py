@@ -23,7 +23,12 @@ from urllib.parse import parse_qs
 import urllib3
 
 from alternator_shm.emulator._api import Fault
-from alternator_shm.emulator._backends import Backend, HttpBackend, NullBackend
+from alternator_shm.emulator._backends import (
+    Backend,
+    HttpBackend,
+    NullBackend,
+    cluster_access_key,
+)
 from alternator_shm.emulator._log import RequestLogEntry
 from alternator_shm.emulator._profiles import Profile
 from alternator_shm.emulator._runtime import RuntimeHost
@@ -202,4 +207,6 @@ class RemoteContext:
 def make_child_backend(spec: str, account_id: str) -> Backend:
     if spec == "null":
         return NullBackend()
-    return HttpBackend(spec, {"x-moto-account-id": account_id})
+    return HttpBackend(
+        spec, {"x-moto-account-id": account_id}, access_key=cluster_access_key(account_id)
+    )
