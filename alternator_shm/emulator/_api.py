@@ -311,7 +311,7 @@ def _api_pipeline(
     parsed: Any = parse_request_json(body)
     if not isinstance(parsed, dict):
         raise ApiError(400, "ValidationException", "Request content must be an object")
-    check_number_values(operation, parsed)
+    check_number_values(operation, parsed, body)
     # 7. DescribeEndpoints is answered from the Host header.
     if operation == "DescribeEndpoints":
         host = request.header("Host") or ""

@@ -304,13 +304,18 @@ def parse_request_json(body: bytes) -> Any:
     return parsed
 
 
-def check_number_values(operation: str, request: Any) -> None:
+_NUMBER_NOT_STRING = re.compile(rb'"N"\s*:\s*[^"\s{]|\\u')  # or any escape: "\u004E"
+
+
+def check_number_values(operation: str, request: Any, raw: bytes) -> None:
     """Refuse a number attribute sent as a JSON number (``{"N": 5}``), like Alternator does.
 
     Alternator (and DynamoDB) answer SerializationException; moto agrees but DynamoDB Local
     stores the item, so the front checks it for every backend. An ``"N"`` whose value is an
     object is an attribute *named* N inside a map or item, and is walked into instead.
     """
+    if not _NUMBER_NOT_STRING.search(raw):
+        return  # the common case: no "N" followed by anything but a string or an object
     stack: list[Any] = [request]
     while stack:
         value = stack.pop()
