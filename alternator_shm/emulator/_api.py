@@ -321,7 +321,7 @@ def _api_pipeline(
     else:
         try:
             if operation == "BatchWriteItem":
-                status, data = _batch_write(ctx, target, parsed)
+                status, data = _batch_write(ctx, target, parsed, body)
             else:
                 status, data = ctx.backend.call(operation, target, body)
         except ApiError:
@@ -353,7 +353,9 @@ BATCH_WRITE_MAX = 100  # Alternator's BatchWriteItem limit (compatibility.md); D
 _BACKEND_BATCH = 25  # what the storage backends (DynamoDB's rules) accept per call
 
 
-def _batch_write(ctx: NodeContext, target: str, request: dict[str, Any]) -> tuple[int, bytes]:
+def _batch_write(
+    ctx: NodeContext, target: str, request: dict[str, Any], body: bytes
+) -> tuple[int, bytes]:
     """BatchWriteItem with up to 100 writes, sent to the backend 25 at a time.
 
     The first failing chunk's answer is the answer (chunks before it stay written, as when
@@ -361,7 +363,7 @@ def _batch_write(ctx: NodeContext, target: str, request: dict[str, Any]) -> tupl
     """
     items = request.get("RequestItems")
     if not isinstance(items, dict):
-        return ctx.backend.call("BatchWriteItem", target, json.dumps(request).encode())
+        return ctx.backend.call("BatchWriteItem", target, body)
     writes = [
         (table, write)
         for table, table_writes in items.items()
@@ -373,14 +375,14 @@ def _batch_write(ctx: NodeContext, target: str, request: dict[str, Any]) -> tupl
             400, "ValidationException", "Too many items requested for the BatchWriteItem call"
         )
     if len(writes) <= _BACKEND_BATCH:
-        return ctx.backend.call("BatchWriteItem", target, json.dumps(request).encode())
+        return ctx.backend.call("BatchWriteItem", target, body)
     unprocessed: dict[str, list[Any]] = {}
     for start in range(0, len(writes), _BACKEND_BATCH):
         chunk: dict[str, list[Any]] = {}
         for table, write in writes[start : start + _BACKEND_BATCH]:
             chunk.setdefault(table, []).append(write)
-        body = json.dumps({**request, "RequestItems": chunk}).encode()
-        status, data = ctx.backend.call("BatchWriteItem", target, body)
+        part = json.dumps({**request, "RequestItems": chunk}).encode()
+        status, data = ctx.backend.call("BatchWriteItem", target, part)
         if status != 200:
             return status, data
         answer = json.loads(data) if data else {}

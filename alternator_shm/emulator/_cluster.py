@@ -137,7 +137,7 @@ class Node:
             refuser.kill(reset=True)
 
     def hold_serving(self, mode: BeforeServing = "closed") -> None:
-        """ "Listed before serving": gossip NORMAL, so every other node lists this one in
+        """Listed before serving: gossip NORMAL, so every other node lists this one in
         ``/localnodes``, but the Alternator port is not open yet, as when a real node has
         joined and not yet started its protocol servers (main.cc registers them last).
 
