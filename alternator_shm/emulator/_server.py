@@ -371,7 +371,7 @@ def bind_listener(ip: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((ip, port))
-        sock.listen(128)
+        sock.listen(1024)  # bursts of hundreds of concurrent connects on a busy host
     except OSError:
         sock.close()
         raise
