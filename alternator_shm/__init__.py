@@ -21,6 +21,7 @@ from alternator_shm.errors import (
 
 if TYPE_CHECKING:
     from alternator_shm.fleet import FleetStats, NodeStats
+    from alternator_shm.fleet.health import HealthSettings
     from alternator_shm.helper import Helper
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
@@ -30,6 +31,7 @@ __all__ = [
     "ConfigurationError",
     "DiscoveryError",
     "FleetStats",
+    "HealthSettings",
     "Helper",
     "NoLiveNodesError",
     "NodeStats",
@@ -41,6 +43,7 @@ _LAZY = {
     "Helper": "alternator_shm.helper",
     "FleetStats": "alternator_shm.fleet",
     "NodeStats": "alternator_shm.fleet",
+    "HealthSettings": "alternator_shm.fleet.health",
 }
 
 

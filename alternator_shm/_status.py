@@ -58,12 +58,16 @@ def _print_human(fleets: list[FleetStats]) -> None:
             f"  last refresh {_age(st.last_refresh_age_s)}   refreshes {st.refreshes}   "
             f"consecutive failures {st.consecutive_refresh_failures}"
         )
+        if not st.node_health:
+            print("  node health off (node_health=False): every node is in rotation")
         print(f"  {'node':40} {'picks':>10} {'failures':>9}  state")
         for node in st.nodes:
             ns = st.per_node.get(node)
             picks = ns.picks if ns else 0
             failures = ns.failures if ns else 0
-            state = "QUARANTINED" if ns and ns.quarantined else "ok"
+            state = ns.state.upper() if ns else "ACTIVE"
+            if ns and ns.state == "down":
+                state += f" (generation {ns.generation})"
             print(f"  {node:40} {picks:>10} {failures:>9}  {state}")
         print()
 

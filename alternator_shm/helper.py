@@ -9,7 +9,6 @@ table, one round-robin counter and one view of node health.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import logging
 import os
@@ -29,14 +28,17 @@ from botocore.credentials import (
     RefreshableCredentials,
 )
 
+from alternator_shm import _options
 from alternator_shm import discovery as _discovery
 from alternator_shm.affinity import MODES as _AFFINITY_MODES
 from alternator_shm.affinity import Affinity
 from alternator_shm.discovery import Discovery, node_url
 from alternator_shm.errors import ConfigurationError, NoLiveNodesError
 from alternator_shm.fleet import FleetStats
+from alternator_shm.fleet import identity as _identity
 from alternator_shm.fleet.failsoft import MODES as _SHARED_MODES
 from alternator_shm.fleet.failsoft import FailSoftFleet, default_shm_dir
+from alternator_shm.fleet.health import HealthSettings
 from alternator_shm.hooks import HookOptions, register_hooks
 from alternator_shm.routing import Router
 from alternator_shm.transport import Transport, TransportOptions
@@ -84,6 +86,7 @@ class _Options:
     refresh_interval: float = 1.0
     idle_refresh_interval: float = 60.0
     namespace: str | None = None
+    node_health: bool | HealthSettings = True
     shared: Literal["auto", "required", "off"] = "auto"
     key_route_affinity: Literal["rmw", "any_write"] | None = None
     # Sorted (table, attribute) pairs: hashable, picklable, immune to the caller's edits.
@@ -197,6 +200,7 @@ def _validate(seeds: Sequence[str], kw: dict[str, Any]) -> _Options:
         raise ConfigurationError("botocore_config must be a botocore.config.Config")
     if kw["session"] is not None and not isinstance(kw["session"], boto3.Session):
         raise ConfigurationError("session must be a boto3.Session")
+    _options.health_settings(kw["node_health"])  # raises ConfigurationError when invalid
     _check_affinity(kw)
     if kw["rack"] is not None and kw["datacenter"] is None:
         _log.debug("rack without datacenter: the rack is looked up in each seed's own DC")
@@ -265,11 +269,7 @@ def _timeouts(config: Config) -> tuple[float, float]:
 
 
 def _default_namespace(o: _Options) -> str:
-    identity = "|".join(
-        [o.scheme, str(o.port), ",".join(o.seeds), o.datacenter or "", o.rack or ""]
-    )
-    digest = hashlib.blake2b(identity.encode(), digest_size=8).hexdigest()
-    return f"alt-{digest}"
+    return _options.default_namespace(_options.identity_options(o))
 
 
 class _GivenCredentials(CredentialProvider):
@@ -321,6 +321,7 @@ class Helper:
         refresh_interval: float = 1.0,
         idle_refresh_interval: float = 60.0,
         namespace: str | None = None,
+        node_health: bool | HealthSettings = True,
         shared: Literal["auto", "required", "off"] = "auto",
         key_route_affinity: Literal["rmw", "any_write"] | None = None,
         partition_keys: Mapping[str, str] | None = None,
@@ -423,6 +424,8 @@ class Helper:
                 probe=self._probe,
                 refresh_interval=o.refresh_interval,
                 idle_refresh_interval=o.idle_refresh_interval,
+                health=_options.health_settings(o.node_health),
+                identity=_identity.encode(_options.identity_options(o)),
             )
             self._router = Router(
                 self._fleet, [node_url(o.scheme, s, o.port) for s in o.seeds], fallback=o.fallback

@@ -25,7 +25,7 @@ import botocore.hooks
 
 from alternator_shm.affinity import Affinity, DescribeTable
 from alternator_shm.aio.transport import AsyncTransport
-from alternator_shm.hooks import HookOptions, Router, _Handlers
+from alternator_shm.hooks import HEALTH_NEUTRAL_STATUSES, HookOptions, Router, _Handlers
 
 __all__ = ["register_async_hooks"]
 
@@ -60,7 +60,8 @@ class _AsyncHandlers:
         except (botocore.exceptions.HTTPClientError, botocore.exceptions.ConnectionError) as e:
             handlers.router.report_failure(node, e)
             raise
-        handlers.router.report_success(node)
+        if response.status_code not in HEALTH_NEUTRAL_STATUSES:  # 500/502/503/504: neutral
+            handlers.router.report_success(node)
         return response
 
 

@@ -56,8 +56,9 @@ COUNTER_HOLDER_OFF: Final = 0x188  # flock backend: pid of the last counter-lock
 REQUEST_OFF: Final = 0x200  # refresh requests (followers add 1); own line
 REQUEST_SERVED_OFF: Final = 0x208  # the request value the leader's last attempt answered
 
-HEALTH_VERSION_OFF: Final = 0x280  # bumped on every quarantine change; own line
+HEALTH_VERSION_OFF: Final = 0x280  # bumped on every health state change; own line
 HEALTH_OVERFLOW_OFF: Final = 0x288  # nodes that found no free health slot
+HEALTH_MODE_OFF: Final = 0x290  # 1 = node health on, 2 = off (node_health=False); leader-written
 
 NAMESPACE_LEN_OFF: Final = 0x300  # u32 length, u32 reserved
 NAMESPACE_OFF: Final = 0x308
@@ -66,17 +67,24 @@ NAMESPACE_MAX: Final = 0x0F8  # 248 bytes, truncated (diagnostics: lets `status`
 ERROR_OFF: Final = 0x400
 ERROR_MAX: Final = 0x100  # last refresh error text, truncated
 
-# -- health: per-node counters, claimed by key ----------------------------------------------------
+# Options the leader runs with (fleet/identity.py): "name=digest" lines, self-validating.
+IDENTITY_LEN_OFF: Final = 0xC00  # u32 length, u32 reserved
+IDENTITY_DIGEST_OFF: Final = 0xC08  # blake2b-128 of the text
+IDENTITY_OFF: Final = 0xC20
+IDENTITY_MAX: Final = HEADER_SIZE - IDENTITY_OFF
+
+# -- health: one 48-byte entry per node, claimed by key (owned by fleet/health.py) -------------
+# 1024 x 48 B = 48 KiB: one entry per node of the table plus room for departed nodes' history.
 HEALTH_OFF: Final = HEADER_SIZE
 HEALTH_CAPACITY: Final = 1024  # = MAX_NODES: a full table never overflows the health entries
-HEALTH_ENTRY: Final = 64
+HEALTH_ENTRY: Final = 48
 # fields of one entry, relative to its start
-H_KEY: Final = 0x00  # 64-bit hash of the node string, 0 = free
-H_FAILURES: Final = 0x08
-H_PICKS: Final = 0x10
-H_QUARANTINED: Final = 0x18  # monotonic ns of the failure that quarantined it, 0 = healthy
-H_LAST_FAILURE: Final = 0x20  # monotonic ns of the last reported failure
-H_LAST_PROBE: Final = 0x28  # monotonic ns of the leader's last probe
+H_KEY: Final = 0x00  # 64-bit hash of the canonical endpoint, 0 = free
+H_STATUS: Final = 0x08  # CAS-only word: claim tag, generation, state, failures, successes
+H_PICKS: Final = 0x10  # attempts routed to the node (fetch-add; stats)
+H_FAILURES: Final = 0x18  # traffic failures ever reported (fetch-add; stats)
+H_UPDATED: Final = 0x20  # monotonic ns of the last accepted observation (diagnostics)
+H_PROBED: Final = 0x28  # monotonic ns the leader last started a probe of the node
 HEALTH_SIZE: Final = HEALTH_CAPACITY * HEALTH_ENTRY
 
 # -- node table: two self-validating slots --------------------------------------------------------

@@ -22,12 +22,24 @@ _W = layout.word_index
 
 @dataclass(frozen=True)
 class NodeStats:
-    """Shared counters of one node of the table."""
+    """Shared counters and health of one node of the table.
+
+    ``state`` is the node-health state: ``"active"`` (in rotation), ``"quarantined"`` (new or
+    recovering: tried only after every active node) or ``"down"`` (no traffic until probes
+    succeed); always ``"active"`` with ``node_health=False``. ``quarantined`` is True for every
+    state but ``"active"`` (the node is out of the ordinary rotation). ``failures`` counts every
+    traffic failure ever reported; ``consecutive_failures`` / ``successes`` are the health
+    machine's streaks and ``generation`` its down-count (see the README's node-health section).
+    """
 
     picks: int
     failures: int
     quarantined: bool
-    quarantined_since_ns: int = 0  # monotonic ns of the failure that quarantined it, 0 if not
+    state: str = "active"
+    generation: int = 0
+    consecutive_failures: int = 0
+    successes: int = 0
+    last_update_age_s: float | None = None  # since the last accepted health observation
 
 
 @dataclass(frozen=True)
@@ -53,6 +65,7 @@ class FleetStats:
     health_slots_used: int = 0
     health_capacity: int = layout.HEALTH_CAPACITY
     health_overflow: int = 0
+    node_health: bool = True  # False: the namespace runs with node_health=False
     segment_size: int = layout.TOTAL_SIZE
     shm_dir: str = segment.DEFAULT_SHM_DIR
     # "shared": this process uses the host-wide segment; "local": it balances alone (its own
@@ -112,7 +125,16 @@ def snapshot(
     w, nodes = read if read is not None else (int(words[_W(layout.PUBLISH_OFF)]), ())
     counters = health.node_counters(words, nodes)
     per_node = {
-        n: NodeStats(c.picks, c.failures, c.quarantined_since_ns != 0, c.quarantined_since_ns)
+        n: NodeStats(
+            picks=c.picks,
+            failures=c.failures,
+            quarantined=c.state is not health.State.ACTIVE,
+            state=c.state.label,
+            generation=c.generation,
+            consecutive_failures=c.consecutive_failures,
+            successes=c.successes,
+            last_update_age_s=_age(now, c.updated_ns),
+        )
         for n, c in counters.items()
     }
     backend = layout.BACKEND_NAMES.get(segment.backend_code(words), "unknown")
@@ -135,6 +157,7 @@ def snapshot(
         is_leader=self_leads,
         health_slots_used=health.slots_used(words),
         health_overflow=int(words[_W(layout.HEALTH_OVERFLOW_OFF)]),
+        node_health=health.health_enabled(words),
         shm_dir=shm_dir,
         leader_epoch=int(words[_W(layout.EPOCH_OFF)]),
         leader_mode=_MODES.get(int(words[_W(layout.LEADER_MODE_OFF)]), ""),
