@@ -50,6 +50,7 @@ from urllib3.connection import HTTPConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.ssl_ import create_urllib3_context, is_ipaddress
 
+from alternator_shm import _forksafe
 from alternator_shm._forksafe import ForkSafeLock
 from alternator_shm.errors import ConfigurationError
 
@@ -143,7 +144,12 @@ def close_inherited_connections() -> None:
         _drop_socket(conn)
 
 
-os.register_at_fork(after_in_child=close_inherited_connections)
+def _after_fork_in_child() -> None:
+    if _forksafe.AT_FORK_HOOKS:
+        close_inherited_connections()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _ReentrantLifoQueue(queue.LifoQueue[Any]):
