@@ -13,20 +13,29 @@ import hashlib
 import ipaddress
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import boto3
 import botocore
 import botocore.session
+import botocore.utils
 from botocore.config import Config
-from botocore.credentials import CredentialProvider, CredentialResolver, Credentials
+from botocore.credentials import (
+    CredentialProvider,
+    CredentialResolver,
+    Credentials,
+    RefreshableCredentials,
+)
 from botocore.useragent import sanitize_user_agent_string_component
 
 from alternator_shm import discovery as _discovery
 from alternator_shm._forksafe import ForkSafeLock
 from alternator_shm._version import __version__
+from alternator_shm.affinity import MODES as _AFFINITY_MODES
+from alternator_shm.affinity import Affinity
 from alternator_shm.discovery import Discovery, node_url
 from alternator_shm.errors import ConfigurationError
 from alternator_shm.fleet import FleetStats, SharedFleet
@@ -36,6 +45,8 @@ from alternator_shm.transport import Transport, TransportOptions
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient, DynamoDBServiceResource
+
+    from alternator_shm.aio.transport import AsyncTransport
 
 __all__ = ["Helper"]
 
@@ -75,6 +86,9 @@ class _Options:
     refresh_interval: float = 1.0
     idle_refresh_interval: float = 60.0
     namespace: str | None = None
+    key_route_affinity: Literal["rmw", "any_write"] | None = None
+    # Sorted (table, attribute) pairs: hashable, picklable, immune to the caller's edits.
+    partition_keys: tuple[tuple[str, str], ...] | None = None
     botocore_config: Config | None = field(default=None, compare=False)
     session: boto3.Session | None = field(default=None, compare=False)
 
@@ -180,9 +194,37 @@ def _validate(seeds: Sequence[str], kw: dict[str, Any]) -> _Options:
         raise ConfigurationError("botocore_config must be a botocore.config.Config")
     if kw["session"] is not None and not isinstance(kw["session"], boto3.Session):
         raise ConfigurationError("session must be a boto3.Session")
+    _check_affinity(kw)
     if kw["rack"] is not None and kw["datacenter"] is None:
         _log.debug("rack without datacenter: the rack is looked up in each seed's own DC")
     return _Options(**kw)
+
+
+def _check_affinity(kw: dict[str, Any]) -> None:
+    """``key_route_affinity`` and ``partition_keys`` (key-route-affinity.md; API.md)."""
+    mode = kw["key_route_affinity"]
+    if mode is not None and mode not in _AFFINITY_MODES:
+        raise ConfigurationError(
+            f"key_route_affinity must be None, 'rmw' or 'any_write', got {mode!r}"
+        )
+    keys = kw["partition_keys"]
+    if keys is None:
+        return
+    if mode is None:
+        # It would have no effect: refuse rather than ignore it.
+        raise ConfigurationError("partition_keys needs key_route_affinity='rmw' or 'any_write'")
+    if isinstance(keys, tuple):  # a pickled Helper's own form
+        keys = dict(keys)
+    if not isinstance(keys, Mapping):
+        raise ConfigurationError(
+            f"partition_keys must be a mapping {{table: hash_key_attribute}}, got {keys!r}"
+        )
+    for table, attribute in keys.items():
+        if not (isinstance(table, str) and table and isinstance(attribute, str) and attribute):
+            raise ConfigurationError(
+                f"partition_keys entries must be non-empty strings, got {table!r}: {attribute!r}"
+            )
+    kw["partition_keys"] = tuple(sorted(keys.items()))
 
 
 def _merge_config(base: Config, user: Config | None) -> Config:
@@ -270,6 +312,8 @@ class Helper:
         refresh_interval: float = 1.0,
         idle_refresh_interval: float = 60.0,
         namespace: str | None = None,
+        key_route_affinity: Literal["rmw", "any_write"] | None = None,
+        partition_keys: Mapping[str, str] | None = None,
         botocore_config: Config | None = None,
         session: boto3.Session | None = None,
     ) -> None:
@@ -299,6 +343,8 @@ class Helper:
         self._discovery_transport: Transport | None = None
         self._discovery_obj: Discovery | None = None
         self._boto_session: boto3.Session | None = None
+        self._affinity: Affinity | None = None
+        self._async_transports: dict[TransportOptions, AsyncTransport] = {}
 
     # -- pickling: spawn / forkserver workers rebuild the Helper from its options -------------
 
@@ -352,6 +398,8 @@ class Helper:
                 idle_refresh_interval=o.idle_refresh_interval,
             )
             self._router = Router(self._fleet, [node_url(o.scheme, s, o.port) for s in o.seeds])
+            if o.key_route_affinity is not None:
+                self._affinity = Affinity(o.key_route_affinity, dict(o.partition_keys or ()))
             self._built = True
 
     def _refresh(self) -> Sequence[str]:
@@ -558,6 +606,23 @@ class Helper:
             parts.append(extra)
         return " ".join(parts)
 
+    def _hook_options(self, config: Config, user_config: Config | None) -> HookOptions:
+        o = self._options
+        return HookOptions(
+            optimize_headers=o.optimize_headers,
+            user_agent=self._user_agent(config, user_config),
+            request_compression=o.request_compression,
+            response_compression=o.response_compression,
+        )
+
+    def _environment_proxies(self) -> bool:
+        """True if HTTP(S)_PROXY (after NO_PROXY) would send some seed through a proxy."""
+        o = self._options
+        return any(
+            botocore.utils.get_environ_proxies(node_url(o.scheme, seed, o.port))
+            for seed in o.seeds
+        )
+
     def _router_bootstrap(self) -> str:
         o = self._options
         return node_url(o.scheme, o.seeds[0], o.port)
@@ -567,19 +632,15 @@ class Helper:
         config = client.meta.config
         transport = self._transport(self._transport_options(config, user_config, verify))
         transport.prepare()  # a bad CA bundle, client cert or key log is refused now
-        o = self._options
         register_hooks(
             client.meta.events,
             router=self._router,
             transport=transport,
-            options=HookOptions(
-                optimize_headers=o.optimize_headers,
-                user_agent=self._user_agent(config, user_config),
-                request_compression=o.request_compression,
-                response_compression=o.response_compression,
-            ),
+            options=self._hook_options(config, user_config),
             # The client's own merged config, so a per-client config= timeout applies too.
             timeout=_timeouts(config),
+            affinity=self._affinity,
+            client=client,
         )
 
     # -- public API ---------------------------------------------------------------------------
@@ -606,6 +667,79 @@ class Helper:
             resource = self._session().resource("dynamodb", **kwargs)
         self._install(resource.meta.client, user_config, resource_kwargs.get("verify"))
         return resource
+
+    @asynccontextmanager
+    async def new_async_dynamodb_client(self, **client_kwargs: Any) -> AsyncIterator[Any]:
+        """An async context manager yielding a genuine aiobotocore DynamoDB client.
+
+        Every attempt is routed exactly as for :meth:`new_dynamodb_client` (shared counter,
+        shared health, node chosen before signing, retries to nodes not yet tried), with the
+        same options and errors; the event loop is never blocked. Needs the extra
+        ``alternator-shm[async]`` (aiobotocore).
+
+        Raises:
+            ConfigurationError: aiobotocore is not installed, the Helper was built with a
+                boto3 ``session=`` (its credential chain is synchronous), or an option is
+                refused as for the sync client.
+        """
+        try:
+            from aiobotocore.session import get_session
+
+            from alternator_shm.aio.hooks import register_async_hooks
+            from alternator_shm.aio.transport import AsyncTransport
+        except ImportError as e:  # pragma: no cover - exercised without the extra
+            raise ConfigurationError(
+                "the async client needs aiobotocore: pip install 'alternator-shm[async]'"
+            ) from e
+        if self._options.session is not None:
+            raise ConfigurationError(
+                "new_async_dynamodb_client cannot use a boto3 session=: aiobotocore needs its "
+                "own; pass credentials= (or rely on the default credential chain) instead"
+            )
+        self._ensure()
+        kwargs, user_config = self._client_kwargs(client_kwargs)
+        creds = self._options.credentials
+        if isinstance(creds, RefreshableCredentials):
+            raise ConfigurationError(
+                "new_async_dynamodb_client cannot refresh botocore RefreshableCredentials; "
+                "pass credentials=(key, secret[, token]) or rely on aiobotocore's default chain"
+            )
+        if isinstance(creds, Credentials):
+            frozen = creds.get_frozen_credentials()
+            kwargs.setdefault("aws_access_key_id", frozen.access_key)
+            kwargs.setdefault("aws_secret_access_key", frozen.secret_key)
+            if frozen.token:
+                kwargs.setdefault("aws_session_token", frozen.token)
+        assert self._router is not None
+        fleet = self._fleet
+        assert fleet is not None
+        async with get_session().create_client("dynamodb", **kwargs) as client:
+            config = client.meta.config
+            options = self._transport_options(config, user_config, client_kwargs.get("verify"))
+            if options.proxies or (options.proxies is None and self._environment_proxies()):
+                raise ConfigurationError(
+                    "proxies (Config(proxies=...) or HTTP(S)_PROXY) are not supported by "
+                    "new_async_dynamodb_client yet; use new_dynamodb_client, or NO_PROXY"
+                )
+            with self._lock:
+                transport = self._async_transports.get(options)
+                if transport is None:
+                    transport = self._async_transports[options] = AsyncTransport(options)
+            register_async_hooks(
+                client.meta.events,
+                router=self._router,
+                transport=transport,
+                options=self._hook_options(config, user_config),
+                timeout=_timeouts(config),
+                table_ready=lambda: bool(fleet.nodes()),
+                affinity=self._affinity,
+                client=client,
+            )
+            transport.acquire()
+            try:
+                yield client
+            finally:
+                await transport.release()
 
     def _discovery(self) -> Discovery:
         self._ensure()
@@ -661,9 +795,11 @@ class Helper:
         critical section, and while other threads are mid-request (they finish, or fail with
         a botocore error; the Helper stays usable and re-attaches on next use).
         """
-        fleet, router = self._fleet, self._router
+        fleet, router, affinity = self._fleet, self._router, self._affinity
         if fleet is not None:
             fleet.close()
+        if affinity is not None:
+            affinity.close()
         if router is not None:
             router.forget_start()
         for transport in [*list(self._transports.values()), self._discovery_transport]:
