@@ -46,6 +46,7 @@ import botocore.exceptions
 import botocore.httpsession
 import botocore.utils
 import urllib3
+from urllib3._base_connection import ProxyConfig
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.ssl_ import create_urllib3_context, is_ipaddress
@@ -197,6 +198,26 @@ class _UnverifiedHTTPSPool(_HTTPSPool):
         HTTPConnectionPool._validate_conn(self, conn)
         if conn.is_closed:
             conn.connect()
+
+
+class _ForwardingConnection(HTTPConnection):
+    """An unpooled connection to a forwarding proxy: sends the absolute-form request line."""
+
+    origin = ""
+    proxy_headers: Mapping[str, str] = {}
+
+    def request(  # type: ignore[override]
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if url.startswith("/"):
+            url = self.origin + url
+        merged = {**dict(headers or {}), **dict(self.proxy_headers)}
+        super().request(method, url, body=body, headers=merged, **kwargs)
 
 
 class _BufferedBody:
@@ -555,22 +576,47 @@ class Transport:
     def connection(self, url: str, *, timeout: float) -> HTTPConnection:
         """A new, unpooled urllib3 connection to ``url``'s host and port (not yet connected).
 
-        Same TLS context and socket options as the pooled connections. The caller owns it: it
-        can shut its socket down from another thread to enforce a total deadline (discovery's
-        bounded requests), which a pooled connection hidden inside ``urlopen`` does not allow.
-        ``timeout`` (seconds) is the socket timeout used for connecting.
+        Same TLS context, socket options and proxy as the pooled connections. The caller owns
+        it: it can shut its socket down from another thread to enforce a total deadline
+        (discovery's bounded requests), which a pooled connection hidden inside ``urlopen``
+        does not allow. ``timeout`` (seconds) is the socket timeout used for connecting.
         """
-        manager = self._pool_manager()
+        st = self._state()
         parts = urlsplit(url)
         host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme == "https" else 80)
         options = _socket_options(self.options.tcp_keepalive)
+        context = st.ssl_context
+        if parts.scheme == "https" and context is None:
+            context = _ssl_context(self.options)
+        proxy = self._proxy_url(st, url)
+        if proxy is None:
+            if parts.scheme == "https":
+                return HTTPSConnection(
+                    host, port, timeout=timeout, socket_options=options, ssl_context=context
+                )
+            return HTTPConnection(host, port, timeout=timeout, socket_options=options)
+        # Through the proxy, as the pooled path does: a CONNECT tunnel for https, the
+        # absolute-form request line for http.
+        purl = urllib3.util.parse_url(proxy)
+        headers = self._proxies.proxy_headers_for(proxy)
+        pport = purl.port or (443 if purl.scheme == "https" else 80)
         if parts.scheme == "https":
-            context = manager.connection_pool_kw.get("ssl_context") or _ssl_context(self.options)
-            return HTTPSConnection(
-                host, parts.port or 443, timeout=timeout, socket_options=options,
-                ssl_context=context,
+            config = ProxyConfig(
+                _proxy_ssl_context(self._proxies.settings, proxy), False, None, None
             )
-        return HTTPConnection(host, parts.port or 80, timeout=timeout, socket_options=options)
+            tunnel = HTTPSConnection(
+                purl.host or "", pport, timeout=timeout, socket_options=options,
+                ssl_context=context, proxy=purl, proxy_config=config,
+            )  # fmt: skip
+            tunnel.set_tunnel(host, port, headers=headers, scheme=purl.scheme or "http")
+            return tunnel
+        forward = _ForwardingConnection(
+            purl.host or "", pport, timeout=timeout, socket_options=options, proxy=purl
+        )
+        forward.origin = f"http://{host}:{port}"
+        forward.proxy_headers = headers
+        return forward
 
     # -- botocore requests ----------------------------------------------------------------------
 

@@ -291,6 +291,11 @@ def test_proxy_from_environment(
     with make_helper(cluster) as h:
         h.new_dynamodb_client().get_item(TableName=TABLE, Key=KEY)
         assert len(_api_seen(proxy)) == plain_count == 1
+        h.update_live_nodes()  # discovery goes through the proxy too, absolute-form
+        assert any(
+            m == "GET" and t.startswith("http://") and "/localnodes" in t
+            for m, t, _ in proxy.seen
+        )
     # NO_PROXY is honoured per node, as botocore applies it (host names, not CIDR ranges).
     monkeypatch.setenv("NO_PROXY", ",".join(cluster.seeds))
     proxy.seen.clear()
