@@ -13,19 +13,18 @@ import sys
 from typing import Any
 
 from alternator_shm.fleet import FleetStats, cleanup, list_fleets
-
-_SHM_DIR = "/dev/shm"
+from alternator_shm.fleet.failsoft import default_shm_dir
 
 
 def configure_status_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--namespace", default=None, help="only this namespace")
-    parser.add_argument("--shm-dir", default=_SHM_DIR, help=argparse.SUPPRESS)
+    parser.add_argument("--shm-dir", default=default_shm_dir(), help=argparse.SUPPRESS)
 
 
 def configure_cleanup_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--namespace", default=None, help="only this namespace (default: all)")
-    parser.add_argument("--shm-dir", default=_SHM_DIR, help=argparse.SUPPRESS)
+    parser.add_argument("--shm-dir", default=default_shm_dir(), help=argparse.SUPPRESS)
 
 
 def _to_jsonable(stats: FleetStats) -> dict[str, Any]:
@@ -43,7 +42,16 @@ def _print_human(fleets: list[FleetStats]) -> None:
         print("no shared alternator-shm state for this user on this host")
         return
     for st in fleets:
-        print(f"namespace {st.namespace}  (segment {st.segment_name})")
+        print(f"namespace {st.namespace or '?'}  (segment {st.segment_name})")
+        if st.problem is not None:
+            # listed, not hidden: new processes of this namespace balance alone until it is fixed
+            print(f"  UNUSABLE: {st.problem}")
+            if st.problem.startswith("owned by uid"):
+                print("  (another user created this name: as root, remove the file)")
+            else:
+                print("  (fix: stop the processes attached to it, then `alternator-shm cleanup`)")
+            print()
+            continue
         leader = st.leader_pid if st.leader_pid is not None else "none"
         print(f"  leader pid {leader}   generation {st.generation}   picks {st.picks}")
         print(
