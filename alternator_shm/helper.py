@@ -419,7 +419,11 @@ class Helper:
                 identity=_identity.encode(_options.identity_options(o)),
             )
             self._router = Router(
-                self._fleet, [node_url(o.scheme, s, o.port) for s in o.seeds], fallback=o.fallback
+                self._fleet,
+                [node_url(o.scheme, s, o.port) for s in o.seeds],
+                fallback=o.fallback,
+                scope=(self._discovery_obj.scopes[0].describe()
+                       if o.datacenter or o.rack else None),
             )
             if o.key_route_affinity is not None:
                 self._affinity = Affinity(o.key_route_affinity, dict(o.partition_keys or ()))
