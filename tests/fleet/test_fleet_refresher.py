@@ -103,20 +103,31 @@ def test_refresh_now_without_any_leader_times_out_quietly(make_fleet) -> None:
     assert time.monotonic() - t0 >= 0.2
 
 
+def _settles(fleet, quiet: float = 0.6, timeout: float = 15.0) -> bool:
+    """Whether the refresh count stops moving for ``quiet`` s (many active periods) in time."""
+    deadline = time.monotonic() + timeout
+    last, since = fleet.stats().refreshes, time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = fleet.stats().refreshes
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return True
+    return False
+
+
 def test_active_vs_idle_refresh_period(make_fleet) -> None:
+    # Event-based: at the 0.05 s active period a 0.6 s quiet window would hold ~12 refreshes,
+    # so "settles" proves the idle (100 s) period without racing a fixed sleep.
     cb = Flaky()
     fleet = make_fleet(refresh=cb, refresh_interval=0.05, idle_refresh_interval=100)
     assert fleet.wait_for_nodes(10) == NODES
-    time.sleep(0.1)  # a refresh right after the first one may still be in flight
+    assert _settles(fleet)  # counter idle: 100 s period
     idle_start = fleet.stats().refreshes
-    time.sleep(0.5)
-    assert fleet.stats().refreshes == idle_start  # counter idle: 100 s period
     fleet.advance()
     assert wait_until(lambda: fleet.stats().refreshes > idle_start, 5)
-    time.sleep(0.3)
-    after = fleet.stats().refreshes
-    time.sleep(0.3)
-    assert fleet.stats().refreshes == after  # idle again: the counter has not moved since
+    assert _settles(fleet)  # idle again: the counter has not moved since
 
 
 def _report(ns: str, node: str, what: str) -> dict[str, int]:
