@@ -241,8 +241,9 @@ class _GivenCredentials(CredentialProvider):
 class Helper:
     """Load-balances boto3 DynamoDB traffic over an Alternator cluster, host-wide.
 
-    See ``API.md`` for every option. Errors in options raise :class:`ConfigurationError`
-    immediately; nothing touches the network or shared memory until first use.
+    The options are those of :meth:`__init__` (the README's Options table lists them with their
+    defaults). Errors in options raise :class:`ConfigurationError` immediately; nothing touches
+    the network or shared memory until first use.
     """
 
     def __init__(

@@ -1,7 +1,7 @@
 """Version profiles: the server behaviours a client can observe that changed between releases.
 
-Each flag cites the release that introduced it (see ALTERNATOR_PROTOCOL.md §1.1, §3.2-3.4), so a
-test can reproduce what a client would meet against an older cluster.
+Each flag cites the release that introduced it, so a test can reproduce what a client would
+meet against an older cluster.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+
 from servers.servers_harness import (
     MIN_RATE_PERIODS,
     PHASE_SECONDS,
@@ -28,7 +29,7 @@ from servers.servers_harness import (
 
 
 class _Instant(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         body = json.dumps({"pid": 1, "retries": 0}).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
