@@ -51,34 +51,7 @@ EXAMPLE_HTTP = "127.0.0.1:8080"
 
 # Loaded by every Python process the tests start (PYTHONPATH): refuse traffic off loopback,
 # so a snippet that escaped substitution fails instead of reaching a real network.
-_GUARD = textwrap.dedent(
-    '''
-    import ipaddress, socket
-
-    _connect, _connect_ex = socket.socket.connect, socket.socket.connect_ex
-
-    def _check(sock, address):
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            host = address[0]
-            try:
-                ip = ipaddress.ip_address(host)
-            except ValueError:
-                ip = ipaddress.ip_address(socket.gethostbyname(host))
-            if not ip.is_loopback:
-                raise OSError(f"README test guard: connection to {host} refused")
-
-    def connect(sock, address):
-        _check(sock, address)
-        return _connect(sock, address)
-
-    def connect_ex(sock, address):
-        _check(sock, address)
-        return _connect_ex(sock, address)
-
-    socket.socket.connect = connect
-    socket.socket.connect_ex = connect_ex
-    '''
-)
+GUARD_DIR = Path(__file__).resolve().parent / "loopback_guard"
 
 
 @dataclass(frozen=True)
@@ -203,12 +176,9 @@ class Story:
 @pytest.fixture(scope="module")
 def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
     tmp = tmp_path_factory.mktemp("readme")
-    guard_dir = tmp / "guard"
-    guard_dir.mkdir()
-    (guard_dir / "sitecustomize.py").write_text(_GUARD)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        [str(guard_dir), str(tmp), str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+        [str(GUARD_DIR), str(tmp), str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
     with Cluster(nodes=3, users={"readme": f"secret-{uuid.uuid4().hex[:8]}"}) as cluster:
         st = Story(cluster, tmp, env, "")
         # "Use" runs first: it creates the table the rest of the story uses.
@@ -227,7 +197,7 @@ def test_the_guard_refuses_traffic_off_loopback(story: Story) -> None:
     path.write_text(code)
     proc = subprocess.run([sys.executable, str(path)], env=story.env, capture_output=True,
                           text=True, timeout=30)
-    assert proc.returncode != 0 and "README test guard" in proc.stderr
+    assert proc.returncode != 0 and "loopback guard" in proc.stderr
 
 
 def test_use(story: Story) -> None:

@@ -62,7 +62,7 @@ def build_parser(only: str | None = None) -> CommandParser:
     parser.add_argument("--version", action="version", version=_version(),
                         help="print the version and exit")
     subs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                 parser_class=CommandParser)
+                                 parser_class=CommandParser, help="one of:")
     for name, (module_name, help_text) in _COMMANDS.items():
         sub = subs.add_parser(name, help=help_text, description=help_text)
         if only is None or name == only:

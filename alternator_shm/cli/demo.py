@@ -445,7 +445,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"starting {args.workers} worker processes on namespace {namespace}",
                   file=out)
             print("calls: boto3 operations; retries: extra attempts of a call, each sent to\n"
-                  "another node; n1..n3: attempts (HTTP requests) each node received",
+                  "another node; n1..n3: the attempts each node received",
                   file=out, flush=True)
         _create_table(cluster)
         workers = _Workers(_context(), _settings(cluster, namespace, args.refresh_interval),
