@@ -14,7 +14,8 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 .PHONY: venv install install-demo demo test lint clean
 
 venv:
-	@if [ -z "$(VIRTUAL_ENV)" ] && [ ! -x $(VENV)/bin/pip ]; then \
+ifndef VIRTUAL_ENV
+	@if [ ! -x $(VENV)/bin/pip ]; then \
 	    $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null \
 	        || { echo "make: $(PYTHON) must be Python >= 3.10 (try PYTHON=python3.12)" >&2; exit 1; }; \
 	    echo "creating $(VENV) with $$($(PYTHON) --version)"; \
@@ -23,6 +24,7 @@ venv:
 	        echo "make: '$(PYTHON) -m venv' failed; on Debian/Ubuntu: apt-get install python3-venv" >&2; \
 	        exit 1; }; \
 	fi
+endif
 
 install: venv
 	$(PY) -m pip install $(PIP_FLAGS) -e '.[test,lint]'
