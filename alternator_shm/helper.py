@@ -14,14 +14,20 @@ import ipaddress
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import boto3
 import botocore.session
 from botocore.config import Config
-from botocore.credentials import CredentialProvider, CredentialResolver, Credentials
+from botocore.credentials import (
+    CredentialProvider,
+    CredentialResolver,
+    Credentials,
+    RefreshableCredentials,
+)
 
 from alternator_shm import discovery as _discovery
 from alternator_shm.discovery import Discovery, node_url
@@ -33,6 +39,8 @@ from alternator_shm.transport import Transport, TransportOptions
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient, DynamoDBServiceResource
+
+    from alternator_shm.aio.transport import AsyncTransport
 
 __all__ = ["Helper"]
 
@@ -293,6 +301,7 @@ class Helper:
         self._discovery_transport: Transport | None = None
         self._discovery_obj: Discovery | None = None
         self._boto_session: boto3.Session | None = None
+        self._async_transport: AsyncTransport | None = None
 
     # -- pickling: spawn / forkserver workers rebuild the Helper from its options -------------
 
@@ -466,6 +475,70 @@ class Helper:
             resource = self._session().resource("dynamodb", **kwargs)
         self._install(resource.meta.client)
         return resource
+
+    @asynccontextmanager
+    async def new_async_dynamodb_client(self, **client_kwargs: Any) -> AsyncIterator[Any]:
+        """An async context manager yielding a genuine aiobotocore DynamoDB client.
+
+        Every attempt is routed exactly as for :meth:`new_dynamodb_client` (shared counter,
+        shared health, node chosen before signing, retries to nodes not yet tried), with the
+        same options and errors; the event loop is never blocked. Needs the extra
+        ``alternator-shm[async]`` (aiobotocore).
+
+        Raises:
+            ConfigurationError: aiobotocore is not installed, the Helper was built with a
+                boto3 ``session=`` (its credential chain is synchronous), or an option is
+                refused as for the sync client.
+        """
+        try:
+            from aiobotocore.session import get_session
+
+            from alternator_shm.aio.hooks import register_async_hooks
+            from alternator_shm.aio.transport import AsyncTransport
+        except ImportError as e:  # pragma: no cover - exercised without the extra
+            raise ConfigurationError(
+                "the async client needs aiobotocore: pip install 'alternator-shm[async]'"
+            ) from e
+        if self._options.session is not None:
+            raise ConfigurationError(
+                "new_async_dynamodb_client cannot use a boto3 session=: aiobotocore needs its "
+                "own; pass credentials= (or rely on the default credential chain) instead"
+            )
+        self._ensure()
+        kwargs = self._client_kwargs(client_kwargs)
+        creds = self._options.credentials
+        if isinstance(creds, RefreshableCredentials):
+            raise ConfigurationError(
+                "new_async_dynamodb_client cannot refresh botocore RefreshableCredentials; "
+                "pass credentials=(key, secret[, token]) or rely on aiobotocore's default chain"
+            )
+        if isinstance(creds, Credentials):
+            frozen = creds.get_frozen_credentials()
+            kwargs.setdefault("aws_access_key_id", frozen.access_key)
+            kwargs.setdefault("aws_secret_access_key", frozen.secret_key)
+            if frozen.token:
+                kwargs.setdefault("aws_session_token", frozen.token)
+        assert self._router is not None and self._api_transport is not None
+        with self._lock:
+            if self._async_transport is None:
+                self._async_transport = AsyncTransport(self._api_transport.options)
+            transport = self._async_transport
+        fleet = self._fleet
+        assert fleet is not None
+        async with get_session().create_client("dynamodb", **kwargs) as client:
+            register_async_hooks(
+                client.meta.events,
+                router=self._router,
+                transport=transport,
+                options=self._hook_options(),
+                timeout=_timeouts(client.meta.config),
+                table_ready=lambda: bool(fleet.nodes()),
+            )
+            transport.acquire()
+            try:
+                yield client
+            finally:
+                await transport.release()
 
     def _discovery(self) -> Discovery:
         self._ensure()

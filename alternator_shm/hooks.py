@@ -35,6 +35,7 @@ import botocore.hooks
 from urllib3.util import SKIP_HEADER
 
 from alternator_shm._version import __version__
+from alternator_shm.metrics import annotate_attempt
 from alternator_shm.transport import Transport
 
 __all__ = ["HookOptions", "Router", "register_hooks"]
@@ -105,7 +106,7 @@ class _Handlers:
     def __init__(
         self,
         router: Router,
-        transport: Transport,
+        transport: Transport | None,
         options: HookOptions,
         timeout: tuple[float, float],
     ) -> None:
@@ -148,6 +149,7 @@ class _Handlers:
             tried = context[TRIED_KEY] = []
         node = self._router.choose(tried)
         tried.append(node)
+        annotate_attempt(node, tried)
         url = request.url or "/"
         slash = url.find("/", url.find("://") + 3)
         request.url = node + (url[slash:] if slash >= 0 else "/")
@@ -180,12 +182,8 @@ class _Handlers:
     def before_send(
         self, request: botocore.awsrequest.AWSPreparedRequest, **kwargs: Any
     ) -> botocore.awsrequest.AWSResponse:
-        headers = request.headers
-        if self._optimize:
-            self._trim(headers)
-        for name, value in self._fixed.items():
-            headers[name] = value
-        node = _base_url(request.url)
+        node = self.prepare_send(request)
+        assert self._transport is not None
         try:
             response = self._transport.send(
                 request, timeout=self._timeout, decode_content=self._decode
@@ -197,6 +195,30 @@ class _Handlers:
         # Any HTTP answer, 5xx included, proves the node is reachable.
         self._router.report_success(node)
         return response
+
+    def prepare_send(self, request: botocore.awsrequest.AWSPreparedRequest) -> str:
+        """Set the wire headers of a signed attempt; return the node it goes to.
+
+        Shared by the sync and async send paths (``alternator_shm.aio.hooks``).
+        """
+        headers = request.headers
+        if self._optimize:
+            self._trim(headers)
+        for name, value in self._fixed.items():
+            headers[name] = value
+        return _base_url(request.url)
+
+    @property
+    def router(self) -> Router:
+        return self._router
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        return self._timeout
+
+    @property
+    def decode(self) -> bool:
+        return self._decode
 
     def _trim(self, headers: Any) -> None:
         kept = self._kept

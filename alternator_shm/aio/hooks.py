@@ -1,0 +1,82 @@
+"""aiobotocore event handlers: the sync client's routing and headers, sent through aiohttp.
+
+aiobotocore emits the same ``before-sign`` / ``before-send`` events as botocore, once per
+attempt, and awaits a handler's answer when it is awaitable. So the async client reuses the
+sync handlers (:mod:`alternator_shm.hooks`) for everything up to the wire: request compression,
+routing each attempt before signing (shared counter, shared health, nodes already tried), header
+optimisation and the User-Agent. Only sending differs: :class:`~alternator_shm.aio.transport.
+AsyncTransport` instead of urllib3.
+
+The event loop is never blocked: routing is a few microseconds of shared-memory work once the
+host has a node table; before this process has seen one, the choice (which may wait for the
+refresher's first table, up to the Helper's bound) runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import botocore.awsrequest
+import botocore.exceptions
+import botocore.hooks
+
+from alternator_shm.aio.transport import AsyncTransport
+from alternator_shm.hooks import HookOptions, Router, _Handlers
+
+__all__ = ["register_async_hooks"]
+
+
+class _AsyncHandlers:
+    def __init__(
+        self,
+        handlers: _Handlers,
+        transport: AsyncTransport,
+        table_ready: Callable[[], bool],
+    ) -> None:
+        self._handlers = handlers
+        self._transport = transport
+        self._table_ready = table_ready
+
+    async def before_sign(self, request: botocore.awsrequest.AWSRequest, **kwargs: Any) -> None:
+        if self._table_ready():
+            self._handlers.before_sign(request, **kwargs)
+        else:
+            # The first table may still be on its way: wait for it off the loop.
+            await asyncio.to_thread(self._handlers.before_sign, request, **kwargs)
+
+    async def before_send(
+        self, request: botocore.awsrequest.AWSPreparedRequest, **kwargs: Any
+    ) -> Any:
+        handlers = self._handlers
+        node = handlers.prepare_send(request)
+        try:
+            response = await self._transport.send(
+                request, timeout=handlers.timeout, decode_content=handlers.decode
+            )
+        except (botocore.exceptions.HTTPClientError, botocore.exceptions.ConnectionError) as e:
+            handlers.router.report_failure(node, e)
+            raise
+        handlers.router.report_success(node)
+        return response
+
+
+def register_async_hooks(
+    events: botocore.hooks.BaseEventHooks,
+    *,
+    router: Router,
+    transport: AsyncTransport,
+    options: HookOptions,
+    timeout: tuple[float, float],
+    table_ready: Callable[[], bool],
+) -> None:
+    """Install routing, header, compression and transport handlers on one aiobotocore client.
+
+    ``table_ready`` answers, without blocking, whether routing can pick a node right away
+    (this process has a node table); otherwise the pick runs in a worker thread.
+    """
+    handlers = _AsyncHandlers(_Handlers(router, None, options, timeout), transport, table_ready)
+    # aiobotocore awaits coroutine handlers; botocore-stubs types handlers as sync.
+    events.register("before-sign.dynamodb", handlers.before_sign)  # type: ignore[arg-type]
+    events.register("before-send.dynamodb", handlers.before_send)  # type: ignore[arg-type]

@@ -1,0 +1,291 @@
+"""aiohttp connections from one process's event loops to every node of the cluster.
+
+The async twin of :class:`alternator_shm.transport.Transport`. aiobotocore's own HTTP session
+gives us no say over the TLS context (key log, client certificate from our options), caps the
+*total* number of connections instead of the per-node keep-alive pool, and belongs to one client.
+:class:`AsyncTransport` owns the connections instead:
+
+* one ``aiohttp.ClientSession`` per (process, event loop), shared by every client of the Helper
+  on that loop, with one keep-alive pool per node (``limit_per_host``) and no total cap;
+* the very ``SSLContext`` the sync transport builds (CA bundle, client certificate, key log,
+  optional "ignore certificate errors"), so sync and async traffic trust the same things;
+* TCP keepalive and ``TCP_NODELAY`` on every socket, as for the sync transport;
+* fork safety: a session made in another process is abandoned, never used (its sockets belong
+  to the parent).
+
+:meth:`AsyncTransport.send` speaks aiobotocore: it takes an ``AWSPreparedRequest``, returns an
+``AioAWSResponse`` whose body is already read, and raises the botocore exceptions aiobotocore's
+own session raises for connection-level failures, so retries behave exactly as usual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import os
+import socket
+import ssl
+import zlib
+from typing import Any
+
+import aiohttp
+import botocore.awsrequest
+import botocore.exceptions
+from aiobotocore.awsrequest import AioAWSResponse
+from urllib3.util import SKIP_HEADER
+
+from alternator_shm.transport import TransportOptions, _socket_options, _ssl_context
+
+__all__ = ["AsyncTransport"]
+
+log = logging.getLogger(__name__)
+
+
+class _ReadBody:
+    """An already-read body shaped like the ``raw`` aiobotocore awaits (``await raw.read()``)."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    async def read(self, amt: int | None = None) -> bytes:
+        data = self._data
+        if amt is None or amt >= len(data):
+            self._data = b""
+            return data
+        self._data = data[amt:]
+        return data[:amt]
+
+    def release(self) -> None:
+        """Nothing to release: the connection went back to its pool after the read."""
+
+    def close(self) -> None:
+        self._data = b""
+
+
+def _decode(data: bytes, encoding: str) -> bytes:
+    """Decode a gzip / deflate body as urllib3 does for the sync transport.
+
+    ``deflate`` is zlib-wrapped per RFC 9110, but some servers send raw DEFLATE; accept both.
+    """
+    encoding = encoding.strip().lower()
+    if encoding == "gzip" or encoding == "x-gzip":
+        return gzip.decompress(data)
+    if encoding == "deflate":
+        try:
+            return zlib.decompress(data)
+        except zlib.error:
+            return zlib.decompress(data, -zlib.MAX_WBITS)
+    if encoding in ("", "identity"):
+        return data
+    raise ValueError(f"unsupported Content-Encoding {encoding!r}")
+
+
+def _wire_headers(headers: Any) -> dict[str, str]:
+    """str headers for aiohttp; botocore keeps some values as bytes (``X-Amz-Target``).
+
+    ``SKIP_HEADER`` is how the shared hooks say "send none" (urllib3's convention).
+    """
+    wire: dict[str, str] = {}
+    accept_encoding = False
+    for name, value in headers.items():
+        if isinstance(value, bytes):
+            value = value.decode("utf-8")
+        if name.lower() == "accept-encoding":
+            accept_encoding = True
+        if value != SKIP_HEADER:
+            wire[name] = value
+    if not accept_encoding:
+        # What http.client (under urllib3) sends by default: the same bytes as the sync path.
+        wire["Accept-Encoding"] = "identity"
+    return wire
+
+
+def _socket_factory(options: list[tuple[int, int, int | bytes]]) -> Any:
+    def factory(addr_info: Any) -> socket.socket:
+        family, type_, proto, _, _ = addr_info
+        sock = socket.socket(family=family, type=type_, proto=proto)
+        try:
+            for level, name, value in options:
+                sock.setsockopt(level, name, value)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    return factory
+
+
+class AsyncTransport:
+    """One process's aiohttp connections to the cluster, per event loop.
+
+    Thread-safe to share; each event loop gets its own ``ClientSession`` (aiohttp sessions are
+    bound to the loop that created them). Sessions are closed by :meth:`close` (all loops of
+    this process: only the calling loop's is awaited) or when their loop's last client exits.
+    """
+
+    def __init__(self, options: TransportOptions) -> None:
+        self.options = options
+        self._pid = os.getpid()
+        self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
+        self._users: dict[asyncio.AbstractEventLoop, int] = {}
+        self._ssl: ssl.SSLContext | None = None
+        self._warned_insecure = False
+
+    # -- sessions ------------------------------------------------------------------------------
+
+    def _check_pid(self) -> None:
+        pid = os.getpid()
+        if pid != self._pid:
+            # A forked child never speaks on its parent's sockets, nor closes them.
+            self._sessions = {}
+            self._users = {}
+            self._ssl = None
+            self._pid = pid
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        o = self.options
+        needs_tls = o.scheme == "https" or any((o.ca_file, o.client_cert, o.key_log_file))
+        if not needs_tls:
+            return None
+        if self._ssl is None:
+            self._ssl = _ssl_context(o)
+            if o.ignore_server_certificate_error and not self._warned_insecure:
+                self._warned_insecure = True
+                log.warning("TLS server certificate verification is disabled")
+        return self._ssl
+
+    def _session(self) -> aiohttp.ClientSession:
+        self._check_pid()
+        loop = asyncio.get_running_loop()
+        session = self._sessions.get(loop)
+        if session is None or session.closed:
+            context = self._ssl_context()
+            connector = aiohttp.TCPConnector(
+                # No total cap: one keep-alive pool per node, as the sync transport.
+                limit=0,
+                limit_per_host=self.options.max_pool_connections,
+                ssl=context if context is not None else True,
+                socket_factory=_socket_factory(_socket_options(self.options.tcp_keepalive)),
+                enable_cleanup_closed=False,
+            )
+            session = aiohttp.ClientSession(
+                connector=connector,
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+                # Every request passes its own timeout; no session-wide total deadline.
+                timeout=aiohttp.ClientTimeout(total=None),
+            )
+            self._sessions[loop] = session
+        return session
+
+    def acquire(self) -> None:
+        """Count one client on the running loop (its session closes with the last one)."""
+        self._check_pid()
+        loop = asyncio.get_running_loop()
+        self._users[loop] = self._users.get(loop, 0) + 1
+
+    async def release(self) -> None:
+        """Forget one client of the running loop; close the loop's session with the last."""
+        self._check_pid()
+        loop = asyncio.get_running_loop()
+        left = self._users.get(loop, 0) - 1
+        if left > 0:
+            self._users[loop] = left
+            return
+        self._users.pop(loop, None)
+        session = self._sessions.pop(loop, None)
+        if session is not None and not session.closed:
+            await session.close()
+
+    async def close(self) -> None:
+        """Close the running loop's session now (other loops' sessions are dropped)."""
+        self._check_pid()
+        sessions, self._sessions = self._sessions, {}
+        self._users = {}
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        for owner, session in sessions.items():
+            if owner is loop and not session.closed:
+                await session.close()
+
+    # -- requests ------------------------------------------------------------------------------
+
+    async def send(
+        self,
+        request: botocore.awsrequest.AWSPreparedRequest,
+        *,
+        timeout: tuple[float, float],
+        decode_content: bool = False,
+    ) -> AioAWSResponse:
+        """Send one attempt; return aiobotocore's response with the body already read.
+
+        Connection-level failures raise the botocore exceptions aiobotocore's own session
+        raises (``EndpointConnectionError``, ``ConnectTimeoutError``, ``ReadTimeoutError``,
+        ``SSLError``, ``ConnectionClosedError``, else ``HTTPClientError``). With
+        ``decode_content`` a gzip / deflate body is decoded and ``Content-Encoding`` dropped.
+        """
+        url = request.url
+        connect_timeout, read_timeout = timeout
+        try:
+            session = self._session()
+            async with session.request(
+                request.method,
+                url,
+                data=request.body,
+                # SKIP_HEADER is how the shared hooks say "send none" (urllib3's convention).
+                headers=_wire_headers(request.headers),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=connect_timeout, sock_read=read_timeout
+                ),
+                allow_redirects=False,
+            ) as response:
+                data = await response.read()
+                # botocore expects lower-case str keys (as aiobotocore's own session gives).
+                headers = {
+                    k.decode("latin-1").lower(): v.decode("latin-1")
+                    for k, v in response.raw_headers
+                }
+                status = response.status
+        except aiohttp.ClientSSLError as e:
+            raise botocore.exceptions.SSLError(endpoint_url=url, error=e) from e
+        except aiohttp.ClientConnectorError as e:
+            raise botocore.exceptions.EndpointConnectionError(endpoint_url=url, error=e) from e
+        except aiohttp.ConnectionTimeoutError as e:
+            raise botocore.exceptions.ConnectTimeoutError(endpoint_url=url, error=e) from e
+        except (aiohttp.SocketTimeoutError, asyncio.TimeoutError) as e:
+            raise botocore.exceptions.ReadTimeoutError(endpoint_url=url, error=e) from e
+        except (
+            aiohttp.ServerDisconnectedError,
+            aiohttp.ClientPayloadError,
+            aiohttp.ClientOSError,
+            aiohttp.http_exceptions.BadStatusLine,
+        ) as e:
+            raise botocore.exceptions.ConnectionClosedError(
+                error=e, request=request, endpoint_url=url
+            ) from e
+        except (botocore.exceptions.HTTPClientError, botocore.exceptions.ConnectionError):
+            raise
+        except Exception as e:
+            raise botocore.exceptions.HTTPClientError(error=e) from e
+
+        if decode_content and "content-encoding" in headers:
+            crc = headers.get("x-amz-crc32")
+            if crc is not None and crc.isdigit() and int(crc) == zlib.crc32(data):
+                # DynamoDB's checksum covers the bytes sent, i.e. the compressed ones: checked
+                # here, then dropped, so botocore does not compare it with the decoded body and
+                # retry a good answer. A mismatch keeps the header: botocore retries as usual.
+                del headers["x-amz-crc32"]
+            try:
+                data = _decode(data, headers["content-encoding"])
+            except (OSError, EOFError, zlib.error, ValueError) as e:
+                raise botocore.exceptions.ConnectionClosedError(
+                    error=e, request=request, endpoint_url=url
+                ) from e
+            del headers["content-encoding"]
+            headers["content-length"] = str(len(data))
+        return AioAWSResponse(url, status, headers, _ReadBody(data))
