@@ -88,10 +88,11 @@ def python_snippet(heading: str, first_line: str = "") -> str:
     return matches[0]
 
 
-def console_line(program: str) -> list[str]:
-    """The README's command line that starts with ``program`` (comment stripped)."""
+def console_line(program: str, naming: str = "") -> list[str]:
+    """The README's command line that starts with ``program`` and names ``naming``."""
     lines = [line for s in snippets() if s.lang == "console"
-             for line in s.code.splitlines() if line.startswith(program + " ")]
+             for line in s.code.splitlines()
+             if line.startswith(program + " ") and naming in line]
     assert len(lines) == 1, f"README: {len(lines)} command lines start with {program!r}"
     return shlex.split(lines[0], comments=True)
 
@@ -108,6 +109,11 @@ COVERED = {
     ("The local Alternator emulator", "from alternator_shm.emulator import Cluster"):
         "test_emulator_snippet",
     ("The local Alternator emulator", "import pytest"): "test_pytest_fixture_snippet",
+    ("FastAPI / Starlette under uvicorn or gunicorn (async)", "# asgi_app.py"):
+        "test_asgi_recipe",
+    ("Metrics and tracing", "from prometheus_client import REGISTRY"): "test_metrics_snippets",
+    ("Metrics and tracing", "from prometheus_client import CollectorRegistry"):
+        "test_metrics_snippets",
 }
 
 
@@ -213,16 +219,21 @@ def test_multiprocessing_recipe(story: Story) -> None:
     assert "'alice'" in out and "'bob'" in out, out
 
 
-def _serve(story: Story, argv: list[str], name: str) -> None:
+def _serve(story: Story, argv: list[str], name: str, path: str = "/") -> None:
     """Start a README server command on a free loopback port and read alice through it."""
     line = " ".join(argv)
-    assert EXAMPLE_HTTP in line, f"the README command must listen on {EXAMPLE_HTTP}: {line}"
     port = free_port()
-    argv = [a.replace(EXAMPLE_HTTP, f"127.0.0.1:{port}") for a in argv]
+    if "--host" in argv:  # uvicorn: --host 127.0.0.1 --port 8080
+        host, example = argv[argv.index("--host") + 1], argv[argv.index("--port") + 1]
+        assert f"{host}:{example}" == EXAMPLE_HTTP, f"must listen on {EXAMPLE_HTTP}: {line}"
+        argv = [str(port) if a == example else a for a in argv]
+    else:
+        assert EXAMPLE_HTTP in line, f"the README command must listen on {EXAMPLE_HTTP}: {line}"
+        argv = [a.replace(EXAMPLE_HTTP, f"127.0.0.1:{port}") for a in argv]
     with ServerProcess(argv, story.env, story.tmp / f"{name}.log", cwd=story.tmp) as server:
         def answered() -> bytes | None:
             try:
-                status, body = http_get("127.0.0.1", port, "/", timeout=10)
+                status, body = http_get("127.0.0.1", port, path, timeout=10)
             except OSError:
                 return None
             return body if status == 200 else None
@@ -237,7 +248,7 @@ def test_gunicorn_recipe(story: Story) -> None:
     app = story.localize(python_snippet("gunicorn", "# myapp.py"))
     (story.tmp / "myapp.py").write_text(app)
     (story.tmp / "gunicorn.conf.py").write_text(python_snippet("gunicorn", "# gunicorn.conf.py"))
-    argv = console_line("gunicorn")
+    argv = console_line("gunicorn", "myapp:app")
     assert "myapp:app" in argv and "def app(" in app
     _serve(story, [sys.executable, "-m", "gunicorn", *argv[1:]], "gunicorn")
 
@@ -294,6 +305,37 @@ def test_celery_recipe(story: Story) -> None:
         wait_for(lambda: story.item("carol"), 60, "the Celery task to store carol",
                  server.output)
     assert story.item("carol") == {"p": {"S": "carol"}, "city": {"S": "Rome"}}
+
+
+@pytest.mark.servers
+@pytest.mark.slow
+@pytest.mark.parametrize("server", ["uvicorn", "gunicorn"])
+def test_asgi_recipe(story: Story, server: str) -> None:
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    app = story.localize(python_snippet("FastAPI / Starlette under uvicorn or gunicorn (async)",
+                                        "# asgi_app.py"))
+    (story.tmp / "asgi_app.py").write_text(app)
+    argv = console_line(server, "asgi_app:app")
+    _serve(story, [sys.executable, "-m", server, *argv[1:]], f"asgi-{server}", "/item/alice")
+
+
+def test_metrics_snippets(story: Story, tmp_path: Path) -> None:
+    pytest.importorskip("prometheus_client")
+    first = python_snippet("Metrics and tracing", "from prometheus_client import REGISTRY")
+    out = story.run_script("metrics_first.py", first + textwrap.dedent("""
+        from prometheus_client import generate_latest
+        print(generate_latest(REGISTRY).decode())
+        """))
+    assert "alternator_shm_node_picks_total" in out
+    second = python_snippet("Metrics and tracing",
+                            "from prometheus_client import CollectorRegistry")
+    story.env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
+    try:
+        out = story.run_script("metrics_second.py", second + "\nprint(metrics().decode())\n")
+    finally:
+        del story.env["PROMETHEUS_MULTIPROC_DIR"]
+    assert "alternator_shm_node_picks_total" in out
 
 
 def test_emulator_snippet(story: Story) -> None:
