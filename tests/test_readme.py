@@ -417,9 +417,11 @@ def test_documented_segment_size_holds() -> None:
 def test_documented_profiles_are_the_accepted_ones() -> None:
     from alternator_shm.emulator import PROFILES
 
-    text = README.read_text()
-    line = next(ln for ln in text.splitlines() if ln.startswith("- `profile=`"))
-    assert set(re.findall(r'`"([^"`]+)"`', line)) == set(PROFILES)
+    for readme in (README, ROOT / "alternator_shm" / "emulator" / "README.md"):
+        text = readme.read_text()
+        line = next(ln for ln in text.splitlines() if ln.startswith("- `profile=`"))
+        assert set(re.findall(r'`"([^"`]+)"`', line)) == set(PROFILES), readme
+        assert "--forward-transactions" in text, readme
 
 
 def test_docstrings_name_no_file_the_package_does_not_ship() -> None:
