@@ -14,7 +14,7 @@ import ipaddress
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -30,6 +30,8 @@ from botocore.credentials import (
 )
 
 from alternator_shm import discovery as _discovery
+from alternator_shm.affinity import MODES as _AFFINITY_MODES
+from alternator_shm.affinity import Affinity
 from alternator_shm.discovery import Discovery, node_url
 from alternator_shm.errors import ConfigurationError
 from alternator_shm.fleet import FleetStats, SharedFleet
@@ -80,6 +82,9 @@ class _Options:
     refresh_interval: float = 1.0
     idle_refresh_interval: float = 60.0
     namespace: str | None = None
+    key_route_affinity: Literal["rmw", "any_write"] | None = None
+    # Sorted (table, attribute) pairs: hashable, picklable, immune to the caller's edits.
+    partition_keys: tuple[tuple[str, str], ...] | None = None
     botocore_config: Config | None = field(default=None, compare=False)
     session: boto3.Session | None = field(default=None, compare=False)
 
@@ -185,9 +190,37 @@ def _validate(seeds: Sequence[str], kw: dict[str, Any]) -> _Options:
         raise ConfigurationError("botocore_config must be a botocore.config.Config")
     if kw["session"] is not None and not isinstance(kw["session"], boto3.Session):
         raise ConfigurationError("session must be a boto3.Session")
+    _check_affinity(kw)
     if kw["rack"] is not None and kw["datacenter"] is None:
         _log.debug("rack without datacenter: the rack is looked up in each seed's own DC")
     return _Options(**kw)
+
+
+def _check_affinity(kw: dict[str, Any]) -> None:
+    """``key_route_affinity`` and ``partition_keys`` (key-route-affinity.md; API.md)."""
+    mode = kw["key_route_affinity"]
+    if mode is not None and mode not in _AFFINITY_MODES:
+        raise ConfigurationError(
+            f"key_route_affinity must be None, 'rmw' or 'any_write', got {mode!r}"
+        )
+    keys = kw["partition_keys"]
+    if keys is None:
+        return
+    if mode is None:
+        # It would have no effect: refuse rather than ignore it.
+        raise ConfigurationError("partition_keys needs key_route_affinity='rmw' or 'any_write'")
+    if isinstance(keys, tuple):  # a pickled Helper's own form
+        keys = dict(keys)
+    if not isinstance(keys, Mapping):
+        raise ConfigurationError(
+            f"partition_keys must be a mapping {{table: hash_key_attribute}}, got {keys!r}"
+        )
+    for table, attribute in keys.items():
+        if not (isinstance(table, str) and table and isinstance(attribute, str) and attribute):
+            raise ConfigurationError(
+                f"partition_keys entries must be non-empty strings, got {table!r}: {attribute!r}"
+            )
+    kw["partition_keys"] = tuple(sorted(keys.items()))
 
 
 def _merge_config(base: Config, user: Config | None) -> Config:
@@ -276,6 +309,8 @@ class Helper:
         refresh_interval: float = 1.0,
         idle_refresh_interval: float = 60.0,
         namespace: str | None = None,
+        key_route_affinity: Literal["rmw", "any_write"] | None = None,
+        partition_keys: Mapping[str, str] | None = None,
         botocore_config: Config | None = None,
         session: boto3.Session | None = None,
     ) -> None:
@@ -301,6 +336,7 @@ class Helper:
         self._discovery_transport: Transport | None = None
         self._discovery_obj: Discovery | None = None
         self._boto_session: boto3.Session | None = None
+        self._affinity: Affinity | None = None
         self._async_transport: AsyncTransport | None = None
 
     # -- pickling: spawn / forkserver workers rebuild the Helper from its options -------------
@@ -372,6 +408,8 @@ class Helper:
                 idle_refresh_interval=o.idle_refresh_interval,
             )
             self._router = Router(self._fleet, [node_url(o.scheme, s, o.port) for s in o.seeds])
+            if o.key_route_affinity is not None:
+                self._affinity = Affinity(o.key_route_affinity, dict(o.partition_keys or ()))
             self._built = True
 
     def _refresh(self) -> Sequence[str]:
@@ -449,6 +487,8 @@ class Helper:
             options=self._hook_options(),
             # The client's own merged config, so a per-client config= timeout applies too.
             timeout=_timeouts(client.meta.config),
+            affinity=self._affinity,
+            client=client,
         )
 
     # -- public API ---------------------------------------------------------------------------
@@ -533,6 +573,8 @@ class Helper:
                 options=self._hook_options(),
                 timeout=_timeouts(client.meta.config),
                 table_ready=lambda: bool(fleet.nodes()),
+                affinity=self._affinity,
+                client=client,
             )
             transport.acquire()
             try:
@@ -592,6 +634,8 @@ class Helper:
         with self._lock:
             if self._fleet is not None:
                 self._fleet.close()
+            if self._affinity is not None:
+                self._affinity.close()
             if self._router is not None:
                 self._router.forget_start()
             for transport in (self._api_transport, self._discovery_transport):

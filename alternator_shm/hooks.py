@@ -5,12 +5,17 @@ botocore re-creates and re-signs the request for every attempt of a call
 (``create_request_object`` copies the reference from the request dict). We hook two public
 events of a DynamoDB client:
 
+``before-parameter-build.dynamodb`` (only with key-route affinity)
+    classify the call and hash its partition key(s) into the request context; the plan over
+    the node table is built at the first attempt and reused by every retry.
+
 ``before-sign.dynamodb``
     1. request compression: gzip the body *before* signing, so ``Content-Encoding`` is signed
        and the payload hash covers the compressed bytes, which is what Alternator verifies;
     2. routing: ask the router for this attempt's node (excluding the nodes already tried by
-       this call, remembered in the context) and point ``request.url`` at it, so the signature
-       (its ``host``) matches the node actually contacted and every retry lands elsewhere.
+       this call, remembered in the context; along the call's affinity plan if it has one)
+       and point ``request.url`` at it, so the signature (its ``host``) matches the node
+       actually contacted and every retry lands elsewhere.
 
 ``before-send.dynamodb``
     set or remove ``User-Agent``, optionally drop every header Alternator never reads (but
@@ -25,7 +30,8 @@ from __future__ import annotations
 
 import gzip
 import re
-from collections.abc import Collection, MutableMapping
+import weakref
+from collections.abc import Collection, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -35,6 +41,7 @@ import botocore.hooks
 from urllib3.util import SKIP_HEADER
 
 from alternator_shm._version import __version__
+from alternator_shm.affinity import Affinity, DescribeTable, Target
 from alternator_shm.metrics import annotate_attempt
 from alternator_shm.transport import Transport
 
@@ -43,6 +50,9 @@ __all__ = ["HookOptions", "Router", "register_hooks"]
 #: Key in ``request.context`` holding the nodes tried by the current call, in order.
 TRIED_KEY = "alternator_shm.tried"
 _GZIP_KEY = "alternator_shm.gzip"
+#: Key-route affinity: the call's key hashes (set when parameters are built), then its plan.
+AFFINITY_TARGET_KEY = "alternator_shm.affinity_target"
+AFFINITY_PLAN_KEY = "alternator_shm.affinity_plan"
 _GZIP_LEVEL = 6
 
 # Headers Alternator reads (ALTERNATOR_PROTOCOL.md §3.1) plus HTTP framing. Everything else is
@@ -65,8 +75,13 @@ _SIGNED_HEADERS = re.compile(r"SignedHeaders=([^,\s]+)")
 class Router(Protocol):
     """Chooses the node of each attempt and hears how it went (implemented in routing.py)."""
 
-    def choose(self, tried: Collection[str]) -> str:
-        """Base URL ``scheme://host:port`` for this attempt; ``tried`` = earlier attempts."""
+    def choose(self, tried: Collection[str], plan: Sequence[str] | None = None) -> str:
+        """Base URL ``scheme://host:port`` for this attempt; ``tried`` = earlier attempts;
+        ``plan`` = the call's fixed candidate order (key-route affinity), if any."""
+        ...
+
+    def nodes(self) -> tuple[str, ...]:
+        """Every discovered node (the affinity ring is built from them)."""
         ...
 
     def report_failure(self, node: str, error: BaseException) -> None: ...
@@ -109,8 +124,12 @@ class _Handlers:
         transport: Transport | None,
         options: HookOptions,
         timeout: tuple[float, float],
+        affinity: Affinity | None = None,
+        describe_table: DescribeTable | None = None,
     ) -> None:
         self._router = router
+        self._affinity = affinity
+        self._describe_table = describe_table
         self._transport = transport
         self._timeout = timeout
         self._decode = options.response_compression
@@ -147,12 +166,34 @@ class _Handlers:
         tried: list[str] | None = context.get(TRIED_KEY)
         if tried is None:
             tried = context[TRIED_KEY] = []
-        node = self._router.choose(tried)
+        plan = self._affinity_plan(context) if self._affinity is not None else None
+        node = self._router.choose(tried, plan) if plan else self._router.choose(tried)
         tried.append(node)
         annotate_attempt(node, tried)
         url = request.url or "/"
         slash = url.find("/", url.find("://") + 3)
         request.url = node + (url[slash:] if slash >= 0 else "/")
+
+    def _affinity_plan(self, context: MutableMapping[str, Any]) -> Sequence[str] | None:
+        # Built once, at the first attempt (the freshest table); every retry reuses it.
+        plan: Sequence[str] | None = context.get(AFFINITY_PLAN_KEY)
+        if plan is None:
+            target: Target | None = context.get(AFFINITY_TARGET_KEY)
+            if target is None or self._affinity is None:
+                return None
+            plan = context[AFFINITY_PLAN_KEY] = self._affinity.plan(target, self._router.nodes())
+        return plan
+
+    # -- before-parameter-build (key-route affinity only) ----------------------------------------
+
+    def before_parameter_build(
+        self, params: Mapping[str, Any], model: Any, context: MutableMapping[str, Any],
+        **kwargs: Any,
+    ) -> None:
+        assert self._affinity is not None
+        target = self._affinity.target(model.name, params, self._describe_table)
+        if target is not None:
+            context[AFFINITY_TARGET_KEY] = target
 
     def _compress(self, request: botocore.awsrequest.AWSRequest) -> None:
         assert self._min_gzip is not None
@@ -231,6 +272,23 @@ class _Handlers:
             del headers[name]
 
 
+def describe_with(client: Any) -> DescribeTable:
+    """``DescribeTable`` through ``client`` (same credentials and config), for lookup threads.
+
+    Held weakly, so a forgotten client is not kept alive by a lookup.
+    """
+    ref = weakref.ref(client)
+
+    def describe(table: str) -> Mapping[str, Any]:
+        live = ref()
+        if live is None:
+            raise RuntimeError("the client that needed this partition key is gone")
+        answer: Mapping[str, Any] = live.describe_table(TableName=table)
+        return answer
+
+    return describe
+
+
 def register_hooks(
     events: botocore.hooks.BaseEventHooks,
     *,
@@ -238,13 +296,22 @@ def register_hooks(
     transport: Transport,
     options: HookOptions,
     timeout: tuple[float, float],
+    affinity: Affinity | None = None,
+    client: Any = None,
 ) -> None:
     """Install routing, header, compression and transport handlers on one client's events.
 
     ``events`` is ``client.meta.events`` (botocore copies the session's emitter per client, so
     other clients are unaffected). ``timeout`` is (connect, read) for every API attempt.
+    ``affinity`` turns on key-route affinity; ``client`` (held weakly) then runs the
+    background ``DescribeTable`` lookups of unknown partition keys.
     """
-    handlers = _Handlers(router, transport, options, timeout)
+    describe = describe_with(client) if client is not None else None
+    handlers = _Handlers(router, transport, options, timeout, affinity, describe)
+    if affinity is not None:
+        # Registered after boto3's resource transforms (same event), so a Table resource's
+        # high-level values are already plain AttributeValues here.
+        events.register("before-parameter-build.dynamodb", handlers.before_parameter_build)
     events.register("before-sign.dynamodb", handlers.before_sign)
     # botocore-stubs types handlers as returning None; before-send handlers may answer.
     events.register("before-send.dynamodb", handlers.before_send)  # type: ignore[arg-type]

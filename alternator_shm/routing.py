@@ -86,8 +86,20 @@ class Router:
             return self._bootstrap
         raise NoLiveNodesError("no live node is known: discovery has not published a table")
 
-    def choose(self, tried: Collection[str]) -> str:
-        """Return the base URL of the node for this attempt."""
+    def nodes(self) -> tuple[str, ...]:
+        """The discovered node table (every node, whatever its health), as routing sees it."""
+        return self._table()
+
+    def choose(self, tried: Collection[str], plan: Sequence[str] | None = None) -> str:
+        """Return the base URL of the node for this attempt.
+
+        ``plan`` is a call's fixed candidate order (key-route affinity); without one the
+        attempt takes the next round-robin position.
+        """
+        if plan:
+            preferred = self._from_plan(plan, tried)
+            self._fleet.record_pick(preferred)
+            return preferred
         nodes = self._table()
         start = self._fleet.advance()
         count = len(nodes)
@@ -102,6 +114,32 @@ class Router:
             chosen = self._fallback(nodes, start, tried, quarantined)
         self._fleet.record_pick(chosen)
         return chosen
+
+    def _from_plan(self, plan: Sequence[str], tried: Collection[str]) -> str:
+        """First plan node not tried in this cycle, healthy ones before quarantined ones.
+
+        The plan never changes during a call (query-plan.md): once every node of it has been
+        tried, a new cycle starts over the same order. The shared counter is not advanced, so
+        round-robin calls stay exactly even among themselves.
+        """
+        # Only membership and length are needed up front, so a lazily computed plan is read
+        # no further than the node returned.
+        cycle: set[str] = set()
+        for node in tried:
+            if node in plan:
+                cycle.add(node)
+                if len(cycle) == len(plan):
+                    cycle.clear()
+        quarantined = self._fleet.quarantined()
+        fallback: str | None = None
+        for node in plan:
+            if node not in cycle:
+                if node not in quarantined:
+                    return node
+                if fallback is None:
+                    fallback = node
+        assert fallback is not None  # the cycle never holds every plan node
+        return fallback
 
     @staticmethod
     def _fallback(

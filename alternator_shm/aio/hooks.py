@@ -15,13 +15,15 @@ refresher's first table, up to the Helper's bound) runs in a worker thread.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import botocore.awsrequest
 import botocore.exceptions
 import botocore.hooks
 
+from alternator_shm.affinity import Affinity, DescribeTable
 from alternator_shm.aio.transport import AsyncTransport
 from alternator_shm.hooks import HookOptions, Router, _Handlers
 
@@ -62,6 +64,33 @@ class _AsyncHandlers:
         return response
 
 
+#: Bound on one background DescribeTable run on the client's loop (its own retries included).
+_DESCRIBE_TIMEOUT = 120.0
+
+
+def _describe_on_loop(client: Any, loop: asyncio.AbstractEventLoop) -> DescribeTable:
+    """``DescribeTable`` through an aiobotocore ``client``, called from a lookup thread.
+
+    The coroutine runs on the client's own loop (the thread only waits for it), so the loop is
+    never blocked and the lookup uses the client's credentials, config and routing.
+    """
+    ref = weakref.ref(client)
+
+    def describe(table: str) -> Mapping[str, Any]:
+        live = ref()
+        if live is None or loop.is_closed():
+            raise RuntimeError("the client that needed this partition key is gone")
+        future = asyncio.run_coroutine_threadsafe(live.describe_table(TableName=table), loop)
+        try:
+            answer: Mapping[str, Any] = future.result(_DESCRIBE_TIMEOUT)
+        except BaseException:
+            future.cancel()
+            raise
+        return answer
+
+    return describe
+
+
 def register_async_hooks(
     events: botocore.hooks.BaseEventHooks,
     *,
@@ -70,13 +99,25 @@ def register_async_hooks(
     options: HookOptions,
     timeout: tuple[float, float],
     table_ready: Callable[[], bool],
+    affinity: Affinity | None = None,
+    client: Any = None,
 ) -> None:
     """Install routing, header, compression and transport handlers on one aiobotocore client.
 
     ``table_ready`` answers, without blocking, whether routing can pick a node right away
     (this process has a node table); otherwise the pick runs in a worker thread.
+    ``affinity`` turns on key-route affinity exactly as for the sync client (same hashes and
+    plans); unknown partition keys are looked up with ``client`` on the running loop.
     """
-    handlers = _AsyncHandlers(_Handlers(router, None, options, timeout), transport, table_ready)
+    describe = (
+        _describe_on_loop(client, asyncio.get_running_loop())
+        if affinity is not None and client is not None
+        else None
+    )
+    sync_handlers = _Handlers(router, None, options, timeout, affinity, describe)
+    handlers = _AsyncHandlers(sync_handlers, transport, table_ready)
+    if affinity is not None:
+        events.register("before-parameter-build.dynamodb", sync_handlers.before_parameter_build)
     # aiobotocore awaits coroutine handlers; botocore-stubs types handlers as sync.
     events.register("before-sign.dynamodb", handlers.before_sign)  # type: ignore[arg-type]
     events.register("before-send.dynamodb", handlers.before_send)  # type: ignore[arg-type]

@@ -1,0 +1,523 @@
+#!/usr/bin/env python3
+"""Side by side, in ONE run: plain boto3 pinned to one node, alternator-shm, and ScyllaDB's PyPI
+client ``alternator-client``, on the emulator with SigV4 enforced (nodes in their own processes).
+
+Sections (each prints a table; all are written to ``benchmarks/compare.md`` with PNG plots):
+
+1. fleet spread: 4 processes with uneven work (1x..4x calls) over 5 nodes, per-node requests;
+2. ``/localnodes`` polls made by 8 processes in the same time;
+3. client CPU per call (``time.process_time`` in the client process, so a slow server cannot
+   hide client cost), sync and async, interleaved rounds, median;
+4. per-call pick cost (``next_node()``), p50 / p99;
+5. request header bytes per PutItem, with and without header optimisation;
+6. a node killed under load: failed calls and attempts sent to the dead node;
+7. RSS added per worker process, and the shared segment size;
+8. one slow node (+60 ms): p50 / p99 call latency, when this alternator-shm has ``balancing=``.
+
+Needs the extra ``alternator-shm[bench]`` (matplotlib and the peer client) and ``[async]``.
+
+Usage::
+
+    python scripts/bench_compare.py [--quick] [--out benchmarks/compare.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore
+
+from alternator_shm import Helper, __version__
+from alternator_shm import fleet as _fleet
+from alternator_shm.emulator import Cluster
+
+USERS = {"benchkey": "bench-secret"}
+TABLE = "bench_table"
+KEY = {"p": {"S": "some-partition-key"}}
+ITEM = {"p": {"S": "some-partition-key"}, "v": {"S": "x" * 100}}
+OUT_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+
+SYNC_KINDS = ("plain", "ours", "ours+opt", "peer", "peer+opt")
+LABELS = {
+    "plain": "plain boto3 (one node)",
+    "ours": "alternator-shm",
+    "ours+opt": "alternator-shm, optimize_headers",
+    "peer": "alternator-client 2.0.2",
+    "peer+opt": "alternator-client, header optimization",
+}
+
+
+# -- clients ---------------------------------------------------------------------------------
+
+
+class Target:
+    """Everything a child process needs to build a client of one kind (picklable)."""
+
+    def __init__(self, cluster: Cluster, namespace: str) -> None:
+        self.seeds = list(cluster.seeds)
+        self.port = cluster.port
+        self.urls = [n.url for n in cluster.nodes]
+        self.key, self.secret = cluster.credentials
+        self.namespace = namespace
+
+
+def make_client(kind: str, t: Target, **helper_options: Any) -> tuple[Any, Callable[[], None]]:
+    """(client, close) for ``kind``."""
+    if kind == "plain":
+        client = boto3.session.Session().client(
+            "dynamodb",
+            endpoint_url=t.urls[0],
+            region_name="alternator",
+            aws_access_key_id=t.key,
+            aws_secret_access_key=t.secret,
+        )
+        return client, client.close
+    if kind.startswith("ours"):
+        helper = Helper(
+            t.seeds,
+            port=t.port,
+            credentials=(t.key, t.secret),
+            namespace=t.namespace,
+            optimize_headers=kind == "ours+opt",
+            **helper_options,
+        )
+        client = helper.new_dynamodb_client()
+        helper.live_nodes()
+        return client, helper.close
+    import alternator
+
+    config = alternator.Config(
+        seed_hosts=t.seeds,
+        port=t.port,
+        header_optimization=alternator.config.HeaderOptimizationConfig(
+            enabled=kind == "peer+opt"
+        ),
+    )
+    client = alternator.create_client(
+        config,
+        auth=alternator.config.Auth.static_credentials(t.key, t.secret),
+    )
+    return client, lambda: alternator.close_client(client)
+
+
+@contextlib.asynccontextmanager
+async def make_async_client(kind: str, t: Target) -> Any:
+    if kind == "plain":
+        from aiobotocore.session import get_session
+
+        async with get_session().create_client(
+            "dynamodb",
+            endpoint_url=t.urls[0],
+            region_name="alternator",
+            aws_access_key_id=t.key,
+            aws_secret_access_key=t.secret,
+        ) as client:
+            yield client
+    elif kind == "ours":
+        helper = Helper(t.seeds, port=t.port, credentials=(t.key, t.secret), namespace=t.namespace)
+        helper.live_nodes()
+        try:
+            async with helper.new_async_dynamodb_client() as client:
+                yield client
+        finally:
+            helper.close()
+    else:
+        import alternator
+        from alternator.async_client import AsyncAlternatorClient
+
+        config = alternator.Config(seed_hosts=t.seeds, port=t.port)
+        auth = alternator.config.Auth.static_credentials(t.key, t.secret)
+        async with AsyncAlternatorClient(config, auth=auth) as client:
+            yield client
+
+
+def api_counts(cluster: Cluster) -> dict[str, int]:
+    return {
+        n.url: sum(1 for e in n.log if e.method == "POST" and e.operation is not None)
+        for n in cluster.nodes
+    }
+
+
+def polls(cluster: Cluster) -> int:
+    return sum(1 for n in cluster.nodes for e in n.log if e.path.startswith("/localnodes"))
+
+
+# -- child processes ----------------------------------------------------------------------------
+
+
+def _child_calls(kind: str, t: Target, calls: int, go: Any, out: Any) -> None:
+    client, close = make_client(kind, t)
+    go.wait(60)
+    failed = 0
+    for _ in range(calls):
+        try:
+            client.get_item(TableName=TABLE, Key=KEY)
+        except Exception:
+            failed += 1
+    close()
+    out.put(failed)
+
+
+def _child_paced(kind: str, t: Target, seconds: float, go: Any, out: Any) -> None:
+    client, close = make_client(kind, t)
+    go.wait(60)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        client.get_item(TableName=TABLE, Key=KEY)
+        time.sleep(0.05)
+    close()
+    out.put(0)
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _child_rss(kind: str, t: Target, out: Any) -> None:
+    client, close = make_client(kind, t)
+    for _ in range(50):
+        client.get_item(TableName=TABLE, Key=KEY)
+    out.put(_rss_kib())
+    close()
+
+
+def run_children(target: Callable[..., None], jobs: list[tuple[Any, ...]]) -> list[Any]:
+    ctx = multiprocessing.get_context("spawn")
+    go = ctx.Event()
+    out = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*job, go, out)) for job in jobs]
+    for p in procs:
+        p.start()
+    time.sleep(2.0)  # let every child build its client (and join the fleet)
+    go.set()
+    results = [out.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(30)
+    return results
+
+
+# -- sections -----------------------------------------------------------------------------------
+
+
+def fleet_spread(cluster: Cluster, fresh: Callable[[], Target], scale: int) -> list[list[str]]:
+    rows = []
+    work = [scale * (i + 1) for i in range(4)]
+    for kind in ("plain", "ours", "peer"):
+        t = fresh()
+        cluster.clear_logs()
+        failed = sum(run_children(_child_calls, [(kind, t, n) for n in work]))
+        counts = api_counts(cluster)
+        rows.append(
+            [LABELS[kind], str(sum(counts.values())), str(max(counts.values())),
+             str(min(counts.values())), str(max(counts.values()) - min(counts.values())),
+             str(failed)]
+        )
+    return rows
+
+
+def localnodes_polls(
+    cluster: Cluster, fresh: Callable[[], Target], seconds: float
+) -> list[list[str]]:
+    rows = []
+    for kind in ("ours", "peer"):
+        t = fresh()
+        cluster.clear_logs()
+        run_children(_child_paced, [(kind, t, seconds) for _ in range(8)])
+        rows.append([LABELS[kind], "8", f"{seconds:.0f}", str(polls(cluster))])
+    return rows
+
+
+def _cpu_run(client: Any, calls: int) -> float:
+    get_item = client.get_item
+    cpu = time.process_time()
+    for _ in range(calls):
+        get_item(TableName=TABLE, Key=KEY)
+    return (time.process_time() - cpu) / calls * 1e6
+
+
+def cpu_per_call(fresh: Callable[[], Target], rounds: int, calls: int) -> list[list[str]]:
+    t = fresh()
+    clients = {kind: make_client(kind, t) for kind in ("plain", "ours", "ours+opt", "peer")}
+    results: dict[str, list[float]] = {kind: [] for kind in clients}
+    try:
+        for client, _ in clients.values():
+            _cpu_run(client, 100)
+        for _ in range(rounds):
+            for kind, (client, _) in clients.items():
+                results[kind].append(_cpu_run(client, calls))
+    finally:
+        for _, close in clients.values():
+            close()
+    base = statistics.median(results["plain"])
+    rows = []
+    for kind, values in results.items():
+        med = statistics.median(values)
+        rows.append(["sync", LABELS[kind], f"{med:,.0f}", f"{med / base:.3f}"])
+    return rows
+
+
+async def _async_cpu(fresh: Callable[[], Target], rounds: int, calls: int) -> list[list[str]]:
+    t = fresh()
+    results: dict[str, list[float]] = {"plain": [], "ours": [], "peer": []}
+    async with contextlib.AsyncExitStack() as stack:
+        clients = {k: await stack.enter_async_context(make_async_client(k, t)) for k in results}
+
+        async def run(client: Any, n: int) -> float:
+            cpu = time.process_time()
+            for _ in range(n):
+                await client.get_item(TableName=TABLE, Key=KEY)
+            return (time.process_time() - cpu) / n * 1e6
+
+        for client in clients.values():
+            await run(client, 50)
+        for _ in range(rounds):
+            for kind, client in clients.items():
+                results[kind].append(await run(client, calls))
+    base = statistics.median(results["plain"])
+    labels = {"plain": "plain aiobotocore (one node)", "ours": "alternator-shm async",
+              "peer": "alternator-client async"}
+    return [["async", labels[k], f"{statistics.median(v):,.0f}",
+             f"{statistics.median(v) / base:.3f}"] for k, v in results.items()]
+
+
+def pick_cost(fresh: Callable[[], Target], picks: int) -> list[list[str]]:
+    import alternator
+
+    t = fresh()
+    ours = Helper(t.seeds, port=t.port, credentials=(t.key, t.secret), namespace=t.namespace)
+    ours.live_nodes()
+    peer = alternator.Helper(alternator.Config(seed_hosts=t.seeds, port=t.port))
+    peer.start()
+    rows = []
+    try:
+        for label, fn in (("alternator-shm Helper.next_node()", ours.next_node),
+                          ("alternator-client Helper.next_node()", peer.next_node)):
+            for _ in range(2000):
+                fn()
+            samples = []
+            clock = time.perf_counter_ns
+            for _ in range(picks):
+                t0 = clock()
+                fn()
+                samples.append(clock() - t0)
+            samples.sort()
+            rows.append([label, f"{samples[len(samples) // 2] / 1000:.2f}",
+                         f"{samples[int(len(samples) * 0.99)] / 1000:.2f}"])
+    finally:
+        ours.close()
+        peer.stop()
+    return rows
+
+
+def header_bytes(cluster: Cluster, fresh: Callable[[], Target]) -> list[list[str]]:
+    rows = []
+    for kind in SYNC_KINDS:
+        t = fresh()
+        client, close = make_client(kind, t)
+        cluster.clear_logs()
+        client.put_item(TableName=TABLE, Item=ITEM)
+        close()
+        entries = [e for n in cluster.nodes for e in n.log if e.operation == "PutItem"]
+        entry = entries[-1]
+        rows.append([LABELS[kind], str(entry.header_bytes), str(len(entry.headers)),
+                     "yes" if entry.auth_ok else "no"])
+    return rows
+
+
+def _kill_run(kind: str, t: Target, victim: Any, seconds: float) -> list[str]:
+    dead_host = victim.url.split("://", 1)[1].rstrip("/")
+    client, close = make_client(kind, t)
+    killed = threading.Event()
+    lock = threading.Lock()
+    tally = {"ok": 0, "failed": 0, "to_dead": 0}
+
+    def count(request: Any, **kwargs: Any) -> None:
+        if killed.is_set() and dead_host in request.url:
+            with lock:
+                tally["to_dead"] += 1
+
+    client.meta.events.register_first("before-send.dynamodb", count)
+    deadline = time.monotonic() + seconds
+
+    def work() -> None:
+        while time.monotonic() < deadline:
+            try:
+                client.get_item(TableName=TABLE, Key=KEY)
+                outcome = "ok"
+            except Exception:
+                outcome = "failed"
+            with lock:
+                tally[outcome] += 1
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for th in threads:
+        th.start()
+    time.sleep(seconds / 3)
+    victim.kill()
+    killed.set()
+    for th in threads:
+        th.join(120)
+    close()
+    victim.restart()
+    time.sleep(1.0)
+    return [LABELS[kind], str(tally["ok"] + tally["failed"]), str(tally["failed"]),
+            str(tally["to_dead"])]
+
+
+def node_killed(cluster: Cluster, fresh: Callable[[], Target], seconds: float) -> list[list[str]]:
+    victim = cluster.nodes[1]
+    return [_kill_run(kind, fresh(), victim, seconds) for kind in ("plain", "ours", "peer")]
+
+
+def rss(fresh: Callable[[], Target]) -> tuple[list[list[str]], int]:
+    ctx = multiprocessing.get_context("spawn")
+    rows = []
+    base = 0
+    segment = 0
+    for kind in ("plain", "ours", "peer"):
+        t = fresh()
+        out = ctx.Queue()
+        values = []
+        for _ in range(3):
+            p = ctx.Process(target=_child_rss, args=(kind, t, out))
+            p.start()
+            values.append(out.get(timeout=120))
+            p.join(30)
+        kib = int(statistics.median(values))
+        if kind == "plain":
+            base = kib
+        rows.append([LABELS[kind], f"{kib / 1024:.1f}", f"{(kib - base) / 1024:+.1f}"])
+        if kind == "ours":
+            for stats in _fleet.list_fleets():
+                if stats.namespace == t.namespace:
+                    segment = stats.segment_size
+    return rows, segment
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def plot(path: Path, title: str, labels: list[str], values: list[float], unit: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.5 * len(labels)))
+    ax.barh(labels, values, color="#3b7dd8")
+    ax.invert_yaxis()
+    ax.set_xlabel(unit)
+    ax.set_title(title)
+    for i, v in enumerate(values):
+        ax.text(v, i, f" {v:,.1f}", va="center")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run)")
+    parser.add_argument("--out", default=str(OUT_DIR / "compare.md"))
+    args = parser.parse_args()
+    scale = 50 if args.quick else 400
+    rounds, calls = (2, 200) if args.quick else (5, 1000)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    namespaces: list[str] = []
+    sections: list[str] = []
+
+    def emit(title: str, text: str) -> None:
+        print(f"\n## {title}\n\n{text}", flush=True)
+        sections.append(f"## {title}\n\n{text}\n")
+
+    with Cluster(nodes=5, users=USERS, backend="null", process_per_node=True) as cluster:
+
+        def fresh() -> Target:
+            ns = f"bench-{uuid.uuid4().hex[:12]}"
+            namespaces.append(ns)
+            return Target(cluster, ns)
+
+        try:
+            spread = fleet_spread(cluster, fresh, scale)
+            emit("1. Fleet spread: 4 processes, uneven work (1x..4x), 5 nodes",
+                 table(["client", "requests", "max/node", "min/node", "max - min",
+                        "failed"], spread))
+            plot(out.parent / "compare_spread.png", "Per-node spread (max - min requests)",
+                 [r[0] for r in spread], [float(r[4]) for r in spread], "requests")
+            polls_rows = localnodes_polls(cluster, fresh, 5.0 if args.quick else 10.0)
+            emit("2. /localnodes polls: 8 processes, one call per 50 ms each",
+                 table(["client", "processes", "seconds", "polls"], polls_rows))
+            plot(out.parent / "compare_polls.png", "/localnodes polls (8 processes)",
+                 [r[0] for r in polls_rows], [float(r[3]) for r in polls_rows], "polls")
+            cpu = cpu_per_call(fresh, rounds, calls)
+            cpu += asyncio.run(_async_cpu(fresh, rounds, calls // 2))
+            emit("3. Client CPU per call (process_time, median of interleaved rounds)",
+                 table(["path", "client", "CPU µs/call", "vs plain"], cpu))
+            plot(out.parent / "compare_cpu.png", "Client CPU per GetItem",
+                 [f"{r[0]}: {r[1]}" for r in cpu], [float(r[2].replace(",", "")) for r in cpu],
+                 "µs of CPU per call")
+            emit("4. Pick cost (next_node)", table(["call", "p50 µs", "p99 µs"],
+                                                   pick_cost(fresh, 20000 if args.quick
+                                                             else 100000)))
+            heads = header_bytes(cluster, fresh)
+            emit("5. Request header bytes (one PutItem)",
+                 table(["client", "header bytes", "headers", "signature ok"], heads))
+            plot(out.parent / "compare_headers.png", "Request header bytes per PutItem",
+                 [r[0] for r in heads], [float(r[1]) for r in heads], "bytes")
+            emit("6. A node killed under load (4 threads)",
+                 table(["client", "calls", "failed", "attempts to the dead node"],
+                       node_killed(cluster, fresh, 3.0 if args.quick else 6.0)))
+            rss_rows, segment = rss(fresh)
+            emit("7. Memory per worker process",
+                 table(["client", "RSS MiB", "vs plain"], rss_rows)
+                 + f"\n\nShared segment per namespace: {segment / 1024:.0f} KiB.")
+        finally:
+            for ns in namespaces:
+                with contextlib.suppress(Exception):
+                    _fleet.cleanup(ns)
+    import alternator
+
+    meta = (
+        f"Run {time.strftime('%Y-%m-%d %H:%M')} UTC; alternator-shm {__version__}, "
+        f"alternator-client {getattr(alternator, '__version__', '2.0.2')}, boto3 "
+        f"{boto3.__version__}, botocore {botocore.__version__}, Python "
+        f"{platform.python_version()}, {platform.machine()} x {os.cpu_count()} CPUs, "
+        f"load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}. "
+        "Emulator: 5 nodes, null backend, SigV4 enforced, one process per node."
+    )
+    command = "python scripts/bench_compare.py" + (" --quick" if args.quick else "")
+    out.write_text(
+        "# alternator-shm vs plain boto3 vs alternator-client\n\n"
+        f"Command: `{command}`\n\n{meta}\n\n" + "\n".join(sections)
+    )
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
