@@ -197,7 +197,7 @@ def _validate(seeds: Sequence[str], kw: dict[str, Any]) -> _Options:
 
 
 def _check_affinity(kw: dict[str, Any]) -> None:
-    """``key_route_affinity`` and ``partition_keys`` (key-route-affinity.md; API.md)."""
+    """``key_route_affinity`` and ``partition_keys`` (spec: key-route-affinity.md)."""
     mode = kw["key_route_affinity"]
     if mode is not None and mode not in _AFFINITY_MODES:
         raise ConfigurationError(
