@@ -140,6 +140,9 @@ def test_status_shows_a_namespace_while_attached_and_after_exit(
         per_node = {url: v["picks"] for url, v in live["per_node"].items()}
         assert sorted(per_node.values()) == [CALLS // 3] * 3
         assert not any(v["quarantined"] for v in live["per_node"].values())
+        prom = _cli("status", "--format", "prometheus", "--namespace", namespace)
+        assert prom.returncode == 0, prom.stderr
+        assert f'alternator_shm_table_generation{{namespace="{namespace}"}}' in prom.stdout
         human = _cli("status", "--namespace", namespace)
         assert human.returncode == 0
         assert namespace in human.stdout and str(proc.pid) in human.stdout

@@ -34,7 +34,12 @@ def add_shm_dir(parser: argparse.ArgumentParser) -> None:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    fmt = parser.add_mutually_exclusive_group()
+    fmt.add_argument("--format", choices=("text", "json", "prometheus"), default="text",
+                     help="text (default), json, or the Prometheus text exposition format "
+                          "(needs alternator-shm[metrics])")
+    fmt.add_argument("--json", dest="format", action="store_const", const="json",
+                     help="the same as --format json")
     parser.add_argument("--namespace", action="append", metavar="NS",
                         help="only this namespace (repeatable; default: all of this user)")
     add_shm_dir(parser)
@@ -128,7 +133,16 @@ def _print_human(fleets: list[FleetStats]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     fleets = select(list_fleets(args.shm_dir), args.namespace)
-    if args.json:
+    if args.format == "prometheus":
+        try:
+            from alternator_shm.metrics import exposition
+
+            sys.stdout.write(exposition(fleets))
+        except ImportError:
+            raise UsageError("--format prometheus needs prometheus_client: "
+                             "pip install 'alternator-shm[metrics]'") from None
+        return 0
+    if args.format == "json":
         json.dump([_to_jsonable(f) for f in fleets], sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
     else:
