@@ -83,14 +83,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Import only the command being run (none at all for a bare --help or --version).
     wanted = next((a for a in args_list if not a.startswith("-")), None)
     parser = build_parser(wanted if wanted in _COMMANDS else "")
-    args = parser.parse_args(args_list)
-    module = importlib.import_module(_COMMANDS[args.command][0])
     try:
+        # Inside the try: on Python < 3.11.4 argparse's --help lets a BrokenPipeError out.
+        args = parser.parse_args(args_list)
+        module = importlib.import_module(_COMMANDS[args.command][0])
         status = int(module.run(args))
         sys.stdout.flush()
         return status
     except UsageError as exc:
-        print(f"alternator-shm {args.command}: error: {exc}", file=sys.stderr)
+        print(f"alternator-shm {getattr(args, 'command', '')}: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         _quiet_broken_pipe()

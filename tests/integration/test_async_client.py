@@ -67,7 +67,12 @@ def _spread(counts: Any) -> int:
 
 
 def test_200_concurrent_tasks_split_exactly(cluster: Any, table: str) -> None:
-    with make_helper(cluster) as h:
+    # The split must be exact, so no attempt may be retried: give the connect a bound a
+    # loaded 2-core host cannot hit (the in-process moto nodes share this process's GIL with
+    # the event loop, which can stall for seconds; a 2 s connect timeout then fires).
+    from botocore.config import Config
+
+    with make_helper(cluster, botocore_config=Config(connect_timeout=30)) as h:
         h.live_nodes()  # the table first, so every call is routed by the shared counter
 
         async def main() -> list[Any]:
