@@ -33,8 +33,10 @@ from alternator_shm import discovery as _discovery
 from alternator_shm.affinity import MODES as _AFFINITY_MODES
 from alternator_shm.affinity import Affinity
 from alternator_shm.discovery import Discovery, node_url
-from alternator_shm.errors import ConfigurationError
-from alternator_shm.fleet import FleetStats, SharedFleet
+from alternator_shm.errors import ConfigurationError, NoLiveNodesError
+from alternator_shm.fleet import FleetStats
+from alternator_shm.fleet.failsoft import MODES as _SHARED_MODES
+from alternator_shm.fleet.failsoft import FailSoftFleet, default_shm_dir
 from alternator_shm.hooks import HookOptions, register_hooks
 from alternator_shm.routing import Router
 from alternator_shm.transport import Transport, TransportOptions
@@ -82,6 +84,7 @@ class _Options:
     refresh_interval: float = 1.0
     idle_refresh_interval: float = 60.0
     namespace: str | None = None
+    shared: Literal["auto", "required", "off"] = "auto"
     key_route_affinity: Literal["rmw", "any_write"] | None = None
     # Sorted (table, attribute) pairs: hashable, picklable, immune to the caller's edits.
     partition_keys: tuple[tuple[str, str], ...] | None = None
@@ -171,6 +174,10 @@ def _validate(seeds: Sequence[str], kw: dict[str, Any]) -> _Options:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise ConfigurationError(f"{name} must be a number of seconds > 0, got {value!r}")
         kw[name] = float(value)
+    if not isinstance(kw["shared"], str) or kw["shared"] not in _SHARED_MODES:
+        raise ConfigurationError(
+            f"shared must be 'auto', 'required' or 'off', got {kw['shared']!r}"
+        )
     if kw["ca_file"] is not None:
         kw["ca_file"] = _check_file("ca_file", kw["ca_file"])
     cert = kw["client_cert"]
@@ -285,6 +292,12 @@ class Helper:
     The options are those of :meth:`__init__` (the README's Options table lists them with their
     defaults). Errors in options raise :class:`ConfigurationError` immediately; nothing touches
     the network or shared memory until first use.
+
+    ``shared`` says what happens when the host-wide shared memory cannot be used: ``"auto"``
+    (default) balances in this process alone after one warning and rejoins the host's fleet by
+    itself later (``stats().mode`` is ``"local"`` meanwhile); ``"required"`` raises
+    :class:`SharedStateError` from the call; ``"off"`` never attaches. See
+    :mod:`alternator_shm.fleet.failsoft`.
     """
 
     def __init__(
@@ -309,6 +322,7 @@ class Helper:
         refresh_interval: float = 1.0,
         idle_refresh_interval: float = 60.0,
         namespace: str | None = None,
+        shared: Literal["auto", "required", "off"] = "auto",
         key_route_affinity: Literal["rmw", "any_write"] | None = None,
         partition_keys: Mapping[str, str] | None = None,
         botocore_config: Config | None = None,
@@ -330,7 +344,7 @@ class Helper:
         )
         self._lock = threading.Lock()
         self._built = False
-        self._fleet: SharedFleet | None = None
+        self._fleet: FailSoftFleet | None = None
         self._router: Router | None = None
         self._api_transport: Transport | None = None
         self._discovery_transport: Transport | None = None
@@ -400,14 +414,20 @@ class Helper:
                 fallback=o.fallback,
                 transport=self._discovery_transport,
             )
-            self._fleet = SharedFleet(
+            # shared="auto": the host's shared state, or this process alone when it cannot be
+            # had (one warning; see fleet/failsoft.py). "required" raises, "off" never attaches.
+            self._fleet = FailSoftFleet(
                 self._namespace,
+                shared=o.shared,
+                shm_dir=default_shm_dir(),
                 refresh=self._refresh,
                 probe=self._probe,
                 refresh_interval=o.refresh_interval,
                 idle_refresh_interval=o.idle_refresh_interval,
             )
-            self._router = Router(self._fleet, [node_url(o.scheme, s, o.port) for s in o.seeds])
+            self._router = Router(
+                self._fleet, [node_url(o.scheme, s, o.port) for s in o.seeds], fallback=o.fallback
+            )
             if o.key_route_affinity is not None:
                 self._affinity = Affinity(o.key_route_affinity, dict(o.partition_keys or ()))
             self._built = True
@@ -417,7 +437,9 @@ class Helper:
         discovery = self._discovery_obj
         fleet = self._fleet
         assert discovery is not None and fleet is not None
-        return discovery.fetch(known=fleet.nodes())
+        # The published table and its note are the input: discovery narrows it only when
+        # another node confirms (see discovery.py), and only within the same scope.
+        return discovery.fetch(known=fleet.nodes(), previous_note=fleet.table_note() or None)
 
     def _probe(self, node: str) -> bool:
         discovery = self._discovery_obj
@@ -587,7 +609,7 @@ class Helper:
         assert self._discovery_obj is not None
         return self._discovery_obj
 
-    def _shared(self) -> SharedFleet:
+    def _shared(self) -> FailSoftFleet:
         self._ensure()
         assert self._fleet is not None
         return self._fleet
@@ -601,10 +623,18 @@ class Helper:
         return self._discovery().check_if_rack_datacenter_feature_is_supported()
 
     def update_live_nodes(self, timeout: float = 5.0) -> list[str]:
-        """Refresh the shared table now, through the elected refresher; return the new list."""
+        """Refresh the shared table now, through the elected refresher; return the new list.
+
+        Raises :class:`NoLiveNodesError` naming the scope when discovery answered that the
+        configured scope lists no live node and ``fallback`` is off.
+        """
         fleet = self._shared()
         fleet.start()
-        return list(fleet.refresh_now(timeout))
+        nodes = list(fleet.refresh_now(timeout))
+        reason = fleet.empty_reason() if not nodes else None
+        if reason is not None and not self._options.fallback:
+            raise NoLiveNodesError(reason)
+        return nodes
 
     def live_nodes(self) -> list[str]:
         """The node URLs currently shared on this host (waits briefly for the first table)."""
@@ -621,7 +651,10 @@ class Helper:
         return self._router.next_node()
 
     def stats(self) -> FleetStats:
-        """A snapshot of the shared state: leader, generation, nodes, per-node picks, refresh."""
+        """A snapshot of the shared state: leader, generation, nodes, per-node picks, refresh.
+
+        ``mode`` is ``"local"`` (with the cause in ``mode_reason``) while this process balances
+        alone, and then the figures are this process's own."""
         return self._shared().stats()
 
     def start(self) -> Helper:

@@ -42,6 +42,8 @@ class FleetView(Protocol):
 
     def quarantined(self) -> dict[str, int]: ...
 
+    def empty_reason(self) -> str | None: ...
+
 
 class Router:
     """Chooses nodes for attempts and feeds connection outcomes back into shared health.
@@ -49,6 +51,10 @@ class Router:
     ``bootstrap`` is the seed URL list, used only while no table has ever been published on the
     host (the very first request before discovery answered), so a request is never refused just
     because the refresher has not finished its first poll.
+
+    A table published empty on purpose (discovery's verdict "the configured scope lists no live
+    node", see :meth:`FleetView.empty_reason`) is an answer: with ``fallback=False`` every call
+    raises :class:`NoLiveNodesError` naming the scope and sends nothing.
     """
 
     def __init__(
@@ -57,8 +63,10 @@ class Router:
         bootstrap: Sequence[str],
         *,
         first_table_timeout: float = 5.0,
+        fallback: bool = True,
     ) -> None:
         self._fleet = fleet
+        self._scope_fallback = fallback
         self._bootstrap = tuple(bootstrap)
         self._first_table_timeout = first_table_timeout
         self._started_pid = -1
@@ -74,6 +82,7 @@ class Router:
         nodes = self._fleet.nodes()
         if nodes:
             return nodes
+        self._check_empty_verdict()
         if self._waited_pid != pid:
             # Wait for the first table once per process only: if discovery keeps failing
             # (e.g. /localnodes blocked), later calls must not each stall for the timeout.
@@ -81,10 +90,19 @@ class Router:
             nodes = self._fleet.wait_for_nodes(self._first_table_timeout)
             if nodes:
                 return nodes
+            self._check_empty_verdict()
         if self._bootstrap:
             _log.warning("no node table published yet; routing to the seed nodes")
             return self._bootstrap
         raise NoLiveNodesError("no live node is known: discovery has not published a table")
+
+    def _check_empty_verdict(self) -> None:
+        reason = self._fleet.empty_reason()
+        if reason is not None and not self._scope_fallback:
+            raise NoLiveNodesError(
+                f"{reason}: no call is sent outside the configured scope (discovery's verdict, "
+                "checked again at every refresh)"
+            )
 
     def nodes(self) -> tuple[str, ...]:
         """The discovered node table (every node, whatever its health), as routing sees it."""

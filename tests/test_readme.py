@@ -34,7 +34,7 @@ from servers.servers_harness import ServerProcess, free_port, http_get, uwsgi_co
 
 import alternator_shm
 from alternator_shm import Helper
-from alternator_shm.discovery import CONNECT_TIMEOUT, READ_TIMEOUT
+from alternator_shm.discovery import CONNECT_TIMEOUT, REQUEST_TIMEOUT
 from alternator_shm.emulator import Cluster
 from alternator_shm.fleet import layout
 
@@ -409,11 +409,11 @@ def test_documented_botocore_defaults_match_the_code() -> None:
     read = re.search(r"read timeout (\d+(?:\.\d+)?) s", text)
     assert connect and float(connect.group(1)) == config.connect_timeout
     assert read and float(read.group(1)) == config.read_timeout
-    discovery = re.search(r"discovery uses (\d+(?:\.\d+)?) s connect / (\d+(?:\.\d+)?) s read",
-                          text)
+    discovery = re.search(r"discovery uses a (\d+(?:\.\d+)?) s connect timeout and one "
+                          r"(\d+(?:\.\d+)?) s total deadline per request", text)
     assert discovery is not None
     assert (float(discovery.group(1)), float(discovery.group(2))) == (CONNECT_TIMEOUT,
-                                                                     READ_TIMEOUT)
+                                                                     REQUEST_TIMEOUT)
 
 
 def test_documented_segment_size_holds() -> None:

@@ -20,17 +20,18 @@ import psutil
 
 from alternator_shm.cli import UsageError
 from alternator_shm.fleet import FleetStats, list_fleets
+from alternator_shm.fleet.failsoft import default_shm_dir
 
 __all__ = ["LeaderProcess", "configure", "leader_process", "run", "select"]
 
-SHM_DIR = "/dev/shm"
 # Wall clock vs. monotonic ages and psutil's tick-rounded start times disagree by a little.
 _START_SLACK_S = 2.0
 
 
 def add_shm_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--shm-dir", default=SHM_DIR, metavar="DIR",
-                        help=f"where the POSIX shared memory lives (default {SHM_DIR})")
+    parser.add_argument("--shm-dir", default=default_shm_dir(), metavar="DIR",
+                        help="where the POSIX shared memory lives (default $ALTERNATOR_SHM_DIR "
+                             "or /dev/shm, as for the Helper)")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -112,7 +113,16 @@ def _print_human(fleets: list[FleetStats]) -> None:
         print("no shared alternator-shm state for this user on this host")
         return
     for st in fleets:
-        print(f"namespace {st.namespace}")
+        print(f"namespace {st.namespace or '?'}")
+        if st.problem is not None:
+            # listed, not hidden: new processes of this namespace balance alone until it is fixed
+            print(f"  segment {st.segment_name}   UNUSABLE: {st.problem}")
+            if st.problem.startswith("owned by uid"):
+                print("  (another user created this name: as root, remove the file)")
+            else:
+                print("  (fix: stop the processes attached to it, then `alternator-shm cleanup`)")
+            print()
+            continue
         print(f"  segment {st.segment_name}   counter {st.counter_backend or '?'}")
         leader = leader_process(st)
         print(f"  leader {leader.describe() if leader else 'none'}")

@@ -65,7 +65,13 @@ class LocalState:
     def reattach(self, reason: str, counter_backend: str = "auto") -> Attachment:
         with self._lock:
             log.warning("re-attaching %s: %s", self.base, reason)
-            self._attach(counter_backend)
+            try:
+                self._attach(counter_backend)
+            except BaseException:
+                # The old mapping is an orphan now: never serve it silently. Every user
+                # re-attaches on its next call and so sees the error (fail-soft switches then).
+                self.stale = True
+                raise
             assert self.att is not None
             return self.att
 

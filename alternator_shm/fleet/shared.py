@@ -12,7 +12,7 @@ from alternator_shm.errors import DiscoveryError, SharedStateError
 from alternator_shm.fleet import layout, segment
 from alternator_shm.fleet.local import Attachment, LocalState, existing_local_state, local_state
 from alternator_shm.fleet.refresher import RefreshConfig, Refresher, read_error, refresh_once
-from alternator_shm.fleet.stats import FleetStats, snapshot
+from alternator_shm.fleet.stats import FleetStats, snapshot, unusable
 
 __all__ = ["SharedFleet", "cleanup", "list_fleets"]
 
@@ -164,12 +164,26 @@ class SharedFleet:
     def generation(self) -> int:
         return self._att().reader.generation
 
+    def table_note(self) -> str:
+        """The note published with the current table ("" if none): the refresh result's
+        ``note`` (discovery: which scope the nodes are for)."""
+        return self._att().reader.note()
+
+    def empty_reason(self) -> str | None:
+        """Why the published table is empty, when the refresher published it empty on purpose
+        (its note, e.g. "no live node in rack 'r9' ..."); None otherwise."""
+        reader = self._att().reader
+        if reader.read():
+            return None
+        return reader.note() or None
+
     def wait_for_nodes(self, timeout: float) -> tuple[str, ...]:
         """start(), then wait up to ``timeout`` for a non-empty table; returns what is there.
 
         Returns early (with the empty table) once a refresh attempt made after the call began
         has failed: waiting out the timeout would only delay the caller's own error (a TLS or
-        DNS misconfiguration, say), and the caller has seeds to fall back to.
+        DNS misconfiguration, say), and the caller has seeds to fall back to. Also returns at
+        once (empty) when the table was published empty on purpose (see :meth:`empty_reason`).
         """
         self.start()
         deadline = time.monotonic() + timeout
@@ -177,7 +191,7 @@ class SharedFleet:
         delay = 0.001
         while True:
             nodes = self.nodes()
-            if nodes or time.monotonic() >= deadline:
+            if nodes or time.monotonic() >= deadline or self.empty_reason() is not None:
                 return nodes
             if delay >= 0.02:
                 st = self.stats()
@@ -276,11 +290,15 @@ class SharedFleet:
 
 
 def list_fleets(shm_dir: str = segment.DEFAULT_SHM_DIR) -> list[FleetStats]:
-    """Stats of every segment of this euid in ``shm_dir``; read-only, never creates anything."""
+    """Stats of every segment of this euid in ``shm_dir``; read-only, never creates anything.
+
+    A segment that cannot be read (corrupt header, foreign owner) is listed with ``problem``
+    set, so ``status`` shows it instead of hiding it."""
     result = []
     for base in segment.list_bases(shm_dir):
         ro = segment.open_read_only(shm_dir, base)
-        if ro is None:
+        if ro is None:  # listed with its problem, never dropped
+            result.append(unusable(shm_dir, base))
             continue
         local = existing_local_state(shm_dir, base)
         result.append(

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 
 from alternator_shm.fleet import health, layout, segment, table
 from alternator_shm.fleet.refresher import read_error
 
-__all__ = ["FleetStats", "NodeStats", "snapshot"]
+__all__ = ["FleetStats", "NodeStats", "snapshot", "unusable"]
 
 _W = layout.word_index
 
@@ -54,6 +55,13 @@ class FleetStats:
     health_overflow: int = 0
     segment_size: int = layout.TOTAL_SIZE
     shm_dir: str = segment.DEFAULT_SHM_DIR
+    # "shared": this process uses the host-wide segment; "local": it balances alone (its own
+    # table, counter and health; see fleet/failsoft.py) and ``mode_reason`` says why.
+    mode: str = "shared"
+    mode_reason: str | None = None
+    # Set only by ``list_fleets`` for a segment it cannot read (corrupt header, foreign owner,
+    # truncated): why. Such an entry is listed, never dropped, so an operator sees it.
+    problem: str | None = None
 
 
 def _age(now: int, stamp: int) -> float | None:
@@ -116,4 +124,49 @@ def snapshot(
         health_slots_used=health.slots_used(words),
         health_overflow=int(words[_W(layout.HEALTH_OVERFLOW_OFF)]),
         shm_dir=shm_dir,
+    )
+
+
+def unusable(shm_dir: str, base: str) -> FleetStats:
+    """The entry ``status`` shows for a segment it cannot read: the reason, and whatever of the
+    header can still be told (the namespace bytes survive most corruptions). Read-only."""
+    path = os.path.join(shm_dir, base)
+    problem = "unreadable"
+    namespace = ""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        problem = f"cannot open: {exc.strerror or exc}"
+    else:
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                problem = "not a regular file"
+            elif st.st_uid != os.geteuid():
+                problem = f"owned by uid {st.st_uid}, not by this user (euid {os.geteuid()})"
+            elif st.st_size < layout.TOTAL_SIZE:
+                problem = f"truncated ({st.st_size} of {layout.TOTAL_SIZE} bytes)"
+            else:
+                mm = mmap.mmap(fd, layout.TOTAL_SIZE, prot=mmap.PROT_READ)
+                words = memoryview(mm).cast("Q")
+                problem = f"corrupt header: {segment.header_problem(words) or 'unknown'}"
+                try:
+                    namespace = segment.read_namespace(mm, words)
+                except (ValueError, IndexError):
+                    namespace = ""
+                if not namespace.isprintable():
+                    namespace = ""
+        except OSError as exc:
+            problem = f"cannot read: {exc.strerror or exc}"
+        finally:
+            os.close(fd)
+    return FleetStats(
+        namespace=namespace,
+        segment_name="/" + base,
+        leader_pid=None,
+        generation=0,
+        nodes=(),
+        picks=0,
+        shm_dir=shm_dir,
+        problem=problem,
     )
