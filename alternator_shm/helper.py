@@ -625,6 +625,10 @@ class Helper:
     def update_live_nodes(self, timeout: float = 5.0) -> list[str]:
         """Refresh the shared table now, through the elected refresher; return the new list.
 
+        Honours ``timeout`` in every process, the leader included. Raises
+        :class:`DiscoveryError` if the refresh failed or no refresh answered within
+        ``timeout`` (a stopped leader is taken over only after ``max(3 x refresh_interval,
+        2 s)``): never returns a stale table silently.
         Raises :class:`NoLiveNodesError` naming the scope when discovery answered that the
         configured scope lists no live node and ``fallback`` is off.
         """
@@ -663,7 +667,11 @@ class Helper:
         return self
 
     def close(self) -> None:
-        """Stop this process's refresher thread and close its sockets; shared state stays."""
+        """Stop this process's refresher thread and close its sockets; shared state stays.
+
+        Once this returns the process no longer writes the shared table, even if its refresher
+        thread is still inside a slow refresh: its leader epoch was revoked (``fleet.fencing``).
+        """
         with self._lock:
             if self._fleet is not None:
                 self._fleet.close()

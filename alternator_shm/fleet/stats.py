@@ -62,27 +62,38 @@ class FleetStats:
     # Set only by ``list_fleets`` for a segment it cannot read (corrupt header, foreign owner,
     # truncated): why. Such an entry is listed, never dropped, so an operator sees it.
     problem: str | None = None
+    leader_epoch: int = 0  # the fencing token in force (bumped by every new leader and close)
+    leader_mode: str = ""  # "lock", "takeover" (of a wedged leader) or "" (none)
+    takeovers: int = 0  # wedged leaders replaced on this segment
+    published_epoch: int = 0  # epoch of the writer of the last commit
+    local_picks: int = 0  # attempts of this process that picked locally (counter lock stuck)
 
 
 def _age(now: int, stamp: int) -> float | None:
     return None if stamp == 0 else max(0.0, (now - stamp) / 1e9)
 
 
-def _leader_pid(shm_dir: str, base: str, words: memoryview, self_leads: bool) -> int | None:
-    """The leader by F_GETLK (authoritative: the kernel holds the lock for a live process).
+_MODES = {1: "lock", 2: "takeover"}
 
-    F_GETLK reports 0 for a holder in another pid namespace; then the header's pid is the best
-    we have. The header alone is never trusted: a dead leader's pid may have been reused.
-    """
+
+def _leader_pid(shm_dir: str, base: str, words: memoryview, self_leads: bool) -> int | None:
+    """The epoch holder: the header's pid, trusted only while that process is alive (its
+    (pid, starttime) pair, so a reused pid does not count) and, for a lock leader, while the
+    leader byte is held. OFD locks carry no pid, so the kernel cannot name the holder."""
     if self_leads:
         return os.getpid()
-    holder = segment.leader_pid_from_lock(shm_dir, base)
-    if holder is None:
+    from alternator_shm.fleet.election import process_identity  # no import cycle at load
+
+    pid = int(words[_W(layout.LEADER_PID_OFF)])
+    mode = int(words[_W(layout.LEADER_MODE_OFF)])
+    if pid <= 0 or mode == 0:
         return None
-    if holder == 0:
-        header_pid = int(words[_W(layout.LEADER_PID_OFF)])
-        return header_pid or None
-    return holder
+    if mode == 1 and segment.leader_pid_from_lock(shm_dir, base) is None:
+        return None
+    start = int(words[_W(layout.LEADER_START_OFF)])
+    if start and not process_identity(pid, start) and os.path.exists("/proc/self/stat"):
+        return None
+    return pid
 
 
 def snapshot(
@@ -93,6 +104,7 @@ def snapshot(
     mm: mmap.mmap,
     words: memoryview,
     self_leads: bool = False,
+    local_picks: int = 0,
 ) -> FleetStats:
     """Read everything ``status`` shows from a (possibly read-only) mapping."""
     now = time.monotonic_ns()
@@ -124,6 +136,11 @@ def snapshot(
         health_slots_used=health.slots_used(words),
         health_overflow=int(words[_W(layout.HEALTH_OVERFLOW_OFF)]),
         shm_dir=shm_dir,
+        leader_epoch=int(words[_W(layout.EPOCH_OFF)]),
+        leader_mode=_MODES.get(int(words[_W(layout.LEADER_MODE_OFF)]), ""),
+        takeovers=int(words[_W(layout.TAKEOVERS_OFF)]),
+        published_epoch=int(words[_W(layout.PUBLISHED_EPOCH_OFF)]),
+        local_picks=local_picks,
     )
 
 
