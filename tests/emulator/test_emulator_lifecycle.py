@@ -23,6 +23,10 @@ def _refused(ip: str, port: int) -> bool:
         socket.create_connection((ip, port), timeout=2).close()
     except ConnectionRefusedError:
         return True
+    except ConnectionResetError:
+        # Accepted, then reset before connect() returned (the "reset" hold on a busy host):
+        # the port is open, so not refused.
+        return False
     return False
 
 
