@@ -155,6 +155,8 @@ def _reset_on_request(ip: str, port: int) -> bool:
         sock = socket.create_connection((ip, port), timeout=5)
     except ConnectionRefusedError:
         return False
+    except ConnectionResetError:
+        return True  # accepted and reset before connect() even returned
     try:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         return sock.recv(100) == b""
