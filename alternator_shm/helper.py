@@ -561,7 +561,9 @@ class Helper:
         keepalive = _config_value(config, "tcp_keepalive")
         proxies = _config_value(config, "proxies")
         proxies_config = _config_value(config, "proxies_config") or {}
-        pool = _config_value(config, "max_pool_connections") or 10
+        pool = _config_value(config, "max_pool_connections")
+        if pool is None:
+            pool = 10
         if isinstance(pool, bool) or not isinstance(pool, int) or pool < 1:
             raise ConfigurationError(f"max_pool_connections must be an integer >= 1, got {pool!r}")
         try:
@@ -641,12 +643,13 @@ class Helper:
         )
 
     def _environment_proxies(self) -> bool:
-        """True if HTTP(S)_PROXY (after NO_PROXY) would send some seed through a proxy."""
+        """True if HTTP(S)_PROXY (after NO_PROXY) would send a seed or a known node through a
+        proxy (NO_PROXY may name the seeds only; discovered nodes count as much)."""
         o = self._options
-        return any(
-            botocore.utils.get_environ_proxies(node_url(o.scheme, seed, o.port))
-            for seed in o.seeds
-        )
+        urls = [node_url(o.scheme, seed, o.port) for seed in o.seeds]
+        if self._fleet is not None:
+            urls.extend(self._fleet.nodes())
+        return any(botocore.utils.get_environ_proxies(url) for url in urls)
 
     def _router_bootstrap(self) -> str:
         o = self._options

@@ -32,9 +32,11 @@ from typing import Any
 import aiohttp
 import botocore.awsrequest
 import botocore.exceptions
+import botocore.utils
 from aiobotocore.awsrequest import AioAWSResponse
 from urllib3.util import SKIP_HEADER
 
+from alternator_shm.errors import ConfigurationError
 from alternator_shm.transport import TransportOptions, _socket_options, _ssl_context
 
 __all__ = ["AsyncTransport"]
@@ -230,6 +232,14 @@ class AsyncTransport:
         ``decode_content`` a gzip / deflate body is decoded and ``Content-Encoding`` dropped.
         """
         url = request.url
+        if self.options.proxies is None and botocore.utils.get_environ_proxies(url):
+            # botocore reads HTTP(S)_PROXY / NO_PROXY per request; a proxy we cannot use must
+            # stop the call, never be bypassed silently (a node discovered later, or the
+            # environment changed after the client was created).
+            raise ConfigurationError(
+                f"HTTP(S)_PROXY applies to {url} but new_async_dynamodb_client does not "
+                "support proxies yet; use new_dynamodb_client, or add the node to NO_PROXY"
+            )
         connect_timeout, read_timeout = timeout
         try:
             session = self._session()

@@ -506,3 +506,57 @@ def test_sslkeylogfile_gets_the_same_rules(
     assert t.request("GET", server.url + "/").status == 200
     assert os.stat(path).st_mode & 0o777 == 0o600
     assert "CLIENT" in path.read_text() or "SECRET" in path.read_text()
+
+
+@pytest.mark.parametrize("bad_crc", [False, True], ids=["good-crc", "bad-crc"])
+def test_async_crc32_is_checked_over_the_compressed_bytes(
+    servers: Callable[..., _Server], bad_crc: bool
+) -> None:
+    """The async client (aiohttp) treats a compressed answer's checksum as the sync one does:
+    a good checksum is one request; a bad one behaves as plain aiobotocore on the same server."""
+    import asyncio
+    import uuid
+
+    from aiobotocore.session import get_session
+    from botocore.config import Config
+
+    from alternator_shm import Helper, fleet
+
+    server = servers(_ddb_route(bad_crc))
+    config = Config(retries={"mode": "standard", "total_max_attempts": 3})
+
+    async def plain() -> Any:
+        async with get_session().create_client(
+            "dynamodb", endpoint_url=server.url, region_name="x", aws_access_key_id="k",
+            aws_secret_access_key="s", config=config,
+        ) as ddb:  # fmt: skip
+            try:
+                return (await ddb.get_item(TableName="t", Key={"p": {"S": "k"}}))["Item"]
+            except botocore.exceptions.BotoCoreError as e:
+                return type(e)
+
+    plain_outcome = asyncio.run(plain())
+    plain_posts = _posts(server)
+    server.requests.clear()
+    ns = f"t-{uuid.uuid4().hex}"
+    h = Helper([server.host], port=server.port, credentials=("k", "s"), namespace=ns,
+               response_compression=True, botocore_config=config)  # fmt: skip
+
+    async def ours() -> Any:
+        async with h.new_async_dynamodb_client() as ddb:
+            try:
+                return (await ddb.get_item(TableName="t", Key={"p": {"S": "k"}}))["Item"]
+            except botocore.exceptions.BotoCoreError as e:
+                return type(e)
+
+    try:
+        h.live_nodes()
+        outcome = asyncio.run(ours())
+    finally:
+        h.close()
+        fleet.cleanup(ns)
+    posts = [r for r in server.requests if r[0] == "POST"]
+    assert all("gzip" in r[2].get("Accept-Encoding", "") for r in posts)
+    assert (outcome, len(posts)) == (plain_outcome, plain_posts)
+    if not bad_crc:
+        assert (outcome, len(posts)) == ({"p": {"S": "k"}}, 1)
