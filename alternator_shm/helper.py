@@ -753,6 +753,7 @@ class Helper:
                 transport = self._async_transports.get(options)
                 if transport is None:
                     transport = self._async_transports[options] = AsyncTransport(options)
+            transport.prepare()  # a bad CA bundle, client cert or key log is refused now
             register_async_hooks(
                 client.meta.events,
                 router=self._router,

@@ -159,6 +159,12 @@ class AsyncTransport:
                 log.warning("TLS server certificate verification is disabled")
         return self._ssl
 
+    def prepare(self) -> None:
+        """Build the TLS context now, so a bad CA bundle, client certificate or key log is
+        refused (``ConfigurationError``) when the client is created, as for the sync client."""
+        self._check_pid()
+        self._ssl_context()
+
     def _session(self) -> aiohttp.ClientSession:
         self._check_pid()
         loop = asyncio.get_running_loop()
@@ -278,7 +284,11 @@ class AsyncTransport:
             raise botocore.exceptions.ConnectionClosedError(
                 error=e, request=request, endpoint_url=url
             ) from e
-        except (botocore.exceptions.HTTPClientError, botocore.exceptions.ConnectionError):
+        except (
+            botocore.exceptions.HTTPClientError,
+            botocore.exceptions.ConnectionError,
+            ConfigurationError,  # TLS material that went bad in a forked child: not retried
+        ):
             raise
         except Exception as e:
             raise botocore.exceptions.HTTPClientError(error=e) from e

@@ -429,3 +429,35 @@ def test_environment_proxy_set_after_client_creation_is_never_bypassed(
         with pytest.raises(ConfigurationError, match="prox"):
             asyncio.run(main())
         assert sum(api_counts(cluster).values()) == 0
+
+
+@pytest.mark.parametrize("bad", ["key_log_symlink", "ca_file_garbage", "client_cert_garbage"])
+def test_bad_tls_material_is_refused_at_client_creation(
+    tls_cluster: Any, tmp_path: Path, bad: str
+) -> None:
+    # As for the sync client: a ConfigurationError when the client is created, not an
+    # HTTPClientError (retried by botocore) on the first call.
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a PEM file\n")
+    link = tmp_path / "keys.log"
+    link.symlink_to(tmp_path / "elsewhere.log")
+    helper_kwargs: dict[str, Any] = {}
+    client_kwargs: dict[str, Any] = {}
+    if bad == "key_log_symlink":
+        helper_kwargs["key_log_file"] = str(link)
+    elif bad == "ca_file_garbage":
+        client_kwargs["verify"] = str(garbage)
+    else:
+        client_kwargs["config"] = Config(client_cert=str(garbage))
+    entered: list[bool] = []
+
+    async def main() -> None:
+        async with h.new_async_dynamodb_client(**client_kwargs) as ddb:
+            entered.append(True)
+            await ddb.list_tables()
+
+    with make_helper(tls_cluster, **helper_kwargs) as h:
+        with pytest.raises(ConfigurationError):
+            asyncio.run(main())
+    assert entered == []
+    assert not (tmp_path / "elsewhere.log").exists()
