@@ -560,3 +560,39 @@ def test_async_crc32_is_checked_over_the_compressed_bytes(
     assert (outcome, len(posts)) == (plain_outcome, plain_posts)
     if not bad_crc:
         assert (outcome, len(posts)) == ({"p": {"S": "k"}}, 1)
+
+
+@pytest.mark.parametrize("via", ["option", "SSLKEYLOGFILE"])
+def test_key_log_fifo_is_refused_without_hanging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, via: str
+) -> None:
+    # A FIFO with no reader: a blocking open() for writing would wait forever, so the client
+    # creation would hang; it must be refused at once like any other non-regular file.
+    import threading
+
+    fifo = tmp_path / "keys.fifo"
+    os.mkfifo(fifo)
+    options = TransportOptions(scheme="https")
+    if via == "option":
+        options = TransportOptions(scheme="https", key_log_file=str(fifo))
+    else:
+        monkeypatch.setenv("SSLKEYLOGFILE", str(fifo))
+    outcome: list[BaseException | None] = []
+
+    def prepare() -> None:
+        try:
+            Transport(options).prepare()
+            outcome.append(None)
+        except BaseException as e:
+            outcome.append(e)
+
+    thread = threading.Thread(target=prepare, daemon=True)
+    thread.start()
+    thread.join(10)  # a non-blocking refusal takes microseconds
+    if thread.is_alive():
+        # Unblock the stuck open() (a reader appears) so the thread ends, then fail.
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        thread.join(30)
+        os.close(reader)
+        pytest.fail("opening a FIFO key log blocked")
+    assert len(outcome) == 1 and isinstance(outcome[0], ConfigurationError), outcome
