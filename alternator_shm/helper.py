@@ -265,11 +265,24 @@ def _config_value(config: Config, name: str) -> Any:
 
 
 def _timeouts(config: Config) -> tuple[float, float]:
-    """(connect, read) seconds of a config: our transport sends, so it must honour them."""
-    return (
-        float(_config_value(config, "connect_timeout")),
-        float(_config_value(config, "read_timeout")),
-    )
+    """(connect, read) seconds of a config: our transport sends, so it must honour them.
+
+    ``None`` means "no timeout" to botocore; it is refused here (``ConfigurationError``) rather
+    than honoured: a node that hangs would then hold the call forever instead of letting the
+    Helper move on to another node. Zero / negative values keep botocore's own effect (urllib3
+    refuses them when the call is sent; aiobotocore takes them as "no timeout").
+    """
+    values: list[float] = []
+    for name in ("connect_timeout", "read_timeout"):
+        value = _config_value(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigurationError(
+                f"Config({name}={value!r}) is not supported: give a number of seconds "
+                "(per client config=, or Helper(botocore_config=...)); with no timeout a "
+                "hung node would hold the call instead of the Helper trying another"
+            )
+        values.append(float(value))
+    return values[0], values[1]
 
 
 def _default_namespace(o: _Options) -> str:
@@ -346,6 +359,7 @@ class Helper:
             ),
             self._options.botocore_config,
         )
+        _timeouts(self._base_config)  # a botocore_config timeout we cannot honour: refused now
         # Re-created unlocked in every process (a fork while another thread holds it must not
         # deadlock the child) and re-entrant (close() from a signal handler).
         self._lock = ForkSafeLock()

@@ -342,6 +342,12 @@ def test_options_the_async_client_cannot_honour_are_refused(cluster: Any) -> Non
         asyncio.run(open_client(h))
     with make_helper(cluster) as h, pytest.raises(ConfigurationError, match="endpoint_url"):
         asyncio.run(open_client(h, endpoint_url="http://127.0.0.1:1"))
+    # botocore's "no timeout" (None): refused with a typed error, as for the sync client.
+    for name in ("read_timeout", "connect_timeout"):
+        with make_helper(cluster) as h, pytest.raises(ConfigurationError, match=name):
+            asyncio.run(open_client(h, config=Config(**{name: None})))
+        with pytest.raises(ConfigurationError, match=name):
+            Helper(["127.0.0.1"], botocore_config=Config(**{name: None}))
 
 
 # -- environment proxies for nodes other than the seeds -----------------------------------------
