@@ -462,8 +462,7 @@ def test_bad_tls_material_is_refused_at_client_creation(
             entered.append(True)
             await ddb.list_tables()
 
-    with make_helper(tls_cluster, **helper_kwargs) as h:
-        with pytest.raises(ConfigurationError):
-            asyncio.run(main())
+    with make_helper(tls_cluster, **helper_kwargs) as h, pytest.raises(ConfigurationError):
+        asyncio.run(main())
     assert entered == []
     assert not (tmp_path / "elsewhere.log").exists()

@@ -500,9 +500,16 @@ def test_retries_per_client(cluster: Any) -> None:
         ({"config": Config(connect_timeout=None)}, "connect_timeout"),
     ],
     ids=[
-        "endpoint_url", "use_ssl", "endpoint_discovery", "config-type", "verify-type", "cert",
-        "pool-0", "read-timeout-none", "connect-timeout-none",
-    ],  # fmt: skip
+        "endpoint_url",
+        "use_ssl",
+        "endpoint_discovery",
+        "config-type",
+        "verify-type",
+        "cert",
+        "pool-0",
+        "read-timeout-none",
+        "connect-timeout-none",
+    ],
 )
 def test_refused_at_client_creation(cluster: Any, kwargs: dict[str, Any], names: str) -> None:
     with make_helper(cluster) as h:
