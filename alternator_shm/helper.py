@@ -212,7 +212,7 @@ def _validate(seeds: Sequence[str], kw: dict[str, Any]) -> _Options:
 
 
 def _check_affinity(kw: dict[str, Any]) -> None:
-    """``key_route_affinity`` and ``partition_keys`` (key-route-affinity.md; API.md)."""
+    """``key_route_affinity`` and ``partition_keys`` (spec: key-route-affinity.md)."""
     mode = kw["key_route_affinity"]
     if mode is not None and mode not in _AFFINITY_MODES:
         raise ConfigurationError(
@@ -306,8 +306,9 @@ class _GivenCredentials(CredentialProvider):
 class Helper:
     """Load-balances boto3 DynamoDB traffic over an Alternator cluster, host-wide.
 
-    See ``API.md`` for every option. Errors in options raise :class:`ConfigurationError`
-    immediately; nothing touches the network or shared memory until first use.
+    The options are those of :meth:`__init__` (the README's Options table lists them with their
+    defaults). Errors in options raise :class:`ConfigurationError` immediately; nothing touches
+    the network or shared memory until first use.
 
     ``shared`` says what happens when the host-wide shared memory cannot be used: ``"auto"``
     (default) balances in this process alone after one warning and rejoins the host's fleet by
