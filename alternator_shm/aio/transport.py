@@ -239,9 +239,10 @@ class AsyncTransport:
         """
         url = request.url
         if self.options.proxies is None and botocore.utils.get_environ_proxies(url):
-            # botocore reads HTTP(S)_PROXY / NO_PROXY per request; a proxy we cannot use must
-            # stop the call, never be bypassed silently (a node discovered later, or the
-            # environment changed after the client was created).
+            # The sync client reads HTTP(S)_PROXY / NO_PROXY per attempt (each node is an
+            # endpoint of its own, as botocore reads them per endpoint); a proxy we cannot use
+            # must stop the call, never be bypassed silently (a node discovered after the
+            # client was created, or the environment changed since).
             raise ConfigurationError(
                 f"HTTP(S)_PROXY applies to {url} but new_async_dynamodb_client does not "
                 "support proxies yet; use new_dynamodb_client, or add the node to NO_PROXY"

@@ -418,8 +418,9 @@ def test_environment_proxy_for_a_discovered_node_is_never_bypassed(
 def test_environment_proxy_set_after_client_creation_is_never_bypassed(
     cluster: Any, counting_proxy: _CountingListener, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # botocore looks the environment up per request; a proxy that appears later must not be
-    # bypassed silently either: the attempt is refused (ConfigurationError), nothing is sent.
+    # The sync client looks the environment up per attempt (per node); for the async client a
+    # proxy that appears later must not be bypassed silently either: the attempt is refused
+    # (ConfigurationError), nothing is sent.
     with make_helper(cluster) as h:
         h.live_nodes()
 
