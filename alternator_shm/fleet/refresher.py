@@ -135,8 +135,14 @@ def refresh_once(
             raise
         changed = False
         att.health.admit(nodes)  # new nodes enter admission quarantine before anyone routes
-        if prober is not None:
+        if prober is not None and int(words[_W(layout.PUBLISH_OFF)]) >> 1 == 0:
+            # Only the host's first table waits for its nodes' admission probes, so the first
+            # wave of calls already splits over active nodes. Later, a new node simply stays
+            # quarantined until its probe answers: waiting here would age the whole table
+            # (up to the admission wait) for the sake of one node.
             prober.admit(att.health, nodes)  # ... and are probed before the table shows them
+        elif prober is not None:
+            prober.cycle(att.health, nodes)  # start the new nodes' probes without waiting
 
         def record_success() -> None:
             nonlocal changed
