@@ -32,6 +32,7 @@ from botocore.credentials import (
 from alternator_shm import discovery as _discovery
 from alternator_shm.affinity import MODES as _AFFINITY_MODES
 from alternator_shm.affinity import Affinity
+from alternator_shm.balancing import BALANCING_MODES as _BALANCING_MODES
 from alternator_shm.discovery import Discovery, node_url
 from alternator_shm.errors import ConfigurationError
 from alternator_shm.fleet import FleetStats, SharedFleet
@@ -85,6 +86,7 @@ class _Options:
     key_route_affinity: Literal["rmw", "any_write"] | None = None
     # Sorted (table, attribute) pairs: hashable, picklable, immune to the caller's edits.
     partition_keys: tuple[tuple[str, str], ...] | None = None
+    balancing: Literal["round_robin", "adaptive"] = "round_robin"
     botocore_config: Config | None = field(default=None, compare=False)
     session: boto3.Session | None = field(default=None, compare=False)
 
@@ -191,6 +193,10 @@ def _validate(seeds: Sequence[str], kw: dict[str, Any]) -> _Options:
     if kw["session"] is not None and not isinstance(kw["session"], boto3.Session):
         raise ConfigurationError("session must be a boto3.Session")
     _check_affinity(kw)
+    if kw["balancing"] not in _BALANCING_MODES:
+        raise ConfigurationError(
+            f"balancing must be 'round_robin' or 'adaptive', got {kw['balancing']!r}"
+        )
     if kw["rack"] is not None and kw["datacenter"] is None:
         _log.debug("rack without datacenter: the rack is looked up in each seed's own DC")
     return _Options(**kw)
@@ -310,6 +316,7 @@ class Helper:
         namespace: str | None = None,
         key_route_affinity: Literal["rmw", "any_write"] | None = None,
         partition_keys: Mapping[str, str] | None = None,
+        balancing: Literal["round_robin", "adaptive"] = "round_robin",
         botocore_config: Config | None = None,
         session: boto3.Session | None = None,
     ) -> None:
@@ -406,7 +413,12 @@ class Helper:
                 refresh_interval=o.refresh_interval,
                 idle_refresh_interval=o.idle_refresh_interval,
             )
-            self._router = Router(self._fleet, [node_url(o.scheme, s, o.port) for s in o.seeds])
+            self._router = Router(
+                self._fleet,
+                [node_url(o.scheme, s, o.port) for s in o.seeds],
+                load=self._fleet,
+                balancing=o.balancing,
+            )
             if o.key_route_affinity is not None:
                 self._affinity = Affinity(o.key_route_affinity, dict(o.partition_keys or ()))
             self._built = True

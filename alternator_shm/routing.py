@@ -7,6 +7,11 @@ itself does not advance the counter, which keeps the spread even when a node is 
 
 When every node is quarantined we still try them, least recently failed first, rather than
 failing a call without an attempt: a quarantine is a hint, not a verdict.
+
+With ``balancing="adaptive"`` the node found by the walk may give way to one of the next few
+eligible nodes when it is clearly slower or busier (:mod:`alternator_shm.balancing`). Every
+attempt, whatever the balancing, is counted in flight host-wide while it is on the wire, and
+its latency is recorded when it is answered (:class:`LoadView`).
 """
 
 from __future__ import annotations
@@ -14,11 +19,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Collection, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
+from alternator_shm import balancing as _balancing
 from alternator_shm.errors import NoLiveNodesError
 
-__all__ = ["FleetView", "Router"]
+__all__ = ["FleetView", "LoadView", "Router"]
 
 _log = logging.getLogger(__name__)
 
@@ -43,6 +49,16 @@ class FleetView(Protocol):
     def quarantined(self) -> dict[str, int]: ...
 
 
+class LoadView(Protocol):
+    """Host-wide per-node load (implemented by :class:`alternator_shm.fleet.SharedFleet`)."""
+
+    def begin_attempt(self, node: str) -> Any: ...
+
+    def end_attempt(self, attempt: Any, answered: bool) -> None: ...
+
+    def node_load(self, node: str) -> tuple[int, float | None]: ...
+
+
 class Router:
     """Chooses nodes for attempts and feeds connection outcomes back into shared health.
 
@@ -57,8 +73,16 @@ class Router:
         bootstrap: Sequence[str],
         *,
         first_table_timeout: float = 5.0,
+        load: LoadView | None = None,
+        balancing: str = "round_robin",
     ) -> None:
+        if balancing not in _balancing.BALANCING_MODES:
+            raise ValueError(f"balancing must be one of {_balancing.BALANCING_MODES}")
+        if balancing == "adaptive" and load is None:
+            raise ValueError("adaptive balancing needs a load view")
         self._fleet = fleet
+        self._load = load
+        self._adaptive = balancing == "adaptive"
         self._bootstrap = tuple(bootstrap)
         self._first_table_timeout = first_table_timeout
         self._started_pid = -1
@@ -109,11 +133,38 @@ class Router:
             candidate = nodes[(start + step) % count]
             if candidate not in tried and candidate not in quarantined:
                 chosen = candidate
+                if self._adaptive:
+                    chosen = self._adapt(nodes, start + step, tried, quarantined)
                 break
         if chosen is None:
             chosen = self._fallback(nodes, start, tried, quarantined)
         self._fleet.record_pick(chosen)
         return chosen
+
+    def _adapt(
+        self, nodes: tuple[str, ...], at: int, tried: Collection[str], quarantined: dict[str, int]
+    ) -> str:
+        """The walk's node ``nodes[at]``, or one of the next eligible nodes if clearly cheaper."""
+        count = len(nodes)
+        others: list[str] = []
+        for step in range(1, count):
+            candidate = nodes[(at + step) % count]
+            if candidate not in tried and candidate not in quarantined:
+                others.append(candidate)
+                if len(others) == _balancing.CANDIDATES:
+                    break
+        assert self._load is not None
+        return _balancing.better_than(nodes[at % count], others, self._load.node_load)
+
+    def attempt_started(self, node: str) -> Any:
+        """The attempt to ``node`` goes on the wire now; pass the result to
+        :meth:`attempt_finished` exactly once."""
+        return self._load.begin_attempt(node) if self._load is not None else None
+
+    def attempt_finished(self, attempt: Any, answered: bool) -> None:
+        """``answered``: an HTTP answer (any status) came back, so its latency counts."""
+        if self._load is not None and attempt is not None:
+            self._load.end_attempt(attempt, answered)
 
     def _from_plan(self, plan: Sequence[str], tried: Collection[str]) -> str:
         """First plan node not tried in this cycle, healthy ones before quarantined ones.

@@ -87,7 +87,15 @@ PAYLOAD_MAX: Final = SLOT_SIZE - S_PAYLOAD
 FORMAT_LINES: Final = 1  # UTF-8 node strings separated by "\n"
 MAX_NODES: Final = 4096
 
-TOTAL_SIZE: Final = SLOTS_OFF + SLOT_COUNT * SLOT_SIZE
+# -- load: attempts in flight and latency per node (owned by fleet/load.py) -----------------------
+# Entry i belongs to the node that owns health entry i. 16 bytes per node keeps it compact.
+LOAD_OFF: Final = SLOTS_OFF + SLOT_COUNT * SLOT_SIZE
+LOAD_ENTRY: Final = 16
+L_IN_FLIGHT: Final = 0x00  # two halves (one per epoch parity): u16 epoch tag << 16 | u16 count
+L_LATENCY: Final = 0x08  # u32 EWMA of attempt latency in us << 32 | u32 monotonic ms of sample
+LOAD_SIZE: Final = HEALTH_CAPACITY * LOAD_ENTRY
+
+TOTAL_SIZE: Final = LOAD_OFF + LOAD_SIZE
 
 # -- counter backends (recorded in the header; every attacher must use the same one) -------------
 BACKEND_FLOCK: Final = 1
@@ -109,6 +117,11 @@ def slot_offset(index: int) -> int:
 def health_offset(index: int) -> int:
     """Start of health entry ``index``."""
     return HEALTH_OFF + index * HEALTH_ENTRY
+
+
+def load_offset(index: int) -> int:
+    """Start of load entry ``index`` (the node of health entry ``index``)."""
+    return LOAD_OFF + index * LOAD_ENTRY
 
 
 def word_index(offset: int) -> int:

@@ -11,7 +11,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from alternator_shm.fleet import health, layout, segment, table
+from alternator_shm.fleet import health, layout, load, segment, table
 from alternator_shm.fleet.refresher import read_error
 
 __all__ = ["FleetStats", "NodeStats", "snapshot"]
@@ -27,6 +27,10 @@ class NodeStats:
     failures: int
     quarantined: bool
     quarantined_since_ns: int = 0  # monotonic ns of the failure that quarantined it, 0 if not
+    #: attempts now outstanding on the node, host-wide (fleet/load.py)
+    in_flight: int = 0
+    #: recent mean attempt latency, host-wide, in ms (smoothed); None before the first answer
+    latency_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -91,8 +95,16 @@ def snapshot(
     read = table.read_published(mm, words)
     w, nodes = read if read is not None else (int(words[_W(layout.PUBLISH_OFF)]), ())
     counters = health.node_counters(words, nodes)
+    loads = load.node_loads(words, nodes)
     per_node = {
-        n: NodeStats(c.picks, c.failures, c.quarantined_since_ns != 0, c.quarantined_since_ns)
+        n: NodeStats(
+            c.picks,
+            c.failures,
+            c.quarantined_since_ns != 0,
+            c.quarantined_since_ns,
+            in_flight=loads[n].in_flight,
+            latency_ms=loads[n].latency_ms,
+        )
         for n, c in counters.items()
     }
     backend = layout.BACKEND_NAMES.get(segment.backend_code(words), "unknown")

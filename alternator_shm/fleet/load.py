@@ -1,0 +1,313 @@
+"""Per-node load shared by every process: attempts in flight and recent attempt latency.
+
+Each node's health entry ``i`` (:mod:`~alternator_shm.fleet.health`) has a 16-byte load entry
+``i`` (:data:`~alternator_shm.fleet.layout.LOAD_OFF`): no second key table, and a node's load
+lives exactly as long as its health entry.
+
+**In flight, crash-safe by epochs.** A process killed in the middle of an attempt never
+decrements what it incremented, so a plain counter would drift upwards forever. Instead time is
+cut into epochs of :data:`EPOCH_S` seconds (``CLOCK_MONOTONIC // EPOCH``: every process of the
+host agrees without a shared word), and the in-flight word of a node holds two 32-bit halves,
+one per epoch parity, each ``(epoch tag: 16 bits, count: 16 bits)``:
+
+* an attempt adds 1 to the half of the current epoch (a compare-and-swap that also recycles a
+  half still tagged with an older epoch) and remembers which epoch it counted in;
+* it subtracts 1 from that same half when it ends, only if the tag still matches;
+* readers add the halves tagged with the current or the previous epoch; older halves count 0.
+
+So a count can only outlive its process by two epochs (2 to 4 s): that is the reclamation, with
+nothing to scan and no process table. Live attempts must not expire with them: every process
+*renews* its outstanding attempts into the current epoch (a daemon thread that runs only while
+the process has attempts outstanding, every half epoch; after a fork the child starts its own).
+Counts are exact for live processes, up to the instant of a renewal.
+
+A 16-bit tag wraps after 65536 epochs (36 h); a half left stale that long by a crash could
+alias. Once per epoch and process, the first attempt clears the halves of every entry that
+carry no recent tag, which closes that hole.
+
+**Latency.** One word per node: ``(EWMA of attempt latency in µs: 32 bits, monotonic ms of the
+last sample mod 2**32: 32 bits)``, updated with a plain load and store: concurrent updates may
+lose a sample (an estimate tolerates that) but never tear the word. Samples are clipped to
+``4 x estimate + 5 ms`` so that one scheduler hiccup does not mark a node slow, while a node that
+stays slow is recognised within a few answers (the clip doubles each time). For routing the
+estimate decays with a half-life of :data:`DECAY_S` since its last sample, so a node that is
+avoided (and therefore not sampled) is retried after a few seconds: that is how a recovered
+node gets its share back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+from alternator_shm.fleet import layout
+from alternator_shm.fleet.counter import SharedWords
+from alternator_shm.fleet.health import node_key
+
+__all__ = [
+    "DECAY_S",
+    "EPOCH_S",
+    "Attempt",
+    "Load",
+    "NodeLoad",
+    "node_loads",
+]
+
+log = logging.getLogger("alternator_shm.fleet.load")
+
+EPOCH_S = 2.0
+_EPOCH_NS = int(EPOCH_S * 1e9)
+DECAY_S = 1.0
+_ALPHA = 0.25  # weight of a new latency sample
+_CLIP_FACTOR = 4.0
+_CLIP_SLACK_US = 5000.0
+
+_HALF = 0xFFFF_FFFF
+_TAG_MASK = 0xFFFF
+_COUNT_MAX = 0xFFFF
+_STAMP_MASK = 0xFFFF_FFFF
+
+_INFLIGHT = layout.word_index(layout.LOAD_OFF)
+_STRIDE = layout.LOAD_ENTRY // layout.WORD
+_CAP = layout.HEALTH_CAPACITY
+_HEALTH_KEYS = layout.HEALTH_OFF // 8 + layout.H_KEY // 8
+_HEALTH_STRIDE = layout.HEALTH_ENTRY // 8
+
+
+def _epoch(now_ns: int) -> int:
+    return now_ns // _EPOCH_NS
+
+
+def _half(word: int, parity: int) -> int:
+    return (word >> (32 * parity)) & _HALF
+
+
+def _with_half(word: int, parity: int, half: int) -> int:
+    shift = 32 * parity
+    return (word & ~(_HALF << shift) & 0xFFFF_FFFF_FFFF_FFFF) | (half << shift)
+
+
+def _count_in(word: int, epoch: int) -> int:
+    """Attempts counted in ``word`` by the current or the previous epoch."""
+    total = 0
+    for e in (epoch, epoch - 1):
+        half = _half(word, e & 1)
+        if half >> 16 == e & _TAG_MASK:
+            total += half & _COUNT_MAX
+    return total
+
+
+def _in_flight_offset(index: int) -> int:
+    return layout.LOAD_OFF + index * layout.LOAD_ENTRY + layout.L_IN_FLIGHT
+
+
+def _latency_word(index: int) -> int:
+    return _INFLIGHT + index * _STRIDE + layout.L_LATENCY // 8
+
+
+def _decoded_latency(word: int, now_ms: int, decay: bool) -> float | None:
+    """Latency estimate in ms from a latency word (None: never sampled)."""
+    if word == 0:
+        return None
+    ewma_us = word >> 32
+    if decay:
+        age_ms = (now_ms - (word & _STAMP_MASK)) & _STAMP_MASK
+        if age_ms < 1 << 31:  # else: a stamp from the future (another clock): no decay
+            ewma_us *= 0.5 ** (age_ms / (DECAY_S * 1000.0))
+    return ewma_us / 1000.0
+
+
+@dataclass(frozen=True)
+class NodeLoad:
+    """One node's host-wide load at one instant."""
+
+    in_flight: int
+    #: smoothed attempt latency in ms (no decay); None before the first answer
+    latency_ms: float | None
+
+
+def _entry_index(words: memoryview) -> dict[int, int]:
+    keys = words[_HEALTH_KEYS : _HEALTH_KEYS + _CAP * _HEALTH_STRIDE : _HEALTH_STRIDE].tolist()
+    index: dict[int, int] = {}
+    for i, k in enumerate(keys):
+        if k and k not in index:
+            index[k] = i
+    return index
+
+
+def node_loads(words: memoryview, nodes: tuple[str, ...]) -> dict[str, NodeLoad]:
+    """Load of the table's nodes (read-only: works on a read-only mapping, for ``status``)."""
+    index = _entry_index(words)
+    now = time.monotonic_ns()
+    epoch = _epoch(now)
+    result: dict[str, NodeLoad] = {}
+    for node in nodes:
+        i = index.get(node_key(node))
+        if i is None:
+            result[node] = NodeLoad(0, None)
+            continue
+        flying = _count_in(int(words[_INFLIGHT + i * _STRIDE]), epoch)
+        latency = _decoded_latency(int(words[_latency_word(i)]), now // 1_000_000, False)
+        result[node] = NodeLoad(flying, latency)
+    return result
+
+
+class Attempt:
+    """One outstanding attempt of this process (returned by :meth:`Load.begin`)."""
+
+    __slots__ = ("epoch", "index", "start_ns")
+
+    def __init__(self, index: int, epoch: int, start_ns: int) -> None:
+        self.index = index  # load entry; -1 = not counted (untracked node, saturated count)
+        self.epoch = epoch
+        self.start_ns = start_ns
+
+
+class Load:
+    """One process's handle on the load entries of one mapping (thread-safe)."""
+
+    def __init__(self, words: memoryview, ops: SharedWords) -> None:
+        self._words = words
+        self._ops = ops
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._outstanding: set[Attempt] = set()
+        self._renewer: threading.Thread | None = None
+        self._swept_epoch = -1
+
+    def _after_fork(self) -> None:
+        """Fork child: the parent's attempts are not ours, and its lock may have been held by
+        a thread that does not exist here."""
+        self._lock = threading.Lock()
+        self._outstanding = set()
+        self._renewer = None
+        self._swept_epoch = -1
+        self._pid = os.getpid()
+
+    # -- in flight -------------------------------------------------------------------------------
+
+    def _add(self, index: int, epoch: int, delta: int) -> bool:
+        """Add ``delta`` (+1 / -1) to the ``epoch`` half of entry ``index``; False if refused
+        (saturated, or a -1 on a half that was recycled meanwhile)."""
+        offset = _in_flight_offset(index)
+        parity = epoch & 1
+        tag = epoch & _TAG_MASK
+        for _ in range(1000):
+            word = int(self._words[offset // 8])
+            half = _half(word, parity)
+            if half >> 16 == tag:
+                count = (half & _COUNT_MAX) + delta
+                if not 0 <= count <= _COUNT_MAX:
+                    return False
+            elif delta > 0:
+                count = delta  # recycle a half left by an epoch nobody counts any more
+            else:
+                return False
+            new = _with_half(word, parity, (tag << 16) | count)
+            if self._ops.compare_exchange(offset, word, new):
+                return True
+        return False  # pathological contention: give up on this count rather than spin
+
+    def begin(self, index: int | None) -> Attempt:
+        """An attempt to the node of load entry ``index`` starts now (None: untracked)."""
+        now = time.monotonic_ns()
+        epoch = _epoch(now)
+        if index is None or not self._add(index, epoch, +1):
+            return Attempt(-1, epoch, now)
+        attempt = Attempt(index, epoch, now)
+        if self._pid != os.getpid():
+            self._after_fork()
+        with self._lock:
+            self._outstanding.add(attempt)
+            start_renewer = self._renewer is None
+            if start_renewer:
+                self._renewer = threading.Thread(
+                    target=self._renew_loop, name="alternator-shm-load", daemon=True
+                )
+            sweep = self._swept_epoch != epoch
+            self._swept_epoch = epoch
+        if start_renewer:
+            assert self._renewer is not None
+            self._renewer.start()
+        if sweep:
+            self._sweep(epoch)
+        return attempt
+
+    def end(self, attempt: Attempt, answered: bool) -> None:
+        """The attempt is over; ``answered``: an HTTP answer came back (its latency counts)."""
+        now = time.monotonic_ns()
+        if attempt.index >= 0 and self._pid == os.getpid():
+            with self._lock:
+                self._outstanding.discard(attempt)
+                epoch = attempt.epoch
+            self._add(attempt.index, epoch, -1)
+            if answered:
+                self._sample(attempt.index, (now - attempt.start_ns) / 1000.0, now)
+
+    def _renew_loop(self) -> None:
+        """Move this process's outstanding attempts into the current epoch, every half epoch,
+        while it has any; then exit (``begin`` starts a new one when needed)."""
+        while True:
+            time.sleep(EPOCH_S / 2)
+            with self._lock:
+                if self._pid != os.getpid() or not self._outstanding:
+                    if self._pid == os.getpid():
+                        self._renewer = None
+                    return
+                epoch = _epoch(time.monotonic_ns())
+                stale = [a for a in self._outstanding if a.epoch < epoch]
+                for a in stale:
+                    # Add to the new epoch first: a crash in between only over-counts, and
+                    # only until the old epoch expires.
+                    if self._add(a.index, epoch, +1):
+                        self._add(a.index, a.epoch, -1)
+                        a.epoch = epoch
+
+    def _sweep(self, epoch: int) -> None:
+        """Zero every in-flight half whose tag is neither this epoch nor the previous one."""
+        base = _INFLIGHT
+        values = self._words[base : base + _CAP * _STRIDE : _STRIDE].tolist()
+        live = {epoch & _TAG_MASK, (epoch - 1) & _TAG_MASK}
+        for i, word in enumerate(values):
+            if not word:
+                continue
+            new = word
+            for parity in (0, 1):
+                half = _half(word, parity)
+                if half and half >> 16 not in live:
+                    new = _with_half(new, parity, 0)
+            if new != word:
+                self._ops.compare_exchange(_in_flight_offset(i), word, new)
+
+    def in_flight(self, index: int) -> int:
+        return _count_in(int(self._words[_INFLIGHT + index * _STRIDE]), _epoch(time.monotonic_ns()))
+
+    # -- latency ---------------------------------------------------------------------------------
+
+    def _sample(self, index: int, sample_us: float, now_ns: int) -> None:
+        i = _latency_word(index)
+        now_ms = now_ns // 1_000_000
+        old = int(self._words[i])
+        if old == 0:
+            value = sample_us
+        else:
+            decayed = _decoded_latency(old, now_ms, True)
+            assert decayed is not None
+            estimate = decayed * 1000.0
+            clipped = min(sample_us, _CLIP_FACTOR * estimate + _CLIP_SLACK_US)
+            value = estimate + _ALPHA * (clipped - estimate)
+        ewma = min(max(int(value), 1), _STAMP_MASK)
+        self._words[i] = (ewma << 32) | (now_ms & _STAMP_MASK)
+
+    def latency_ms(self, index: int, *, decay: bool = True) -> float | None:
+        """The node's latency estimate in ms (decayed since its last sample by default)."""
+        now_ms = time.monotonic_ns() // 1_000_000
+        return _decoded_latency(int(self._words[_latency_word(index)]), now_ms, decay)
+
+    def outstanding(self) -> int:
+        """Attempts of this process now counted (tests, diagnostics)."""
+        with self._lock:
+            return len(self._outstanding) if self._pid == os.getpid() else 0
