@@ -21,6 +21,18 @@ def configure_status_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--namespace", default=None, help="only this namespace")
     parser.add_argument("--shm-dir", default=_SHM_DIR, help=argparse.SUPPRESS)
+    add_watch_arguments(parser)
+
+
+def add_watch_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--watch`` (live view, alternator_shm._watch), ``--interval``, ``--iterations``."""
+    parser.add_argument("--watch", action="store_true",
+                        help="live view like top: states, in-flight, latency, picks/s "
+                             "(q or Ctrl-C quits)")
+    parser.add_argument("--interval", type=float, default=1.0, metavar="S",
+                        help="seconds between screens with --watch (default 1)")
+    parser.add_argument("--iterations", type=int, default=None, metavar="N",
+                        help="with --watch: quit after N screens")
 
 
 def configure_cleanup_parser(parser: argparse.ArgumentParser) -> None:
@@ -61,9 +73,20 @@ def _print_human(fleets: list[FleetStats]) -> None:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    fleets = list_fleets(args.shm_dir)
-    if args.namespace is not None:
-        fleets = [f for f in fleets if f.namespace == args.namespace]
+    def read() -> list[FleetStats]:
+        fleets = list_fleets(args.shm_dir)
+        if args.namespace is not None:
+            fleets = [f for f in fleets if f.namespace == args.namespace]
+        return fleets
+
+    if args.watch:
+        from alternator_shm._watch import watch
+
+        if not args.interval > 0:
+            print("alternator-shm status: --interval must be > 0", file=sys.stderr)
+            return 2
+        return watch(read, interval=args.interval, iterations=args.iterations)
+    fleets = read()
     if args.json:
         json.dump([_to_jsonable(f) for f in fleets], sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
