@@ -28,6 +28,7 @@ from urllib.parse import quote, urlencode
 
 from alternator_shm._version import __version__
 from alternator_shm.errors import ConfigurationError, DiscoveryError
+from alternator_shm.fleet import events as _events
 from alternator_shm.transport import Transport
 
 __all__ = [
@@ -310,6 +311,7 @@ class Discovery:
                         scope.describe(),
                         f" (no nodes in: {'; '.join(empty)})" if empty else "",
                         f" (unreachable: {_describe_failures(failed)})" if failed else "",
+                        extra=_events.fields("discovery_fallback", scope=scope.describe()),
                     )
                 return nodes
             empty.append(scope.describe())
@@ -321,7 +323,8 @@ class Discovery:
             message = f"no nodes found in {', '.join(empty)}"
             if failed:
                 message += f"; unreachable: {_describe_failures(failed)}"
-        log.warning("discovery failed: %s", message)
+        log.warning("discovery failed: %s", message,
+                    extra=_events.fields("discovery_failed", error=message))
         raise DiscoveryError(message)
 
     def check_if_rack_and_datacenter_set_correctly(self, known: Sequence[str] = ()) -> None:

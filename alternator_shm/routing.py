@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from alternator_shm import balancing as _balancing
 from alternator_shm.errors import NoLiveNodesError
+from alternator_shm.fleet import events as _events
 
 __all__ = ["FleetView", "LoadView", "Router"]
 
@@ -106,7 +107,8 @@ class Router:
             if nodes:
                 return nodes
         if self._bootstrap:
-            _log.warning("no node table published yet; routing to the seed nodes")
+            _log.warning("no node table published yet; routing to the seed nodes",
+                         extra=_events.fields("seeds_fallback"))
             return self._bootstrap
         raise NoLiveNodesError("no live node is known: discovery has not published a table")
 
@@ -215,7 +217,8 @@ class Router:
 
     def report_failure(self, node: str, error: BaseException) -> None:
         _log.warning("node %s failed (%s); quarantined for every process on this host", node,
-                     type(error).__name__)
+                     type(error).__name__,
+                     extra=_events.fields("node_failed", node, error=type(error).__name__))
         self._fleet.report_failure(node)
 
     def report_success(self, node: str) -> None:

@@ -16,6 +16,7 @@ import os
 import threading
 import time
 
+from alternator_shm.fleet import events as _events
 from alternator_shm.fleet import layout
 from alternator_shm.fleet.segment import Segment
 
@@ -73,7 +74,8 @@ class Election:
         words[_W(layout.LEADER_START_OFF)] = process_starttime(pid) or 0
         words[_W(layout.LEADER_SINCE_OFF)] = time.monotonic_ns()
         words[_W(layout.LEADER_PID_OFF)] = pid
-        log.info("pid %d leads the refresh of %s", pid, seg.name)
+        log.info("pid %d leads the refresh of %s", pid, seg.name,
+                 extra=_events.fields("leader_elected", segment=seg.name))
         return True
 
     def resign(self, owner: object, seg: Segment | None) -> None:
@@ -86,7 +88,8 @@ class Election:
                 if seg.words[_W(layout.LEADER_PID_OFF)] == os.getpid():
                     seg.words[_W(layout.LEADER_PID_OFF)] = 0
                 seg.lock.unlock(layout.LOCK_LEADER)
-                log.info("pid %d stopped leading %s", os.getpid(), seg.name)
+                log.info("pid %d stopped leading %s", os.getpid(), seg.name,
+                         extra=_events.fields("leader_resigned", segment=seg.name))
 
     def forget(self) -> None:
         """The lock file was replaced: whatever we held on the old one means nothing now."""

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from alternator_shm.fleet import events as _events
 from alternator_shm.fleet import layout
 from alternator_shm.fleet.counter import SharedWords
 
@@ -264,7 +265,8 @@ class Health:
                 log.debug("probe of %s raised", node, exc_info=True)
                 healthy = False
             if healthy:
-                log.info("node %s is healthy again; ending its quarantine", node)
+                log.info("node %s is healthy again; ending its quarantine", node,
+                         extra=_events.fields("node_recovered", node))
                 self.release(i, since)
 
     def collect(self, nodes: tuple[str, ...]) -> int:

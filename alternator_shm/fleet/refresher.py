@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from alternator_shm.fleet import events as _events
 from alternator_shm.fleet import layout, table
 from alternator_shm.fleet.local import Attachment, LocalState
 
@@ -89,6 +90,8 @@ def refresh_once(
                 logging.WARNING if failures == 1 or failures % 10 == 0 else logging.DEBUG,
                 "refresh of %s failed (%d in a row), keeping the last table: %s",
                 att.seg.name, failures, exc,
+                extra=_events.fields("refresh_failed", segment=att.seg.name, failures=failures,
+                                     error=f"{type(exc).__name__}: {exc}"),
             )
             raise
         before = att.reader.generation
@@ -96,7 +99,8 @@ def refresh_once(
         if generation != before:
             att.health.collect(nodes)
             log.info("published generation %d of %s: %d nodes", generation, att.seg.name,
-                     len(nodes))
+                     len(nodes), extra=_events.fields("table_published", segment=att.seg.name,
+                                                      generation=generation, nodes=len(nodes)))
         words[_W(layout.COUNTER_AT_REFRESH_OFF)] = counter_now
         words[_W(layout.LAST_SUCCESS_OFF)] = time.monotonic_ns()
         words[_W(layout.FAILURES_OFF)] = 0
