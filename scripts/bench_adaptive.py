@@ -25,7 +25,6 @@ import argparse
 import multiprocessing
 import os
 import platform
-import statistics
 import sys
 import threading
 import time
@@ -36,11 +35,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_compare import Target, make_client  # noqa: E402
+from bench_compare import Target, make_client
 
-from alternator_shm import __version__  # noqa: E402
-from alternator_shm import fleet as _fleet  # noqa: E402
-from alternator_shm.emulator import Cluster  # noqa: E402
+from alternator_shm import __version__
+from alternator_shm import fleet as _fleet
+from alternator_shm.emulator import Cluster
 
 USERS = {"benchkey": "bench-secret"}
 TABLE = "bench_table"
@@ -193,7 +192,7 @@ def plot(
     left.set_xlabel("call latency (ms)")
     left.set_title(f"One node +{SLOW_DELAY * 1000:.0f} ms, {PROCESSES} proc x {THREADS} thr")
     left.legend()
-    for y, (a, b) in enumerate(zip(p50, p99)):
+    for y, (a, b) in enumerate(zip(p50, p99, strict=True)):
         left.text(b, y + 0.2, f" {b:.1f}", va="center", fontsize=8)
         left.text(a, y - 0.2, f" {a:.1f}", va="center", fontsize=8)
     xs, shares = timeline
