@@ -58,7 +58,9 @@ CONFIGS = {
 }
 
 
-def _child(kind: str, balancing: str, t: Target, seconds: float, go: Any, out: Any) -> None:
+def _child(
+    kind: str, balancing: str, t: Target, seconds: float, threads: int, go: Any, out: Any
+) -> None:
     options = {"balancing": balancing} if kind == "ours" else {}
     client, close = make_client(kind, t, **options)
     for _ in range(10):  # warm up: connections, and the latency estimates
@@ -84,17 +86,22 @@ def _child(kind: str, balancing: str, t: Target, seconds: float, go: Any, out: A
         with lock:
             latencies.extend(mine)
 
-    threads = [threading.Thread(target=run) for _ in range(THREADS)]
-    for th in threads:
+    workers = [threading.Thread(target=run) for _ in range(threads)]
+    for th in workers:
         th.start()
-    for th in threads:
+    for th in workers:
         th.join(seconds + 120)
     close()
     out.put(("done", latencies, failures[0]))
 
 
 def run_phase(
-    cluster: Cluster, config: str, seconds: float, recover_at: float | None = None
+    cluster: Cluster,
+    config: str,
+    seconds: float,
+    recover_at: float | None = None,
+    processes: int = PROCESSES,
+    threads: int = THREADS,
 ) -> tuple[list[float], int, list[tuple[float, str]], float]:
     """Run one configuration; returns (latencies ms, failures, (time, node) log, go time)."""
     kind, balancing, slow, _ = CONFIGS[config]
@@ -106,8 +113,8 @@ def run_phase(
     ctx = multiprocessing.get_context("spawn")
     go, out = ctx.Event(), ctx.Queue()
     procs = [
-        ctx.Process(target=_child, args=(kind, balancing, t, seconds, go, out))
-        for _ in range(PROCESSES)
+        ctx.Process(target=_child, args=(kind, balancing, t, seconds, threads, go, out))
+        for _ in range(processes)
     ]
     for p in procs:
         p.start()
@@ -174,6 +181,7 @@ def plot(
     timeline: tuple[list[float], dict[str, list[float]]],
     slow: str,
     recover_at: float,
+    shape: str,
 ) -> None:
     import matplotlib
 
@@ -190,7 +198,7 @@ def plot(
     left.set_yticks(list(ys), labels)
     left.invert_yaxis()
     left.set_xlabel("call latency (ms)")
-    left.set_title(f"One node +{SLOW_DELAY * 1000:.0f} ms, {PROCESSES} proc x {THREADS} thr")
+    left.set_title(f"One node +{SLOW_DELAY * 1000:.0f} ms, {shape}")
     left.legend()
     for y, (a, b) in enumerate(zip(p50, p99, strict=True)):
         left.text(b, y + 0.2, f" {b:.1f}", va="center", fontsize=8)
@@ -215,8 +223,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=6.0, help="per phase")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="3 s phases, one round")
+    parser.add_argument("--processes", type=int, default=PROCESSES)
+    parser.add_argument("--threads", type=int, default=THREADS, help="per process")
     parser.add_argument("--out", default=str(OUT_DIR / "adaptive.md"))
     args = parser.parse_args()
+    shape = f"{args.processes} processes x {args.threads} threads"
     seconds, rounds = (3.0, 1) if args.quick else (args.seconds, args.rounds)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -229,7 +240,9 @@ def main() -> int:
         slow = nodes[2]
         for r in range(rounds):
             for config in order if r % 2 == 0 else list(reversed(order)):
-                values, failed, log, _ = run_phase(cluster, config, seconds)
+                values, failed, log, _ = run_phase(
+                    cluster, config, seconds, None, args.processes, args.threads
+                )
                 lat[config].extend(values)
                 fails[config] += failed
                 counts[config].update(node for _, node in log)
@@ -237,7 +250,9 @@ def main() -> int:
                       f"p50 {pct(values, 0.5):6.1f} ms  p99 {pct(values, 0.99):6.1f} ms",
                       flush=True)
         recover_at = max(4.0, seconds)
-        _, _, log, started = run_phase(cluster, "adaptive", 2 * recover_at, recover_at)
+        _, _, log, started = run_phase(
+            cluster, "adaptive", 2 * recover_at, recover_at, args.processes, args.threads
+        )
         timeline = shares_over_time(log, nodes, started, 1.0)
 
     stats = {c: (pct(lat[c], 0.5), pct(lat[c], 0.99)) for c in order}
@@ -267,8 +282,9 @@ def main() -> int:
         f"alternator-shm {__version__}, Python {platform.python_version()}, "
         f"{os.cpu_count()} CPUs (shared with other work: figures are relative).",
         f"5 emulated nodes (process per node, null backend, SigV4 enforced); node 3 +"
-        f"{SLOW_DELAY * 1000:.0f} ms; {PROCESSES} processes x {THREADS} threads of GetItem; "
+        f"{SLOW_DELAY * 1000:.0f} ms; {shape} of GetItem; "
         f"{rounds} interleaved round(s) of {seconds:.0f} s per configuration.",
+        f"Machine load average at the end: {os.getloadavg()[0]:.1f}.",
         "",
         "Command: `python scripts/bench_adaptive.py "
         + (" ".join(sys.argv[1:]) or "(defaults)") + "`",
@@ -287,7 +303,7 @@ def main() -> int:
         "",
     ])
     out.write_text(text)
-    plot(out.with_suffix(".png"), stats, timeline, slow, recover_at)
+    plot(out.with_suffix(".png"), stats, timeline, slow, recover_at, shape)
     print()
     print(text)
     return 0

@@ -52,6 +52,7 @@ __all__ = [
     "EPOCH_S",
     "Attempt",
     "Load",
+    "LocalLoad",
     "NodeLoad",
     "node_loads",
 ]
@@ -118,6 +119,21 @@ def _decoded_latency(word: int, now_ms: int, decay: bool) -> float | None:
         if age_ms < 1 << 31:  # else: a stamp from the future (another clock): no decay
             ewma_us *= 0.5 ** (age_ms / (DECAY_S * 1000.0))
     return ewma_us / 1000.0
+
+
+def _next_latency(old: int, sample_us: float, now_ns: int) -> int:
+    """The latency word after one more sample (decay, clip, EWMA; see the module docstring)."""
+    now_ms = now_ns // 1_000_000
+    if old == 0:
+        value = sample_us
+    else:
+        decayed = _decoded_latency(old, now_ms, True)
+        assert decayed is not None
+        estimate = decayed * 1000.0
+        clipped = min(sample_us, _CLIP_FACTOR * estimate + _CLIP_SLACK_US)
+        value = estimate + _ALPHA * (clipped - estimate)
+    ewma = min(max(int(value), 1), _STAMP_MASK)
+    return (ewma << 32) | (now_ms & _STAMP_MASK)
 
 
 @dataclass(frozen=True)
@@ -289,18 +305,7 @@ class Load:
 
     def _sample(self, index: int, sample_us: float, now_ns: int) -> None:
         i = _latency_word(index)
-        now_ms = now_ns // 1_000_000
-        old = int(self._words[i])
-        if old == 0:
-            value = sample_us
-        else:
-            decayed = _decoded_latency(old, now_ms, True)
-            assert decayed is not None
-            estimate = decayed * 1000.0
-            clipped = min(sample_us, _CLIP_FACTOR * estimate + _CLIP_SLACK_US)
-            value = estimate + _ALPHA * (clipped - estimate)
-        ewma = min(max(int(value), 1), _STAMP_MASK)
-        self._words[i] = (ewma << 32) | (now_ms & _STAMP_MASK)
+        self._words[i] = _next_latency(int(self._words[i]), sample_us, now_ns)
 
     def latency_ms(self, index: int, *, decay: bool = True) -> float | None:
         """The node's latency estimate in ms (decayed since its last sample by default)."""
@@ -311,3 +316,67 @@ class Load:
         """Attempts of this process now counted (tests, diagnostics)."""
         with self._lock:
             return len(self._outstanding) if self._pid == os.getpid() else 0
+
+
+class LocalLoad:
+    """The same figures for a process balancing alone (``shared="auto"`` fallback, ``"off"``).
+
+    Process memory, so no epochs are needed: nothing outlives the process. Same estimator and
+    the same ``begin`` / ``end`` / ``node_load`` contract as the shared fleet's, keyed by node.
+    After a fork the child starts empty (the parent's attempts are not its own).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._in_flight: dict[str, int] = {}
+        self._latency: dict[str, int] = {}
+
+    def _check_fork(self) -> None:
+        if self._pid != os.getpid():
+            self._lock = threading.Lock()
+            self._in_flight = {}
+            self._latency = {}
+            self._pid = os.getpid()
+
+    def begin_attempt(self, node: str) -> tuple[str, int, int]:
+        self._check_fork()
+        with self._lock:
+            self._in_flight[node] = self._in_flight.get(node, 0) + 1
+        return (node, time.monotonic_ns(), self._pid)
+
+    def end_attempt(self, attempt: tuple[str, int, int], answered: bool) -> None:
+        node, started, pid = attempt
+        now = time.monotonic_ns()
+        self._check_fork()
+        if pid != self._pid:
+            return
+        with self._lock:
+            count = self._in_flight.get(node, 0)
+            if count > 1:
+                self._in_flight[node] = count - 1
+            else:
+                self._in_flight.pop(node, None)
+            if answered:
+                old = self._latency.get(node, 0)
+                self._latency[node] = _next_latency(old, (now - started) / 1000.0, now)
+
+    def node_load(self, node: str) -> tuple[int, float | None]:
+        """(in flight, latency ms decayed since the last sample) as for routing."""
+        self._check_fork()
+        now_ms = time.monotonic_ns() // 1_000_000
+        return self._in_flight.get(node, 0), _decoded_latency(
+            self._latency.get(node, 0), now_ms, True
+        )
+
+    def node_loads(self, nodes: tuple[str, ...]) -> dict[str, NodeLoad]:
+        """Figures for ``stats()`` (latency without decay)."""
+        self._check_fork()
+        now_ms = time.monotonic_ns() // 1_000_000
+        return {
+            n: NodeLoad(
+                self._in_flight.get(n, 0),
+                _decoded_latency(self._latency.get(n, 0), now_ms, False),
+            )
+            for n in nodes
+        }

@@ -145,3 +145,17 @@ def test_fork_child_does_not_renew_the_parents_attempts(fleet: SharedFleet) -> N
     assert os.waitstatus_to_exitcode(status) == 0
     fleet.end_attempt(a, answered=False)
     assert load.outstanding() == 0
+
+
+def test_local_load_twin_has_the_same_contract(clock: Clock) -> None:
+    local = _load.LocalLoad()
+    assert local.node_load(NODE) == (0, None)
+    a = local.begin_attempt(NODE)
+    b = local.begin_attempt(NODE)
+    assert local.node_load(NODE)[0] == 2
+    clock.now += 3_000_000
+    local.end_attempt(a, answered=True)
+    local.end_attempt(b, answered=False)
+    flying, ms = local.node_load(NODE)
+    assert flying == 0 and ms == pytest.approx(3.0, rel=0.01)
+    assert local.node_loads((NODE,))[NODE] == _load.NodeLoad(0, pytest.approx(3.0, rel=0.01))
