@@ -205,10 +205,11 @@ def plot(
         left.text(a, y - 0.2, f" {a:.1f}", va="center", fontsize=8)
     xs, shares = timeline
     for node, values in shares.items():
-        style = {"linewidth": 2.5, "color": "#d83b3b"} if node == slow else {"linewidth": 1}
+        style = {"linewidth": 2.5, "color": "black"} if node == slow else {"linewidth": 1}
         right.plot(xs, [v * 100 for v in values], label=node.split("//")[1], **style)
     right.axvline(recover_at, color="grey", linestyle="--")
-    right.text(recover_at, 2, " slow node recovers", color="grey")
+    right.text(recover_at, 0.03, " slow node recovers", color="grey",
+               transform=right.get_xaxis_transform())
     right.set_xlabel("seconds")
     right.set_ylabel("share of requests (%)")
     right.set_title("adaptive: per-node share over time")
