@@ -39,7 +39,7 @@ CANDIDATES: Final = 2
 #: A is avoided only if its expected delay is this many times the replacement's ...
 FACTOR: Final = 2.0
 #: ... and at least this many milliseconds more (absorbs jitter on fast local clusters).
-SLACK_MS: Final = 10.0
+SLACK_MS: Final = 20.0
 
 LoadOf = Callable[[str], tuple[int, float | None]]
 

@@ -92,7 +92,7 @@ MAX_NODES: Final = 4096
 LOAD_OFF: Final = SLOTS_OFF + SLOT_COUNT * SLOT_SIZE
 LOAD_ENTRY: Final = 16
 L_IN_FLIGHT: Final = 0x00  # two halves (one per epoch parity): u16 epoch tag << 16 | u16 count
-L_LATENCY: Final = 0x08  # u32 EWMA of attempt latency in us << 32 | u32 monotonic ms of sample
+L_LATENCY: Final = 0x08  # estimate us (28 bits) | samples (4) | monotonic ms of last sample (32)
 LOAD_SIZE: Final = HEALTH_CAPACITY * LOAD_ENTRY
 
 TOTAL_SIZE: Final = LOAD_OFF + LOAD_SIZE

@@ -25,14 +25,16 @@ A 16-bit tag wraps after 65536 epochs (36 h); a half left stale that long by a c
 alias. Once per epoch and process, the first attempt clears the halves of every entry that
 carry no recent tag, which closes that hole.
 
-**Latency.** One word per node: ``(EWMA of attempt latency in µs: 32 bits, monotonic ms of the
-last sample mod 2**32: 32 bits)``, updated with a plain load and store: concurrent updates may
-lose a sample (an estimate tolerates that) but never tear the word. Samples are clipped to
-``4 x estimate + 5 ms`` so that one scheduler hiccup does not mark a node slow, while a node that
-stays slow is recognised within a few answers (the clip doubles each time). For routing the
-estimate decays with a half-life of :data:`DECAY_S` since its last sample, so a node that is
-avoided (and therefore not sampled) is retried after a few seconds: that is how a recovered
-node gets its share back.
+**Latency.** One word per node: ``(estimate of attempt latency in µs: 28 bits, samples so far,
+saturating: 4 bits, monotonic ms of the last sample mod 2**32: 32 bits)``, updated with a plain
+load and store: concurrent updates may lose a sample (an estimate tolerates that) but never
+tear the word. The first :data:`WARMUP` samples keep their *minimum* (a node's first answers pay
+for new connections; a slow node is slow every time), and routing treats the node as unknown
+until then. Afterwards it is an EWMA whose samples are clipped to ``4 x estimate + 5 ms``, so
+one scheduler hiccup does not mark a node slow while a node that stays slow is recognised within
+a few answers (the clip doubles each time). For routing the estimate decays with a half-life of
+:data:`DECAY_S` since its last sample, so a node that is avoided (and therefore not sampled) is
+retried after a few seconds: that is how a recovered node gets its share back.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from alternator_shm.fleet.health import node_key
 __all__ = [
     "DECAY_S",
     "EPOCH_S",
+    "WARMUP",
     "Attempt",
     "Load",
     "LocalLoad",
@@ -62,6 +65,8 @@ log = logging.getLogger("alternator_shm.fleet.load")
 EPOCH_S = 2.0
 _EPOCH_NS = int(EPOCH_S * 1e9)
 DECAY_S = 1.0
+#: Samples before routing trusts a node's estimate (their minimum, until then).
+WARMUP = 3
 _ALPHA = 0.25  # weight of a new latency sample
 _CLIP_FACTOR = 4.0
 _CLIP_SLACK_US = 5000.0
@@ -70,6 +75,8 @@ _HALF = 0xFFFF_FFFF
 _TAG_MASK = 0xFFFF
 _COUNT_MAX = 0xFFFF
 _STAMP_MASK = 0xFFFF_FFFF
+_EWMA_MAX = (1 << 28) - 1
+_SAMPLES_MAX = 15
 
 _INFLIGHT = layout.word_index(layout.LOAD_OFF)
 _STRIDE = layout.LOAD_ENTRY // layout.WORD
@@ -109,11 +116,13 @@ def _latency_word(index: int) -> int:
     return _INFLIGHT + index * _STRIDE + layout.L_LATENCY // 8
 
 
-def _decoded_latency(word: int, now_ms: int, decay: bool) -> float | None:
-    """Latency estimate in ms from a latency word (None: never sampled)."""
-    if word == 0:
+def _decoded_latency(
+    word: int, now_ms: int, decay: bool, min_samples: int = 1
+) -> float | None:
+    """Latency estimate in ms from a latency word (None: fewer than ``min_samples``)."""
+    if word == 0 or (word >> 32) & _SAMPLES_MAX < min_samples:
         return None
-    ewma_us = word >> 32
+    ewma_us: float = word >> 36
     if decay:
         age_ms = (now_ms - (word & _STAMP_MASK)) & _STAMP_MASK
         if age_ms < 1 << 31:  # else: a stamp from the future (another clock): no decay
@@ -124,16 +133,18 @@ def _decoded_latency(word: int, now_ms: int, decay: bool) -> float | None:
 def _next_latency(old: int, sample_us: float, now_ns: int) -> int:
     """The latency word after one more sample (decay, clip, EWMA; see the module docstring)."""
     now_ms = now_ns // 1_000_000
-    if old == 0:
-        value = sample_us
+    samples = (old >> 32) & _SAMPLES_MAX if old else 0
+    if samples < WARMUP:
+        value = sample_us if samples == 0 else min(sample_us, float(old >> 36))
     else:
         decayed = _decoded_latency(old, now_ms, True)
         assert decayed is not None
         estimate = decayed * 1000.0
         clipped = min(sample_us, _CLIP_FACTOR * estimate + _CLIP_SLACK_US)
         value = estimate + _ALPHA * (clipped - estimate)
-    ewma = min(max(int(value), 1), _STAMP_MASK)
-    return (ewma << 32) | (now_ms & _STAMP_MASK)
+    ewma = min(max(int(value), 1), _EWMA_MAX)
+    samples = min(samples + 1, _SAMPLES_MAX)
+    return (ewma << 36) | (samples << 32) | (now_ms & _STAMP_MASK)
 
 
 @dataclass(frozen=True)
@@ -308,9 +319,11 @@ class Load:
         self._words[i] = _next_latency(int(self._words[i]), sample_us, now_ns)
 
     def latency_ms(self, index: int, *, decay: bool = True) -> float | None:
-        """The node's latency estimate in ms (decayed since its last sample by default)."""
+        """The node's latency estimate in ms. By default as routing sees it: decayed since its
+        last sample, None until :data:`WARMUP` samples; else the stored estimate (stats)."""
         now_ms = time.monotonic_ns() // 1_000_000
-        return _decoded_latency(int(self._words[_latency_word(index)]), now_ms, decay)
+        word = int(self._words[_latency_word(index)])
+        return _decoded_latency(word, now_ms, decay, WARMUP if decay else 1)
 
     def outstanding(self) -> int:
         """Attempts of this process now counted (tests, diagnostics)."""
@@ -366,7 +379,7 @@ class LocalLoad:
         self._check_fork()
         now_ms = time.monotonic_ns() // 1_000_000
         return self._in_flight.get(node, 0), _decoded_latency(
-            self._latency.get(node, 0), now_ms, True
+            self._latency.get(node, 0), now_ms, True, WARMUP
         )
 
     def node_loads(self, nodes: tuple[str, ...]) -> dict[str, NodeLoad]:

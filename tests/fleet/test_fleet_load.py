@@ -102,24 +102,30 @@ def test_sweep_clears_halves_with_old_tags(fleet: SharedFleet, clock: Clock) -> 
 
 def test_latency_is_smoothed_clipped_and_decays(fleet: SharedFleet, clock: Clock) -> None:
     assert fleet.node_load(NODE)[1] is None
-    a = fleet.begin_attempt(NODE)
-    clock.now += 2_000_000  # 2 ms
-    fleet.end_attempt(a, answered=True)
-    assert fleet.node_load(NODE)[1] == pytest.approx(2.0, rel=0.01)
-    # One 500 ms hiccup moves the estimate by a clipped amount only.
-    a = fleet.begin_attempt(NODE)
-    clock.now += 500_000_000
-    fleet.end_attempt(a, answered=True)
+
+    def answer(ns: int) -> None:
+        a = fleet.begin_attempt(NODE)
+        clock.now += ns
+        fleet.end_attempt(a, answered=True)
+
+    # Warm-up: a cold first answer (new connection) does not brand the node slow: the first
+    # WARMUP samples keep their minimum, and routing treats the node as unknown until then.
+    answer(200_000_000)
     load = fleet._load_of(fleet.attachment)
     index = fleet.attachment.health.slot(NODE, create=False)
     assert index is not None
+    assert load.latency_ms(index, decay=False) == pytest.approx(200.0, rel=0.01)  # stats
+    assert fleet.node_load(NODE)[1] is None  # routing: unknown, neutral
+    for _ in range(_load.WARMUP - 1):
+        answer(2_000_000)
+    assert fleet.node_load(NODE)[1] == pytest.approx(2.0, rel=0.01)
+    # One 500 ms hiccup moves the estimate by a clipped amount only.
+    answer(500_000_000)
     ms = load.latency_ms(index, decay=False)
     assert ms is not None and ms < 6.0
     # A node that stays slow is recognised within a few answers.
     for _ in range(8):
-        a = fleet.begin_attempt(NODE)
-        clock.now += 60_000_000
-        fleet.end_attempt(a, answered=True)
+        answer(60_000_000)
     ms = load.latency_ms(index, decay=False)
     assert ms is not None and ms > 40.0
     # Unanswered attempts add no sample; for routing the estimate halves every DECAY_S.
@@ -156,6 +162,11 @@ def test_local_load_twin_has_the_same_contract(clock: Clock) -> None:
     clock.now += 3_000_000
     local.end_attempt(a, answered=True)
     local.end_attempt(b, answered=False)
+    assert local.node_load(NODE) == (0, None)  # warming up
+    for _ in range(_load.WARMUP - 1):
+        c = local.begin_attempt(NODE)
+        clock.now += 3_000_000
+        local.end_attempt(c, answered=True)
     flying, ms = local.node_load(NODE)
     assert flying == 0 and ms == pytest.approx(3.0, rel=0.01)
     assert local.node_loads((NODE,))[NODE] == _load.NodeLoad(0, pytest.approx(3.0, rel=0.01))

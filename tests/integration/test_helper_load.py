@@ -50,6 +50,11 @@ def _clean(cluster: Any) -> Iterator[None]:
         node.clear_faults()
 
 
+#: Generous socket timeouts: on a loaded machine a 2 s connect timeout would fail over attempts
+#: (and skew the counts) for reasons that have nothing to do with the nodes.
+PATIENT = Config(connect_timeout=30, read_timeout=120)
+
+
 def _url(node: Any) -> str:
     return str(node.url).rstrip("/")
 
@@ -102,7 +107,7 @@ def test_in_flight_and_latency_are_reported_host_wide(cluster: Any) -> None:
     slow = cluster.nodes[0]
     slow.inject_fault("latency", delay=1.5)
     with make_helper(cluster) as h:
-        client = h.new_dynamodb_client()
+        client = h.new_dynamodb_client(config=PATIENT)
         h.live_nodes()
         stats = h.stats()
         assert all(s.in_flight == 0 and s.latency_ms is None for s in stats.per_node.values())
@@ -130,7 +135,7 @@ def test_async_client_marks_attempts_too(cluster: Any) -> None:
         seen: list[int] = []
 
         async def main() -> None:
-            async with h.new_async_dynamodb_client() as ddb:
+            async with h.new_async_dynamodb_client(config=PATIENT) as ddb:
                 calls = [
                     asyncio.create_task(ddb.get_item(TableName=TABLE, Key=KEY)) for _ in range(5)
                 ]
@@ -154,7 +159,7 @@ def test_a_live_attempt_stays_counted_beyond_two_epochs(cluster: Any) -> None:
     for node in cluster.nodes:
         node.inject_fault("latency", delay=3 * _load.EPOCH_S + 3)
     with make_helper(cluster) as h:
-        client = h.new_dynamodb_client(config=Config(retries={"total_max_attempts": 1}))
+        client = h.new_dynamodb_client(config=PATIENT.merge(Config(retries={"total_max_attempts": 1})))
         h.live_nodes()
         worker = threading.Thread(target=_calls, args=(client, 1, 1))
         worker.start()
@@ -178,7 +183,7 @@ def test_a_live_attempt_stays_counted_beyond_two_epochs(cluster: Any) -> None:
 def _hang_forever(helper: Helper, ready: Any) -> None:
     """Child: one call against a hanging cluster; the parent SIGKILLs us mid-attempt."""
     client = helper.new_dynamodb_client(
-        config=Config(read_timeout=300, retries={"total_max_attempts": 1})
+        config=Config(connect_timeout=30, read_timeout=300, retries={"total_max_attempts": 1})
     )
     helper.live_nodes()
     ready.put(os.getpid())
@@ -223,7 +228,7 @@ def test_sigkill_mid_attempt_leaves_no_in_flight_behind(cluster: Any) -> None:
 def test_round_robin_is_unaffected_by_a_slow_node(cluster: Any) -> None:
     cluster.nodes[2].inject_fault("latency", delay=0.06)
     with make_helper(cluster) as h:
-        client = h.new_dynamodb_client()
+        client = h.new_dynamodb_client(config=PATIENT)
         h.live_nodes()
         cluster.clear_logs()
         _calls(client, 100, 4)
@@ -233,7 +238,7 @@ def test_round_robin_is_unaffected_by_a_slow_node(cluster: Any) -> None:
 
 def test_adaptive_keeps_exact_round_robin_while_nodes_are_equal(cluster: Any) -> None:
     with make_helper(cluster, balancing="adaptive") as h:
-        client = h.new_dynamodb_client()
+        client = h.new_dynamodb_client(config=PATIENT)
         h.live_nodes()
         _calls(client, 20, 1)  # every node has a latency estimate now
         cluster.clear_logs()
@@ -253,7 +258,7 @@ def test_adaptive_avoids_a_slow_node_and_returns_after_recovery(cluster: Any) ->
     slow_url = _url(slow)
     slow.inject_fault("latency", delay=0.06)
     with make_helper(cluster, balancing="adaptive") as h:
-        client = h.new_dynamodb_client()
+        client = h.new_dynamodb_client(config=PATIENT)
         h.live_nodes()
         _calls(client, 400, 4)
         entries = all_api_entries(cluster, "GetItem")
