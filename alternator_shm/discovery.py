@@ -7,24 +7,45 @@ servers older than 2025.1 ignore both parameters (see ALTERNATOR_PROTOCOL.md §1
 
 :class:`Discovery` turns that into the node table we route over:
 
-* candidates are the nodes we already know (in order), then the seeds, so a cluster whose seeds
-  were all replaced is still found;
-* a rack or datacenter scope takes the first non-empty answer; the cluster scope is the union
+* candidates are the nodes of the published table, asked in random order, then the seeds (a
+  host-name seed contributes every address it resolves to, IPv4 and IPv6, resolved again each
+  time the seeds are used), so a cluster whose seeds were all replaced is still found and no
+  single node is always asked first;
+* every request has ONE total deadline (:data:`REQUEST_TIMEOUT`, not per socket read) and a body
+  cap (:data:`_MAX_BODY_BYTES`): a node that trickles or never stops answering is cut off; one
+  :meth:`Discovery.fetch` has one overall budget (:data:`FETCH_TIMEOUT`). Unresponsive nodes
+  are asked concurrently (at most :data:`MAX_IN_FLIGHT` at once, a new one every
+  :data:`HEDGE_DELAY` while none answered), so N paused nodes cost about one timeout, not N;
+* no single node can narrow the table: a node of the previous table that an answer leaves out
+  is asked itself, and leaves only if it fails to answer or answers without itself. A node
+  that lists only itself is outvoted by the others it omits. Growing needs one answer;
+* a rack or datacenter scope is the union of those answers; the cluster scope is the union
   of the answers of every datacenter reachable from the candidates;
-* with ``fallback`` an empty scope widens: rack -> datacenter -> cluster;
+* with ``fallback`` an empty scope widens: rack -> datacenter -> cluster (one WARNING naming
+  the scope used, each time it changes); without it, an empty configured scope is a verdict
+  (:class:`DiscoveryResult` with no node and ``empty=True``) that the refresher publishes, so
+  every process raises :class:`~alternator_shm.errors.NoLiveNodesError` naming the scope;
 * answers are parsed strictly (a JSON list of at most 4096 host names / IP addresses); a bad
   answer is a failure of that candidate, never a partial table.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
+import random
 import re
-from collections.abc import Sequence
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
+
+from urllib3.connection import HTTPConnection
 
 from alternator_shm._version import __version__
 from alternator_shm.errors import ConfigurationError, DiscoveryError
@@ -32,8 +53,11 @@ from alternator_shm.fleet import events as _events
 from alternator_shm.transport import Transport
 
 __all__ = [
+    "FETCH_TIMEOUT",
     "MAX_NODES",
+    "REQUEST_TIMEOUT",
     "Discovery",
+    "DiscoveryResult",
     "Scope",
     "node_url",
     "parse_localnodes",
@@ -44,12 +68,23 @@ log = logging.getLogger(__name__)
 
 #: Most entries accepted in one ``/localnodes`` answer.
 MAX_NODES = 4096
-#: Discovery timeouts (connect, read) in seconds: /localnodes is tiny, so a node slower
+#: Discovery socket timeouts (connect, read) in seconds: /localnodes is tiny, so a node slower
 #: than this is treated as unreachable and the next candidate is asked.
 CONNECT_TIMEOUT = 1.0
 READ_TIMEOUT = 2.0
+#: Total deadline of one ``/localnodes`` request or one probe, connect to last byte (seconds).
+REQUEST_TIMEOUT = 2.0
+#: Total budget of one :meth:`Discovery.fetch`, every scope and confirmation included (seconds).
+FETCH_TIMEOUT = 4.0
+#: While no node has answered, ask one more candidate every this many seconds.
+HEDGE_DELAY = 0.2
+#: Most requests of one fetch in flight at once, and most requests of one fetch in all.
+MAX_IN_FLIGHT = 8
+MAX_ASKS = 64
 # A 4096-entry list of 253-character names is ~1.1 MB; anything much bigger is not an answer.
 _MAX_BODY_BYTES = 2 * 1024 * 1024
+_MAX_PROBE_BODY_BYTES = 64 * 1024
+_CHUNK = 64 * 1024
 _LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _HEADERS = {"User-Agent": f"alternator-shm/{__version__}", "Accept": "application/json"}
 _FEATURE_PROBE_RACK = "fakeRack"
@@ -185,12 +220,199 @@ def scope_chain(datacenter: str | None, rack: str | None, fallback: bool) -> lis
     return chain if fallback else chain[:1]
 
 
+Resolver = Callable[[str, int], Sequence[str]]
+
+
+def resolve_all(host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to for TCP (IPv4 and IPv6), in resolver order.
+
+    Link-local IPv6 answers that need a zone id are left out: they cannot be put in a URL.
+    Raises ``OSError`` (``socket.gaierror``) when the name does not resolve.
+    """
+    addresses: list[str] = []
+    for family, _, _, _, sockaddr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        if family == socket.AF_INET6 and len(sockaddr) > 3 and sockaddr[3]:
+            continue
+        address = str(sockaddr[0])
+        if address not in addresses:
+            addresses.append(address)
+    return addresses
+
+
 class _Failure(Exception):
     """One candidate could not give a usable answer (kept internal; message says why)."""
 
 
+class _Exchange:
+    """One GET with a total deadline, run in its own daemon thread.
+
+    The caller (or the fetch coordinator) waits on :attr:`done` and calls :meth:`abort` at the
+    deadline: that shuts the socket down, so a node that trickles its answer one byte at a time
+    cannot hold anybody past the deadline. The thread itself also checks the deadline between
+    body chunks and keeps the socket timeout below what remains. The body is streamed with a
+    hard cap: past ``max_body`` bytes the connection is dropped, never read to the end.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        url: str,
+        deadline: float,
+        max_body: int,
+        wake: threading.Condition | None = None,
+    ) -> None:
+        self.url = url
+        self.deadline = deadline
+        #: A failure says something about the node (it was not cut short by a caller's budget
+        #: before its own full request deadline). Set by the creator.
+        self.full_budget = True
+        self.timed_out = False  # cut by the deadline (not refused, reset, bad answer...)
+        self.max_body = max_body
+        self.done = threading.Event()
+        self.status = 0
+        self.body = b""
+        self.error: str | None = None
+        self._transport = transport
+        self._wake = wake
+        self._lock = threading.Lock()
+        self._conn: HTTPConnection | None = None
+        self._aborted = False
+
+    def start(self) -> _Exchange:
+        threading.Thread(target=self._run, name="alternator-shm-discovery", daemon=True).start()
+        return self
+
+    def _remaining(self) -> float:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0 or self._aborted:
+            raise TimeoutError(f"no complete answer within the deadline ({self.url})")
+        return remaining
+
+    def _run(self) -> None:
+        try:
+            self.status, self.body = self._exchange()
+        except BaseException as e:  # every failure is "this candidate failed"
+            kind = "SSLError" if isinstance(e, ssl.SSLError) else type(e).__name__
+            if self._aborted or time.monotonic() >= self.deadline - 0.01:
+                # Cut by the total deadline, whichever way: our abort or the socket timeout.
+                self.timed_out = True
+                self.error = f"deadline exceeded ({kind})"
+            else:
+                self.error = f"{kind}: {e}"
+        finally:
+            with self._lock:
+                conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
+            self.done.set()
+            if self._wake is not None:
+                with self._wake:
+                    self._wake.notify_all()
+
+    def _exchange(self) -> tuple[int, bytes]:
+        remaining = self._remaining()
+        conn = self._transport.connection(self.url, timeout=min(CONNECT_TIMEOUT, remaining))
+        with self._lock:
+            if self._aborted:
+                raise TimeoutError("aborted")
+            self._conn = conn
+        conn.connect()
+        # urllib3 re-applies conn.timeout before reading the status line: keep it the total.
+        conn.timeout = self._remaining()
+        self._settimeout(conn)
+        parts = urlsplit(self.url)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        conn.request("GET", target, headers=_HEADERS, preload_content=False,
+                     decode_content=False)
+        response = conn.getresponse()
+        if response.status != 200:
+            return response.status, b""
+        length = response.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            raise _Failure(f"answer too large ({length} bytes announced)")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            self._settimeout(conn)
+            chunk = response.read1(_CHUNK)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > self.max_body:
+                raise _Failure(f"answer too large (more than {self.max_body} bytes)")
+            chunks.append(chunk)
+        return response.status, b"".join(chunks)
+
+    def _settimeout(self, conn: HTTPConnection) -> None:
+        remaining = self._remaining()
+        if conn.sock is not None:
+            conn.sock.settimeout(remaining)
+
+    def abort(self) -> None:
+        """Cut the exchange off now (from any thread): the socket is shut down, not closed,
+        so the thread reading it wakes up with an error and closes it itself."""
+        with self._lock:
+            self._aborted = True
+            conn = self._conn
+            sock = conn.sock if conn is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):  # the raw socket, also under TLS
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def wait(self) -> None:
+        """Wait until done or the deadline (then abort); returns within the deadline."""
+        if not self.done.wait(max(0.0, self.deadline - time.monotonic())):
+            self.abort()
+            self.error = self.error or "deadline exceeded"
+
+    @property
+    def conclusive(self) -> bool:
+        """Whether a failure of this exchange is the node's own doing: an error, or no answer
+        within a full request deadline (not one shortened by the fetch budget)."""
+        return self.full_budget or not (self._aborted or self.timed_out)
+
+
+class DiscoveryResult(list[str]):
+    """The node URLs (sorted) of one fetch, plus what the published table must say about them.
+
+    ``scope`` is the scope the nodes belong to (the configured one unless ``fallback`` widened
+    it). ``empty`` is True when the configured scope answered with no node and ``fallback`` is
+    off: then the list is empty and that is the answer, not a failure. ``note`` is the one-line
+    text the refresher stores with the table (it is how the next fetch knows which scope the
+    published table was for, and how every process learns that the scope is empty).
+    """
+
+    def __init__(self, nodes: Iterable[str], *, scope: Scope, empty: bool = False) -> None:
+        super().__init__(nodes)
+        self.scope = scope
+        self.empty = empty
+        self.note = empty_note(scope) if empty else scope_note(scope)
+
+
+def scope_note(scope: Scope) -> str:
+    """The table note of a table of the nodes of ``scope``."""
+    return f"scope {scope.describe()}"
+
+
+def empty_note(scope: Scope) -> str:
+    """The table note of an empty table: ``scope`` lists no live node (and no fallback)."""
+    return f"no live node in {scope.describe()} (fallback=False)"
+
+
+@dataclass
+class _Round:
+    """The state of one fetch, shared by its scopes (a failed node is not asked twice)."""
+
+    deadline: float
+    failed: dict[str, str] = field(default_factory=dict)
+    conclusive: set[str] = field(default_factory=set)  # failed on their own, not cut short
+    asks: int = 0
+    seeds: list[str] | None = None  # resolved seed URLs, once per fetch
+
+
 class Discovery:
-    """Asks the cluster which nodes to route to. Stateless between calls; thread-safe."""
+    """Asks the cluster which nodes to route to. Stateless between calls (apart from what was
+    last logged); thread-safe."""
 
     def __init__(
         self,
@@ -202,6 +424,9 @@ class Discovery:
         rack: str | None = None,
         fallback: bool = True,
         transport: Transport,
+        resolver: Resolver | None = None,
+        request_timeout: float = REQUEST_TIMEOUT,
+        fetch_timeout: float = FETCH_TIMEOUT,
     ) -> None:
         if isinstance(seeds, str):
             raise ConfigurationError("seeds must be a list of host names or IPs, not a string")
@@ -211,121 +436,276 @@ class Discovery:
             raise ConfigurationError(f"scheme must be 'http' or 'https', not {scheme!r}")
         if not 0 < port < 65536:
             raise ConfigurationError(f"port out of range: {port}")
-        seed_urls: list[str] = []
+        if not 0 < request_timeout <= fetch_timeout:
+            raise ConfigurationError("need 0 < request_timeout <= fetch_timeout")
+        seed_hosts: list[str] = []
         for seed in seeds:
             host = _canonical_host(seed) if isinstance(seed, str) else None
             if host is None:
                 raise ConfigurationError(
                     f"seed {seed!r} is not a host name or IP address (no scheme, no port)"
                 )
-            url = node_url(scheme, host, port)
-            if url not in seed_urls:
-                seed_urls.append(url)
+            if host not in seed_hosts:
+                seed_hosts.append(host)
         self.scheme = scheme
         self.port = port
         self.datacenter = datacenter or None
         self.rack = rack or None
         self.fallback = fallback
-        self.seeds: tuple[str, ...] = tuple(seed_urls)
+        self.seed_hosts: tuple[str, ...] = tuple(seed_hosts)
+        #: The seeds as configured (host names not resolved).
+        self.seeds: tuple[str, ...] = tuple(node_url(scheme, h, port) for h in seed_hosts)
         self.scopes: tuple[Scope, ...] = tuple(scope_chain(self.datacenter, self.rack, fallback))
+        self.request_timeout = request_timeout
+        self.fetch_timeout = fetch_timeout
         self._transport = transport
+        self._resolver: Resolver = resolver or resolve_all
+        self._logged: str | None = None  # the last scope verdict logged at WARNING
 
-    # -- one candidate -------------------------------------------------------------------------
+    # -- seeds ---------------------------------------------------------------------------------
 
-    def _get(self, node: str, query: str) -> list[str]:
-        """``/localnodes`` of one node as node URLs, or :class:`_Failure`."""
-        url = f"{node}/localnodes" + (f"?{query}" if query else "")
+    def resolve_seeds(self, deadline: float | None = None) -> tuple[list[str], dict[str, str]]:
+        """(seed URLs, failures): every address of every seed, host names resolved now.
+
+        Names are resolved concurrently in daemon threads, so a hung resolver costs at most
+        the deadline (default: :attr:`request_timeout` from now).
+        """
+        if deadline is None:
+            deadline = time.monotonic() + self.request_timeout
+        results: dict[str, list[str] | str] = {}
+        threads: list[threading.Thread] = []
+        for host in self.seed_hosts:
+            if _is_ip(host):
+                results[host] = [host]
+                continue
+
+            def resolve(name: str = host) -> None:
+                try:
+                    answer = self._resolver(name, self.port)
+                    found = [a for a in map(_canonical_host, answer) if a is not None]
+                    results[name] = found or "resolves to no usable address"
+                except Exception as e:
+                    results[name] = f"cannot resolve: {type(e).__name__}: {e}"
+
+            thread = threading.Thread(target=resolve, name="alternator-shm-resolve", daemon=True)
+            thread.start()
+            threads.append(thread)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        urls: list[str] = []
+        failed: dict[str, str] = {}
+        for host in self.seed_hosts:
+            found = results.get(host, "name resolution did not finish in time")
+            if isinstance(found, str):
+                failed[node_url(self.scheme, host, self.port)] = found
+                continue
+            for address in found:
+                url = node_url(self.scheme, address, self.port)
+                if url not in urls:
+                    urls.append(url)
+        return urls, failed
+
+    def _seeds(self, state: _Round) -> list[str]:
+        if state.seeds is None:
+            urls, failed = self.resolve_seeds(min(state.deadline,
+                                                  time.monotonic() + self.request_timeout))
+            state.failed.update(failed)
+            state.seeds = urls
+        return state.seeds
+
+    # -- one request ---------------------------------------------------------------------------
+
+    def _exchange(self, url: str, deadline: float, wake: threading.Condition | None = None,
+                  max_body: int = _MAX_BODY_BYTES) -> _Exchange:
+        own = time.monotonic() + self.request_timeout
+        exchange = _Exchange(self._transport, url, min(deadline, own), max_body, wake)
+        exchange.full_budget = own <= deadline
+        return exchange.start()
+
+    def _nodes_of(self, exchange: _Exchange) -> list[str]:
+        """The node URLs of a finished /localnodes exchange, or :class:`_Failure`."""
+        if exchange.error is not None:
+            raise _Failure(exchange.error)
+        if exchange.status != 200:
+            raise _Failure(f"HTTP {exchange.status}")
         try:
-            response = self._transport.request("GET", url, headers=_HEADERS)
-        except Exception as e:  # every transport failure is "this candidate failed"
-            raise _Failure(f"{type(e).__name__}: {e}") from e
-        if response.status != 200:
-            raise _Failure(f"HTTP {response.status}")
-        try:
-            hosts = parse_localnodes(response.data)
+            hosts = parse_localnodes(exchange.body)
         except DiscoveryError as e:
             raise _Failure(str(e)) from e
         return [node_url(self.scheme, host, self.port) for host in hosts]
 
-    def _candidates(self, known: Sequence[str]) -> list[str]:
-        candidates: list[str] = []
-        seen: set[str] = set()
-        for url in (*known, *self.seeds):
-            if url not in seen:
-                seen.add(url)
-                candidates.append(url)
-        return candidates
+    def _get(self, node: str, query: str) -> list[str]:
+        """``/localnodes`` of one node as node URLs, or :class:`_Failure` (total deadline)."""
+        url = f"{node}/localnodes" + (f"?{query}" if query else "")
+        exchange = self._exchange(url, time.monotonic() + self.request_timeout)
+        exchange.wait()
+        return self._nodes_of(exchange)
+
+    # -- one scope -----------------------------------------------------------------------------
 
     def _ask_scope(
-        self,
-        scope: Scope,
-        candidates: Sequence[str],
-        failed: dict[str, str],
-        answered: list[str] | None = None,
-    ) -> list[str]:
-        """Nodes of one scope (possibly empty). Records unreachable candidates in ``failed``.
+        self, scope: Scope, known: Sequence[str], previous: Sequence[str], state: _Round
+    ) -> tuple[list[str], bool]:
+        """(nodes of ``scope``, whether any node answered), within ``state.deadline``.
 
-        A candidate that already failed during this fetch is not asked again for a wider
-        scope: it would only cost another timeout.
+        Candidates are ``known`` in random order, then the seeds. While nobody has answered,
+        one more candidate is asked every :data:`HEDGE_DELAY` (at once after a failure), at
+        most :data:`MAX_IN_FLIGHT` at a time. Once answers are in, every node of ``previous``
+        that no answer lists is asked itself (for the cluster scope: every candidate not yet
+        covered, since each datacenter answers only for itself). A node of ``previous`` is
+        dropped only if it was asked and failed on its own or answered without itself.
         """
         query = scope.query()
+        queue = list(dict.fromkeys(known))
+        random.shuffle(queue)
+        seeds_queued = False
+        answers: dict[str, list[str]] = {}
+        pending: dict[str, _Exchange] = {}
+        asked: set[str] = set()
         union: set[str] = set()
-        for candidate in candidates:
-            if candidate in failed:
-                continue
-            # Every node of a datacenter answers the same list: once a candidate is in the
-            # union, its datacenter has been asked already.
-            if scope.kind == "cluster" and candidate in union:
-                continue
-            try:
-                nodes = self._get(candidate, query)
-            except _Failure as e:
-                failed[candidate] = str(e)
-                continue
-            if answered is not None:
-                answered.append(candidate)
-            if not nodes:
-                continue
-            if scope.kind != "cluster":
-                return nodes
-            union.update(nodes)
-        return sorted(union)
+        wake = threading.Condition()
+        last_launch = -1.0
+
+        def launch(node: str) -> None:
+            nonlocal last_launch
+            asked.add(node)
+            state.asks += 1
+            url = f"{node}/localnodes" + (f"?{query}" if query else "")
+            pending[node] = self._exchange(url, state.deadline, wake)
+            last_launch = time.monotonic()
+
+        def fresh(node: str) -> bool:
+            return node not in asked and node not in state.failed and node not in union
+
+        def next_candidate() -> str | None:
+            nonlocal queue, seeds_queued
+            while True:
+                while queue:
+                    node = queue.pop(0)
+                    if fresh(node):
+                        return node
+                if seeds_queued:
+                    return None
+                seeds_queued = True
+                queue = list(self._seeds(state))
+                random.shuffle(queue)
+
+        while True:
+            now = time.monotonic()
+            for node, exchange in list(pending.items()):
+                if not exchange.done.is_set() and now < exchange.deadline:
+                    continue
+                exchange.wait()  # done, or aborts it at its deadline
+                del pending[node]
+                try:
+                    nodes = self._nodes_of(exchange)
+                except _Failure as e:
+                    state.failed[node] = str(e)
+                    if exchange.conclusive:
+                        state.conclusive.add(node)
+                    continue
+                answers[node] = nodes
+                union.update(nodes)
+            if now >= state.deadline:
+                for node, exchange in pending.items():
+                    exchange.abort()
+                    state.failed[node] = "fetch budget exhausted before it answered"
+                break
+            room = min(MAX_IN_FLIGHT - len(pending), MAX_ASKS - state.asks)
+            if answers:
+                if scope.kind == "cluster":
+                    # Every datacenter answers only for itself: ask each candidate not covered.
+                    todo = [n for n in (*queue, *(() if seeds_queued else self._seeds(state)))
+                            if fresh(n)]
+                else:
+                    todo = [n for n in previous if fresh(n)]
+                for node in dict.fromkeys(todo[: max(0, room)]):
+                    launch(node)
+                if not pending:
+                    break
+            else:
+                candidate: str | None = None
+                if room > 0 and (not pending or now - last_launch >= HEDGE_DELAY):
+                    candidate = next_candidate()
+                    if candidate is not None:
+                        launch(candidate)
+                if candidate is None and not pending and (room <= 0 or not queue):
+                    break  # nobody left to ask (or the fetch's request budget is spent)
+            wait_until = min([state.deadline, *(e.deadline for e in pending.values())])
+            if not answers and room > 0:
+                wait_until = min(wait_until, last_launch + HEDGE_DELAY)
+            with wake:
+                if not any(e.done.is_set() for e in pending.values()):
+                    wake.wait(max(0.0, wait_until - time.monotonic()))
+        if not answers:
+            return [], False
+        kept = {
+            n for n in previous
+            if n not in union and n not in answers and n not in state.conclusive
+        }
+        return sorted(union | kept), True
 
     # -- public API ----------------------------------------------------------------------------
 
-    def fetch(self, known: Sequence[str] = ()) -> list[str]:
-        """The current node URLs (sorted) for the first non-empty scope of the chain.
+    def fetch(self, known: Sequence[str] = (), *, previous_note: str | None = None
+              ) -> DiscoveryResult:
+        """The node URLs (sorted) for the first non-empty scope of the chain.
 
-        Asks ``known`` first (in order), then the seeds. Raises :class:`DiscoveryError` saying
-        which scopes and candidates failed and why when no scope yields a node.
+        ``known`` is the published table and ``previous_note`` its note (None: unknown): the
+        table is only narrowed against it as described in the module docstring, and only when
+        it was for the same scope. Raises :class:`DiscoveryError` saying which candidates failed
+        and why when no node answered (or, with ``fallback``, when every scope was empty).
+        Without ``fallback`` an empty configured scope is returned as an empty
+        :class:`DiscoveryResult` with ``empty=True``. Returns within about
+        :attr:`fetch_timeout` seconds, whatever the nodes do.
         """
-        candidates = self._candidates(known)
-        failed: dict[str, str] = {}
-        empty: list[str] = []
+        state = _Round(deadline=time.monotonic() + self.fetch_timeout)
+        known = list(dict.fromkeys(known))
+        empty: list[Scope] = []
+        answered = False
         for scope in self.scopes:
-            nodes = self._ask_scope(scope, candidates, failed)
-            if nodes:
-                if empty or failed:
-                    log.warning(
-                        "discovery used %s%s%s",
-                        scope.describe(),
-                        f" (no nodes in: {'; '.join(empty)})" if empty else "",
-                        f" (unreachable: {_describe_failures(failed)})" if failed else "",
-                        extra=_events.fields("discovery_fallback", scope=scope.describe()),
-                    )
-                return nodes
-            empty.append(scope.describe())
-            if len(failed) == len(candidates):
+            same = previous_note is None or previous_note == scope_note(scope)
+            nodes, any_answer = self._ask_scope(scope, known, known if same else (), state)
+            answered = answered or any_answer
+            if not any_answer:
                 break  # nobody is reachable: wider scopes would fail the same way
-        if len(failed) == len(candidates):
-            message = f"no node answered /localnodes: {_describe_failures(failed)}"
+            if nodes:
+                self._log_verdict(scope, empty, state.failed)
+                return DiscoveryResult(nodes, scope=scope)
+            empty.append(scope)
+        if not answered:
+            message = f"no node answered /localnodes: {_describe_failures(state.failed)}"
+        elif not self.fallback:
+            self._log_verdict(self.scopes[0], empty, state.failed)
+            return DiscoveryResult([], scope=self.scopes[0], empty=True)
         else:
-            message = f"no nodes found in {', '.join(empty)}"
-            if failed:
-                message += f"; unreachable: {_describe_failures(failed)}"
+            message = f"no nodes found in {', '.join(s.describe() for s in empty)}"
+            if state.failed:
+                message += f"; unreachable: {_describe_failures(state.failed)}"
         log.warning("discovery failed: %s", message,
                     extra=_events.fields("discovery_failed", error=message))
         raise DiscoveryError(message)
+
+    def _log_verdict(self, scope: Scope, empty: list[Scope], failed: dict[str, str]) -> None:
+        """One WARNING when the scope in use changes to a fallback or an empty verdict."""
+        if empty and not self.fallback:
+            verdict = f"no live node in {scope.describe()}; fallback=False, so calls raise " \
+                      "NoLiveNodesError"
+        elif empty:
+            verdict = (f"no nodes in {'; '.join(s.describe() for s in empty)}: "
+                       f"routing to {scope.describe()} (fallback)")
+        else:
+            verdict = ""
+        if failed:
+            log.debug("discovery: unreachable: %s", _describe_failures(failed))
+        if verdict == (self._logged or ""):
+            return
+        self._logged = verdict
+        if verdict:
+            log.warning("discovery: %s", verdict,
+                        extra=_events.fields("discovery_fallback", scope=scope.describe()))
+        else:
+            log.info("discovery: routing to the configured scope, %s", scope.describe())
 
     def check_if_rack_and_datacenter_set_correctly(self, known: Sequence[str] = ()) -> None:
         """Check that the configured scope itself (no fallback) has nodes.
@@ -337,16 +717,16 @@ class Discovery:
         if self.datacenter is None and self.rack is None:
             return
         scope = self.scopes[0]
-        candidates = self._candidates(known)
-        failed: dict[str, str] = {}
-        answered: list[str] = []
-        if self._ask_scope(scope, candidates, failed, answered):
+        state = _Round(deadline=time.monotonic() + self.fetch_timeout)
+        nodes, answered = self._ask_scope(scope, known, (), state)
+        if nodes:
             return
         if not answered:
-            raise DiscoveryError(f"no node answered /localnodes: {_describe_failures(failed)}")
+            raise DiscoveryError(
+                f"no node answered /localnodes: {_describe_failures(state.failed)}"
+            )
         raise ConfigurationError(
-            f"no nodes found in {scope.describe()} (asked {', '.join(answered)}); "
-            "check the datacenter and rack names"
+            f"no nodes found in {scope.describe()}; check the datacenter and rack names"
         )
 
     def check_if_rack_datacenter_feature_is_supported(self, known: Sequence[str] = ()) -> bool:
@@ -356,8 +736,8 @@ class Discovery:
         old one ignores the parameter and lists its datacenter. Both questions go to the same
         node, so a topology difference between nodes cannot fake an answer.
         """
-        failed: dict[str, str] = {}
-        for candidate in self._candidates(known):
+        seeds, failed = self.resolve_seeds()
+        for candidate in dict.fromkeys([*known, *seeds]):
             try:
                 fake = self._get(candidate, urlencode({"rack": _FEATURE_PROBE_RACK}))
                 if fake:
@@ -374,13 +754,25 @@ class Discovery:
         )
 
     def probe(self, node: str) -> bool:
-        """Health check: ``GET node/`` answers 200 ``healthy: ...`` within the timeouts."""
-        try:
-            response = self._transport.request("GET", node.rstrip("/") + "/", headers=_HEADERS)
-        except Exception as e:
-            log.debug("probe of %s failed: %s", node, e)
+        """Health check: ``GET node/`` answers 200 ``healthy: ...`` within
+        :attr:`request_timeout` in total (connect to last byte)."""
+        exchange = self._exchange(
+            node.rstrip("/") + "/", time.monotonic() + self.request_timeout,
+            max_body=_MAX_PROBE_BODY_BYTES,
+        )
+        exchange.wait()
+        if exchange.error is not None:
+            log.debug("probe of %s failed: %s", node, exchange.error)
             return False
-        return response.status == 200 and response.data.startswith(b"healthy:")
+        return exchange.status == 200 and exchange.body.startswith(b"healthy:")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _describe_failures(failed: dict[str, str]) -> str:

@@ -34,7 +34,7 @@ from alternator_shm.affinity import MODES as _AFFINITY_MODES
 from alternator_shm.affinity import Affinity
 from alternator_shm.balancing import BALANCING_MODES as _BALANCING_MODES
 from alternator_shm.discovery import Discovery, node_url
-from alternator_shm.errors import ConfigurationError
+from alternator_shm.errors import ConfigurationError, NoLiveNodesError
 from alternator_shm.fleet import FleetStats, SharedFleet
 from alternator_shm.hooks import HookOptions, register_hooks
 from alternator_shm.routing import Router
@@ -416,6 +416,7 @@ class Helper:
             self._router = Router(
                 self._fleet,
                 [node_url(o.scheme, s, o.port) for s in o.seeds],
+                fallback=o.fallback,
                 load=self._fleet,
                 balancing=o.balancing,
             )
@@ -428,7 +429,9 @@ class Helper:
         discovery = self._discovery_obj
         fleet = self._fleet
         assert discovery is not None and fleet is not None
-        return discovery.fetch(known=fleet.nodes())
+        # The published table and its note are the input: discovery narrows it only when
+        # another node confirms (see discovery.py), and only within the same scope.
+        return discovery.fetch(known=fleet.nodes(), previous_note=fleet.table_note() or None)
 
     def _probe(self, node: str) -> bool:
         discovery = self._discovery_obj
@@ -612,10 +615,18 @@ class Helper:
         return self._discovery().check_if_rack_datacenter_feature_is_supported()
 
     def update_live_nodes(self, timeout: float = 5.0) -> list[str]:
-        """Refresh the shared table now, through the elected refresher; return the new list."""
+        """Refresh the shared table now, through the elected refresher; return the new list.
+
+        Raises :class:`NoLiveNodesError` naming the scope when discovery answered that the
+        configured scope lists no live node and ``fallback`` is off.
+        """
         fleet = self._shared()
         fleet.start()
-        return list(fleet.refresh_now(timeout))
+        nodes = list(fleet.refresh_now(timeout))
+        reason = fleet.empty_reason() if not nodes else None
+        if reason is not None and not self._options.fallback:
+            raise NoLiveNodesError(reason)
+        return nodes
 
     def live_nodes(self) -> list[str]:
         """The node URLs currently shared on this host (waits briefly for the first table)."""

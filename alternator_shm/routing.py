@@ -49,6 +49,8 @@ class FleetView(Protocol):
 
     def quarantined(self) -> dict[str, int]: ...
 
+    def empty_reason(self) -> str | None: ...
+
 
 class LoadView(Protocol):
     """Host-wide per-node load (implemented by :class:`alternator_shm.fleet.SharedFleet`)."""
@@ -66,6 +68,10 @@ class Router:
     ``bootstrap`` is the seed URL list, used only while no table has ever been published on the
     host (the very first request before discovery answered), so a request is never refused just
     because the refresher has not finished its first poll.
+
+    A table published empty on purpose (discovery's verdict "the configured scope lists no live
+    node", see :meth:`FleetView.empty_reason`) is an answer: with ``fallback=False`` every call
+    raises :class:`NoLiveNodesError` naming the scope and sends nothing.
     """
 
     def __init__(
@@ -74,6 +80,7 @@ class Router:
         bootstrap: Sequence[str],
         *,
         first_table_timeout: float = 5.0,
+        fallback: bool = True,
         load: LoadView | None = None,
         balancing: str = "round_robin",
     ) -> None:
@@ -82,6 +89,7 @@ class Router:
         if balancing == "adaptive" and load is None:
             raise ValueError("adaptive balancing needs a load view")
         self._fleet = fleet
+        self._scope_fallback = fallback
         self._load = load
         self._adaptive = balancing == "adaptive"
         self._bootstrap = tuple(bootstrap)
@@ -99,6 +107,7 @@ class Router:
         nodes = self._fleet.nodes()
         if nodes:
             return nodes
+        self._check_empty_verdict()
         if self._waited_pid != pid:
             # Wait for the first table once per process only: if discovery keeps failing
             # (e.g. /localnodes blocked), later calls must not each stall for the timeout.
@@ -106,11 +115,20 @@ class Router:
             nodes = self._fleet.wait_for_nodes(self._first_table_timeout)
             if nodes:
                 return nodes
+            self._check_empty_verdict()
         if self._bootstrap:
             _log.warning("no node table published yet; routing to the seed nodes",
                          extra=_events.fields("seeds_fallback"))
             return self._bootstrap
         raise NoLiveNodesError("no live node is known: discovery has not published a table")
+
+    def _check_empty_verdict(self) -> None:
+        reason = self._fleet.empty_reason()
+        if reason is not None and not self._scope_fallback:
+            raise NoLiveNodesError(
+                f"{reason}: no call is sent outside the configured scope (discovery's verdict, "
+                "checked again at every refresh)"
+            )
 
     def nodes(self) -> tuple[str, ...]:
         """The discovered node table (every node, whatever its health), as routing sees it."""

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import botocore.awsrequest
 import botocore.exceptions
 import urllib3
-from urllib3.connection import HTTPConnection
+from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.ssl_ import create_urllib3_context
 
@@ -273,6 +273,26 @@ class Transport:
             redirect=False,
             preload_content=True,
         )
+
+    def connection(self, url: str, *, timeout: float) -> HTTPConnection:
+        """A new, unpooled urllib3 connection to ``url``'s host and port (not yet connected).
+
+        Same TLS context and socket options as the pooled connections. The caller owns it: it
+        can shut its socket down from another thread to enforce a total deadline (discovery's
+        bounded requests), which a pooled connection hidden inside ``urlopen`` does not allow.
+        ``timeout`` (seconds) is the socket timeout used for connecting.
+        """
+        manager = self._pool_manager()
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        options = _socket_options(self.options.tcp_keepalive)
+        if parts.scheme == "https":
+            context = manager.connection_pool_kw.get("ssl_context") or _ssl_context(self.options)
+            return HTTPSConnection(
+                host, parts.port or 443, timeout=timeout, socket_options=options,
+                ssl_context=context,
+            )
+        return HTTPConnection(host, parts.port or 80, timeout=timeout, socket_options=options)
 
     # -- botocore requests ----------------------------------------------------------------------
 

@@ -23,8 +23,9 @@ EVENTS: Final = {
                        "nodes)",
     "refresh_failed": "a /localnodes refresh failed; the last table is kept (fields: segment, "
                       "failures, error)",
-    "discovery_fallback": "the configured rack/datacenter had no node; a wider scope was "
-                          "used (fields: scope)",
+    "discovery_fallback": "the configured rack/datacenter had no node: a wider scope is used "
+                          "(or, with fallback=False, calls raise NoLiveNodesError) "
+                          "(fields: scope)",
     "discovery_failed": "no scope yielded a node (fields: error)",
     "seeds_fallback": "no table published yet; attempts go to the seed nodes",
 }

@@ -11,7 +11,8 @@ unlinked underneath them. The leader:
   new leader after failover respects its predecessor's schedule (no thundering herd);
 * after ``n`` consecutive failures waits ``min(backoff_max, backoff_initial * 2**(n-1))`` before
   the next attempt, and keeps the last good table meanwhile;
-* publishes only validated, non-empty lists;
+* publishes only validated, non-empty lists — or an empty one when the result carries a note
+  saying why (``result.note``, e.g. discovery's "no live node in rack ..." verdict);
 * probes quarantined nodes (at most every ``probe_interval`` per node) and releases the healthy
   ones, or expires quarantines after ``quarantine`` seconds when no probe is configured.
 """
@@ -72,6 +73,7 @@ def refresh_once(
     """Leader only: call ``refresh``, publish a valid result, record the outcome in the header.
 
     Re-raises the callback's exception (or ValueError for a bad result) after recording it.
+    A result with a ``note`` attribute (a one-line string) is published with that note.
     """
     words = att.seg.words
     with state.publish_lock:
@@ -79,7 +81,9 @@ def refresh_once(
         words[_W(layout.LAST_ATTEMPT_OFF)] = now
         counter_now = int(words[_W(layout.COUNTER_OFF)])
         try:
-            nodes = table.validate_nodes(refresh())
+            result = refresh()
+            note = table.validate_note(getattr(result, "note", ""))
+            nodes = table.validate_nodes(result, note)
         except BaseException as exc:
             failures = int(words[_W(layout.FAILURES_OFF)]) + 1
             words[_W(layout.FAILURES_OFF)] = failures
@@ -95,7 +99,7 @@ def refresh_once(
             )
             raise
         before = att.reader.generation
-        generation = table.publish(att.seg.mm, words, nodes)
+        generation = table.publish(att.seg.mm, words, nodes, note)
         if generation != before:
             att.health.collect(nodes)
             log.info("published generation %d of %s: %d nodes", generation, att.seg.name,

@@ -166,12 +166,26 @@ class SharedFleet:
     def generation(self) -> int:
         return self._att().reader.generation
 
+    def table_note(self) -> str:
+        """The note published with the current table ("" if none): the refresh result's
+        ``note`` (discovery: which scope the nodes are for)."""
+        return self._att().reader.note()
+
+    def empty_reason(self) -> str | None:
+        """Why the published table is empty, when the refresher published it empty on purpose
+        (its note, e.g. "no live node in rack 'r9' ..."); None otherwise."""
+        reader = self._att().reader
+        if reader.read():
+            return None
+        return reader.note() or None
+
     def wait_for_nodes(self, timeout: float) -> tuple[str, ...]:
         """start(), then wait up to ``timeout`` for a non-empty table; returns what is there.
 
         Returns early (with the empty table) once a refresh attempt made after the call began
         has failed: waiting out the timeout would only delay the caller's own error (a TLS or
-        DNS misconfiguration, say), and the caller has seeds to fall back to.
+        DNS misconfiguration, say), and the caller has seeds to fall back to. Also returns at
+        once (empty) when the table was published empty on purpose (see :meth:`empty_reason`).
         """
         self.start()
         deadline = time.monotonic() + timeout
@@ -179,7 +193,7 @@ class SharedFleet:
         delay = 0.001
         while True:
             nodes = self.nodes()
-            if nodes or time.monotonic() >= deadline:
+            if nodes or time.monotonic() >= deadline or self.empty_reason() is not None:
                 return nodes
             if delay >= 0.02:
                 st = self.stats()

@@ -144,3 +144,33 @@ def test_sigkill_republishing_leader_at_200_random_instants(make_fleet, ns) -> N
     assert result["distinct"] > 200, result  # the reader really saw tables come and go
     assert generations == sorted(generations) and generations[-1] > 400
     assert _valid(first.nodes())
+
+
+class _Verdict(list[str]):
+    """A refresh result with a note, as discovery returns it."""
+
+    def __init__(self, nodes: list[str], note: str) -> None:
+        super().__init__(nodes)
+        self.note = note
+
+
+def test_a_note_travels_with_its_table_and_allows_an_empty_one(make_fleet) -> None:
+    results = iter([
+        _Verdict(list(NODES), "scope datacenter 'dc1'"),
+        _Verdict([], "no live node in datacenter 'dc1' (fallback=False)"),
+    ])
+    fleet = make_fleet(refresh=lambda: next(results), idle_refresh_interval=100)
+    assert fleet.wait_for_nodes(10) == NODES
+    assert fleet.table_note() == "scope datacenter 'dc1'" and fleet.empty_reason() is None
+    assert fleet.refresh_now(5) == ()
+    assert fleet.empty_reason() == "no live node in datacenter 'dc1' (fallback=False)"
+    started = time.monotonic()
+    assert fleet.wait_for_nodes(10) == ()  # a verdict, not a table still to come: no wait
+    assert time.monotonic() - started < 5
+    # Without a note an empty result stays a failure; a node may not look like a note.
+    with pytest.raises(ValueError):
+        table.validate_nodes([])
+    with pytest.raises(ValueError):
+        table.validate_nodes(["#x"])
+    with pytest.raises(ValueError):
+        table.validate_note("two\nlines")

@@ -17,6 +17,7 @@ from typing import Any
 
 import botocore.exceptions
 import pytest
+from botocore.config import Config
 from botocore.credentials import RefreshableCredentials
 from test_helper_support import (
     all_api_entries,
@@ -67,7 +68,10 @@ def _spread(counts: Any) -> int:
 
 
 def test_200_concurrent_tasks_split_exactly(cluster: Any, table: str) -> None:
-    with make_helper(cluster) as h:
+    # Generous timeouts: on a loaded 2-core machine the emulator may accept 30 new
+    # connections slowly, and a timeout would turn into a (correct, but here unwanted) retry.
+    slow_ok = Config(connect_timeout=30, read_timeout=60)
+    with make_helper(cluster, botocore_config=slow_ok) as h:
         h.live_nodes()  # the table first, so every call is routed by the shared counter
 
         async def main() -> list[Any]:

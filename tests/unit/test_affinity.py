@@ -423,6 +423,9 @@ class _Fleet:
     def quarantined(self) -> dict[str, int]:
         return dict(self.quarantine)
 
+    def empty_reason(self) -> str | None:
+        return None
+
 
 def test_router_walks_the_plan_healthy_first_then_cycles() -> None:
     fleet = _Fleet()

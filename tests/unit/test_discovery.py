@@ -300,7 +300,8 @@ def test_fetch_asks_known_nodes_first_then_seeds(cluster_factory: Any) -> None:
     d = _discovery(cluster, seeds=[0], datacenter="dc1")
     known = [cluster.nodes[2].url, cluster.nodes[1].url]
     assert d.fetch(known) == cluster.urls(0, 1, 2)
-    assert cluster.asked[0][0] == cluster.nodes[2].host  # first known node, not the seed
+    # A known node first (in random order), not the seed.
+    assert cluster.asked[0][0] in {cluster.nodes[2].host, cluster.nodes[1].host}
     # The known nodes are dead: the seed still answers.
     cluster.asked.clear()
     cluster.kill(2)
@@ -319,9 +320,9 @@ def test_fallback_rack_then_dc_then_cluster(cluster_factory: Any, caplog: Any) -
         cluster.urls(0, 1, 2, 3, 4)
     )
     assert "datacenter 'nope'" in caplog.text
-    # Without fallback an empty scope is an error naming it.
-    with pytest.raises(DiscoveryError, match="rack 'nope'"):
-        _discovery(cluster, datacenter="dc1", rack="nope", fallback=False).fetch()
+    # Without fallback an empty scope is a verdict naming it (published as an empty table).
+    result = _discovery(cluster, datacenter="dc1", rack="nope", fallback=False).fetch()
+    assert result == [] and result.empty and "rack 'nope'" in result.note
 
 
 def test_fetch_skips_bad_answers(cluster_factory: Any) -> None:
@@ -385,3 +386,133 @@ def test_probe(cluster_factory: Any) -> None:
     assert d.probe(f"http://{cluster.dead}:{cluster.port}") is False
     cluster.kill(1)
     assert d.probe(cluster.nodes[1].url) is False
+
+
+# -- host-name seeds ------------------------------------------------------------------------------
+
+
+def test_host_name_seed_contributes_every_address(cluster_factory: Any) -> None:
+    """Issue 11 #4: a name resolving to several addresses contributed only one of them."""
+    cluster = cluster_factory(TWO_DCS)
+    answers = {"seeds.example": [cluster.nodes[0].host, cluster.nodes[3].host, "::1"]}
+    calls: list[str] = []
+
+    def resolver(host: str, port: int) -> list[str]:
+        calls.append(host)
+        return answers[host]
+
+    transport = Transport(TransportOptions(connect_timeout=0.5, read_timeout=1.0))
+    d = Discovery(["seeds.example"], scheme="http", port=cluster.port, transport=transport,
+                  resolver=resolver, request_timeout=1.0)
+    urls, failed = d.resolve_seeds()
+    assert urls == [cluster.nodes[0].url, cluster.nodes[3].url, f"http://[::1]:{cluster.port}"]
+    assert not failed
+    # The cluster scope covers both datacenters: one address per datacenter was enough.
+    assert d.fetch() == cluster.urls(0, 1, 2, 3, 4)
+    # Resolved again whenever the seeds are used: the name now points at dc2 only.
+    answers["seeds.example"] = [cluster.nodes[4].host]
+    calls.clear()
+    assert d.fetch() == cluster.urls(3, 4)
+    assert calls == ["seeds.example"]
+
+
+def test_unresolvable_seed_is_a_named_failure(cluster_factory: Any) -> None:
+    cluster = cluster_factory(TWO_DCS)
+
+    def resolver(host: str, port: int) -> list[str]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    transport = Transport(TransportOptions(connect_timeout=0.5, read_timeout=1.0))
+    d = Discovery(["nowhere.example", cluster.nodes[3].host], scheme="http", port=cluster.port,
+                  transport=transport, resolver=resolver)
+    assert d.fetch() == cluster.urls(3, 4)  # the literal seed still answers
+    d_only = Discovery(["nowhere.example"], scheme="http", port=cluster.port,
+                       transport=transport, resolver=resolver)
+    with pytest.raises(DiscoveryError, match=r"nowhere\.example.*cannot resolve"):
+        d_only.fetch()
+
+
+def test_localhost_seed_resolves_for_real() -> None:
+    """The real resolver: every address of ``localhost`` is a seed (one or several)."""
+    addresses = {info[4][0] for info in socket.getaddrinfo("localhost", 1, type=socket.SOCK_STREAM)}
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _LocalnodesHandler)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        port = server.server_address[1]
+        d = Discovery(["localhost"], scheme="http", port=port,
+                      transport=Transport(TransportOptions(connect_timeout=0.5)))
+        urls, failed = d.resolve_seeds()
+        assert not failed
+        assert {urlsplit(u).hostname for u in urls} == addresses
+        if "127.0.0.1" in addresses:
+            assert d.fetch() == [f"http://127.0.0.1:{port}"]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _LocalnodesHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        body = b'["127.0.0.1"]'
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+# -- no single node narrows the table -------------------------------------------------------------
+
+
+def test_partial_view_is_outvoted_by_the_nodes_it_omits(
+    cluster_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cluster = cluster_factory(TWO_DCS)
+    d = _discovery(cluster, seeds=[0], datacenter="dc1")
+    known = cluster.urls(0, 1, 2)
+    note = d.fetch(known).note
+    cluster.nodes[0].answer = (200, json.dumps([cluster.nodes[0].host]).encode())
+    for _ in range(8):
+        assert d.fetch(known, previous_note=note) == known
+    # Deterministically: the partial node is asked first, and alone it would shrink the table.
+    monkeypatch.setattr(random, "shuffle", lambda seq: None)
+    cluster.asked.clear()
+    assert d.fetch(known, previous_note=note) == known
+    assert cluster.asked[0][0] == cluster.nodes[0].host
+    assert {host for host, _ in cluster.asked} == {n.host for n in cluster.nodes[:3]}
+
+
+def test_shrink_needs_the_omitted_node_itself_to_fail(cluster_factory: Any) -> None:
+    cluster = cluster_factory(TWO_DCS)
+    d = _discovery(cluster, seeds=[0], datacenter="dc1")
+    known = cluster.urls(0, 1, 2)
+    note = d.fetch(known).note
+    cluster.kill(2)
+    assert d.fetch(known, previous_note=note) == cluster.urls(0, 1)
+    # Another scope's table is not narrowed against: its nodes are simply not in this scope.
+    assert d.fetch(cluster.urls(0, 1, 3, 4), previous_note="scope the whole cluster") == (
+        cluster.urls(0, 1)
+    )
+
+
+def test_empty_answer_on_a_published_scope_is_confirmed_by_its_nodes(cluster_factory: Any) -> None:
+    cluster = cluster_factory(TWO_DCS)
+    d = _discovery(cluster, seeds=[0], datacenter="dc1", fallback=False)
+    known = cluster.urls(0, 1, 2)
+    note = d.fetch(known).note
+    cluster.nodes[0].answer = (200, b"[]")  # one node says the scope is empty: not enough
+    assert d.fetch(known, previous_note=note) == known
+
+
+def test_growth_needs_one_answer(cluster_factory: Any) -> None:
+    cluster = cluster_factory(TWO_DCS)
+    d = _discovery(cluster, seeds=[0], datacenter="dc1")
+    newcomer = cluster.dead  # listed, not (yet) serving: health handles that, not discovery
+    hosts = [n.host for n in cluster.nodes[:3]] + [newcomer]
+    cluster.nodes[0].answer = (200, json.dumps(hosts).encode())
+    result = d.fetch([cluster.nodes[0].url])
+    assert result == sorted([*cluster.urls(0, 1, 2), f"http://{newcomer}:{cluster.port}"])

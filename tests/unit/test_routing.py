@@ -30,6 +30,7 @@ class FakeFleet:
         self.successes: Counter[str] = Counter()
         self.quarantine: dict[str, int] = {}
         self.waited: list[float] = []
+        self.reason: str | None = None  # empty_reason(): the table was published empty on purpose
 
     def start(self) -> None:
         self.starts += 1
@@ -56,6 +57,9 @@ class FakeFleet:
     def report_success(self, node: str) -> None:
         self.successes[node] += 1
         self.quarantine.pop(node, None)
+
+    def empty_reason(self) -> str | None:
+        return self.reason
 
     def quarantined(self) -> dict[str, int]:
         return dict(self.quarantine)
@@ -234,3 +238,14 @@ def test_failures_go_to_shared_health_successes_release_only_quarantined() -> No
     assert router.choose(()) != NODES[0]
     router.report_success(NODES[0])
     assert NODES[0] not in fleet.quarantined()
+
+
+def test_empty_scope_verdict_raises_without_fallback_and_sends_nothing() -> None:
+    fleet = FakeFleet(())
+    fleet.reason = "no live node in rack 'r9' in datacenter 'dc1' (fallback=False)"
+    router = Router(fleet, ["http://seed:8000"], fallback=False)
+    with pytest.raises(NoLiveNodesError, match="rack 'r9'"):
+        router.choose(())
+    assert fleet.counter == 0 and not fleet.picks  # nothing advanced, nothing sent
+    # With fallback the empty verdict is not this Helper's: the seeds still serve.
+    assert Router(fleet, ["http://seed:8000"]).choose(()) == "http://seed:8000"
