@@ -159,7 +159,8 @@ def test_a_live_attempt_stays_counted_beyond_two_epochs(cluster: Any) -> None:
     for node in cluster.nodes:
         node.inject_fault("latency", delay=3 * _load.EPOCH_S + 3)
     with make_helper(cluster) as h:
-        client = h.new_dynamodb_client(config=PATIENT.merge(Config(retries={"total_max_attempts": 1})))
+        once = PATIENT.merge(Config(retries={"total_max_attempts": 1}))
+        client = h.new_dynamodb_client(config=once)
         h.live_nodes()
         worker = threading.Thread(target=_calls, args=(client, 1, 1))
         worker.start()
