@@ -185,9 +185,10 @@ def node_loads(words: memoryview, nodes: tuple[str, ...]) -> dict[str, NodeLoad]
 class Attempt:
     """One outstanding attempt of this process (returned by :meth:`Load.begin`)."""
 
-    __slots__ = ("epoch", "index", "start_ns")
+    __slots__ = ("epoch", "index", "owner", "start_ns")
 
-    def __init__(self, index: int, epoch: int, start_ns: int) -> None:
+    def __init__(self, owner: Load, index: int, epoch: int, start_ns: int) -> None:
+        self.owner = owner  # the mapping it was counted in (a re-attach makes a new one)
         self.index = index  # load entry; -1 = not counted (untracked node, saturated count)
         self.epoch = epoch
         self.start_ns = start_ns
@@ -243,8 +244,8 @@ class Load:
         now = time.monotonic_ns()
         epoch = _epoch(now)
         if index is None or not self._add(index, epoch, +1):
-            return Attempt(-1, epoch, now)
-        attempt = Attempt(index, epoch, now)
+            return Attempt(self, -1, epoch, now)
+        attempt = Attempt(self, index, epoch, now)
         if self._pid != os.getpid():
             self._after_fork()
         with self._lock:

@@ -294,9 +294,7 @@ class SharedFleet:
 
     def end_attempt(self, attempt: Attempt, answered: bool) -> None:
         """The attempt is over; ``answered`` (any HTTP answer) adds its latency to the node's."""
-        cached = self._load
-        if cached is not None:
-            cached[1].end(attempt, answered)
+        attempt.owner.end(attempt, answered)
 
     def node_load(self, node: str) -> tuple[int, float | None]:
         """(attempts in flight host-wide, latency estimate in ms decayed since its last sample,
