@@ -18,7 +18,12 @@ _SHM_DIR = "/dev/shm"
 
 
 def configure_status_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    fmt = parser.add_mutually_exclusive_group()
+    fmt.add_argument("--format", choices=("text", "json", "prometheus"), default="text",
+                     help="text (default), json, or the Prometheus text exposition format "
+                          "(needs alternator-shm[metrics])")
+    fmt.add_argument("--json", dest="format", action="store_const", const="json",
+                     help="the same as --format json")
     parser.add_argument("--namespace", default=None, help="only this namespace")
     parser.add_argument("--shm-dir", default=_SHM_DIR, help=argparse.SUPPRESS)
     add_watch_arguments(parser)
@@ -87,7 +92,18 @@ def run_status(args: argparse.Namespace) -> int:
             return 2
         return watch(read, interval=args.interval, iterations=args.iterations)
     fleets = read()
-    if args.json:
+    if args.format == "prometheus":
+        try:
+            from alternator_shm.metrics import exposition
+
+            text = exposition(fleets)
+        except ImportError:
+            print("alternator-shm status: --format prometheus needs prometheus_client: "
+                  "pip install 'alternator-shm[metrics]'", file=sys.stderr)
+            return 2
+        sys.stdout.write(text)
+        return 0
+    if args.format == "json":
         json.dump([_to_jsonable(f) for f in fleets], sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
     else:

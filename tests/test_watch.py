@@ -128,3 +128,39 @@ def test_status_watch_iterations_without_a_terminal(fleet: SharedFleet) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.count(f"namespace {fleet.namespace}") == 2
     assert "\x1b[" not in done.stdout  # no escape codes into a pipe
+
+
+def test_status_format_prometheus(fleet: SharedFleet) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    a = fleet.begin_attempt(NODES[0])
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "alternator_shm", "status", "--format", "prometheus",
+             "--namespace", fleet.namespace],
+            capture_output=True, text=True, timeout=120,
+        )
+    finally:
+        fleet.end_attempt(a, answered=False)
+    assert done.returncode == 0, done.stderr
+    samples = {
+        (s.name, s.labels.get("node")): s.value
+        for family in text_string_to_metric_families(done.stdout)
+        for s in family.samples
+    }
+    assert samples[("alternator_shm_node_in_flight", NODES[0])] == 1.0
+    assert samples[("alternator_shm_node_in_flight", NODES[1])] == 0.0
+
+
+def test_status_format_prometheus_without_prometheus_client() -> None:
+    code = (
+        "import sys; sys.modules['prometheus_client'] = None\n"
+        "from alternator_shm.cli import main\n"
+        "sys.exit(main(['status', '--format', 'prometheus']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'alternator-shm[metrics]'" in lines[0], done.stderr
