@@ -13,8 +13,7 @@ import sys
 from typing import Any
 
 from alternator_shm.fleet import FleetStats, cleanup, list_fleets
-
-_SHM_DIR = "/dev/shm"
+from alternator_shm.fleet.failsoft import default_shm_dir
 
 
 def configure_status_parser(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +24,7 @@ def configure_status_parser(parser: argparse.ArgumentParser) -> None:
     fmt.add_argument("--json", dest="format", action="store_const", const="json",
                      help="the same as --format json")
     parser.add_argument("--namespace", default=None, help="only this namespace")
-    parser.add_argument("--shm-dir", default=_SHM_DIR, help=argparse.SUPPRESS)
+    parser.add_argument("--shm-dir", default=default_shm_dir(), help=argparse.SUPPRESS)
     add_watch_arguments(parser)
 
 
@@ -42,7 +41,7 @@ def add_watch_arguments(parser: argparse.ArgumentParser) -> None:
 
 def configure_cleanup_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--namespace", default=None, help="only this namespace (default: all)")
-    parser.add_argument("--shm-dir", default=_SHM_DIR, help=argparse.SUPPRESS)
+    parser.add_argument("--shm-dir", default=default_shm_dir(), help=argparse.SUPPRESS)
 
 
 def _to_jsonable(stats: FleetStats) -> dict[str, Any]:
@@ -60,7 +59,16 @@ def _print_human(fleets: list[FleetStats]) -> None:
         print("no shared alternator-shm state for this user on this host")
         return
     for st in fleets:
-        print(f"namespace {st.namespace}  (segment {st.segment_name})")
+        print(f"namespace {st.namespace or '?'}  (segment {st.segment_name})")
+        if st.problem is not None:
+            # listed, not hidden: new processes of this namespace balance alone until it is fixed
+            print(f"  UNUSABLE: {st.problem}")
+            if st.problem.startswith("owned by uid"):
+                print("  (another user created this name: as root, remove the file)")
+            else:
+                print("  (fix: stop the processes attached to it, then `alternator-shm cleanup`)")
+            print()
+            continue
         leader = st.leader_pid if st.leader_pid is not None else "none"
         print(f"  leader pid {leader}   generation {st.generation}   picks {st.picks}")
         print(

@@ -58,6 +58,10 @@ def render(
     if not fleets:
         lines.append("no shared alternator-shm state for this user on this host")
     for st in fleets:
+        problem = getattr(st, "problem", None)
+        if problem is not None:  # listed by status too: its processes balance alone
+            lines += [f"namespace {st.namespace or '?'}  UNUSABLE: {problem}", ""]
+            continue
         leader = st.leader_pid if st.leader_pid is not None else "none"
         mode = getattr(st, "mode", "shared")
         lines.append(

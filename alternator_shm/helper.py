@@ -35,7 +35,9 @@ from alternator_shm.affinity import Affinity
 from alternator_shm.balancing import BALANCING_MODES as _BALANCING_MODES
 from alternator_shm.discovery import Discovery, node_url
 from alternator_shm.errors import ConfigurationError, NoLiveNodesError
-from alternator_shm.fleet import FleetStats, SharedFleet
+from alternator_shm.fleet import FleetStats
+from alternator_shm.fleet.failsoft import MODES as _SHARED_MODES
+from alternator_shm.fleet.failsoft import FailSoftFleet, default_shm_dir
 from alternator_shm.hooks import HookOptions, register_hooks
 from alternator_shm.routing import Router
 from alternator_shm.transport import Transport, TransportOptions
@@ -83,6 +85,7 @@ class _Options:
     refresh_interval: float = 1.0
     idle_refresh_interval: float = 60.0
     namespace: str | None = None
+    shared: Literal["auto", "required", "off"] = "auto"
     key_route_affinity: Literal["rmw", "any_write"] | None = None
     # Sorted (table, attribute) pairs: hashable, picklable, immune to the caller's edits.
     partition_keys: tuple[tuple[str, str], ...] | None = None
@@ -173,6 +176,10 @@ def _validate(seeds: Sequence[str], kw: dict[str, Any]) -> _Options:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise ConfigurationError(f"{name} must be a number of seconds > 0, got {value!r}")
         kw[name] = float(value)
+    if not isinstance(kw["shared"], str) or kw["shared"] not in _SHARED_MODES:
+        raise ConfigurationError(
+            f"shared must be 'auto', 'required' or 'off', got {kw['shared']!r}"
+        )
     if kw["ca_file"] is not None:
         kw["ca_file"] = _check_file("ca_file", kw["ca_file"])
     cert = kw["client_cert"]
@@ -290,6 +297,12 @@ class Helper:
 
     See ``API.md`` for every option. Errors in options raise :class:`ConfigurationError`
     immediately; nothing touches the network or shared memory until first use.
+
+    ``shared`` says what happens when the host-wide shared memory cannot be used: ``"auto"``
+    (default) balances in this process alone after one warning and rejoins the host's fleet by
+    itself later (``stats().mode`` is ``"local"`` meanwhile); ``"required"`` raises
+    :class:`SharedStateError` from the call; ``"off"`` never attaches. See
+    :mod:`alternator_shm.fleet.failsoft`.
     """
 
     def __init__(
@@ -314,6 +327,7 @@ class Helper:
         refresh_interval: float = 1.0,
         idle_refresh_interval: float = 60.0,
         namespace: str | None = None,
+        shared: Literal["auto", "required", "off"] = "auto",
         key_route_affinity: Literal["rmw", "any_write"] | None = None,
         partition_keys: Mapping[str, str] | None = None,
         balancing: Literal["round_robin", "adaptive"] = "round_robin",
@@ -336,7 +350,7 @@ class Helper:
         )
         self._lock = threading.Lock()
         self._built = False
-        self._fleet: SharedFleet | None = None
+        self._fleet: FailSoftFleet | None = None
         self._router: Router | None = None
         self._api_transport: Transport | None = None
         self._discovery_transport: Transport | None = None
@@ -406,8 +420,12 @@ class Helper:
                 fallback=o.fallback,
                 transport=self._discovery_transport,
             )
-            self._fleet = SharedFleet(
+            # shared="auto": the host's shared state, or this process alone when it cannot be
+            # had (one warning; see fleet/failsoft.py). "required" raises, "off" never attaches.
+            self._fleet = FailSoftFleet(
                 self._namespace,
+                shared=o.shared,
+                shm_dir=default_shm_dir(),
                 refresh=self._refresh,
                 probe=self._probe,
                 refresh_interval=o.refresh_interval,
@@ -601,7 +619,7 @@ class Helper:
         assert self._discovery_obj is not None
         return self._discovery_obj
 
-    def _shared(self) -> SharedFleet:
+    def _shared(self) -> FailSoftFleet:
         self._ensure()
         assert self._fleet is not None
         return self._fleet
@@ -617,6 +635,10 @@ class Helper:
     def update_live_nodes(self, timeout: float = 5.0) -> list[str]:
         """Refresh the shared table now, through the elected refresher; return the new list.
 
+        Honours ``timeout`` in every process, the leader included. Raises
+        :class:`DiscoveryError` if the refresh failed or no refresh answered within
+        ``timeout`` (a stopped leader is taken over only after ``max(3 x refresh_interval,
+        2 s)``): never returns a stale table silently.
         Raises :class:`NoLiveNodesError` naming the scope when discovery answered that the
         configured scope lists no live node and ``fallback`` is off.
         """
@@ -643,7 +665,10 @@ class Helper:
         return self._router.next_node()
 
     def stats(self) -> FleetStats:
-        """A snapshot of the shared state: leader, generation, nodes, per-node picks, refresh."""
+        """A snapshot of the shared state: leader, generation, nodes, per-node picks, refresh.
+
+        ``mode`` is ``"local"`` (with the cause in ``mode_reason``) while this process balances
+        alone, and then the figures are this process's own."""
         return self._shared().stats()
 
     def start(self) -> Helper:
@@ -652,7 +677,11 @@ class Helper:
         return self
 
     def close(self) -> None:
-        """Stop this process's refresher thread and close its sockets; shared state stays."""
+        """Stop this process's refresher thread and close its sockets; shared state stays.
+
+        Once this returns the process no longer writes the shared table, even if its refresher
+        thread is still inside a slow refresh: its leader epoch was revoked (``fleet.fencing``).
+        """
         with self._lock:
             if self._fleet is not None:
                 self._fleet.close()

@@ -138,6 +138,8 @@ class AlternatorCollector:
             labels=("namespace",),
         )
         for fleet in self._fleets():
+            if fleet.problem is not None:
+                continue  # an unreadable segment (``status`` shows why) has no figures
             ns = fleet.namespace
             for node, ns_stats in fleet.per_node.items():
                 picks.add_metric((ns, node), float(ns_stats.picks))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
@@ -95,7 +96,9 @@ class Router:
         self._bootstrap = tuple(bootstrap)
         self._first_table_timeout = first_table_timeout
         self._started_pid = -1
-        self._waited_pid = -1
+        # (pid, deadline, done): the process's one wait for its first table, shared by every
+        # thread that starts before it ends (one attribute: threads see a consistent triple)
+        self._first_wait: tuple[int, float, bool] = (-1, 0.0, False)
 
     def _table(self) -> tuple[str, ...]:
         pid = os.getpid()
@@ -108,19 +111,34 @@ class Router:
         if nodes:
             return nodes
         self._check_empty_verdict()
-        if self._waited_pid != pid:
-            # Wait for the first table once per process only: if discovery keeps failing
-            # (e.g. /localnodes blocked), later calls must not each stall for the timeout.
-            self._waited_pid = pid
-            nodes = self._fleet.wait_for_nodes(self._first_table_timeout)
-            if nodes:
-                return nodes
-            self._check_empty_verdict()
+        nodes = self._wait_first_table(pid)
+        if nodes:
+            return nodes
+        self._check_empty_verdict()
         if self._bootstrap:
             _log.warning("no node table published yet; routing to the seed nodes",
                          extra=_events.fields("seeds_fallback"))
             return self._bootstrap
         raise NoLiveNodesError("no live node is known: discovery has not published a table")
+
+    def _wait_first_table(self, pid: int) -> tuple[str, ...]:
+        """Every thread (or task) that starts before the process's first table waits for it,
+        up to one deadline per process set by the first of them: a first wave of N threads then
+        splits exactly instead of landing on the seed. Once that wait ended without a table
+        (timeout, or a failed refresh), later calls go to the seeds at once: if discovery keeps
+        failing, calls must not each stall for the timeout."""
+        wait_pid, deadline, done = self._first_wait
+        if wait_pid != pid:
+            deadline = time.monotonic() + self._first_table_timeout
+            self._first_wait = (pid, deadline, False)
+            done = False
+        if done:
+            return ()
+        left = deadline - time.monotonic()
+        nodes = self._fleet.wait_for_nodes(left) if left > 0 else self._fleet.nodes()
+        if not nodes:
+            self._first_wait = (pid, deadline, True)
+        return nodes
 
     def _check_empty_verdict(self) -> None:
         reason = self._fleet.empty_reason()
@@ -231,7 +249,7 @@ class Router:
     def forget_start(self) -> None:
         """After :meth:`Helper.close`, the next request rejoins the election."""
         self._started_pid = -1
-        self._waited_pid = -1
+        self._first_wait = (-1, 0.0, False)
 
     def report_failure(self, node: str, error: BaseException) -> None:
         _log.warning("node %s failed (%s); quarantined for every process on this host", node,

@@ -8,7 +8,11 @@ plays the server, and must not share code with the client it tests.
 
 from __future__ import annotations
 
-from alternator_shm.emulator._backends import DynamoDBLocalNotInstalled, find_dynamodb_local
+from alternator_shm.emulator._backends import (
+    DynamoDBLocalNotInstalled,
+    DynamoDBLocalServer,
+    find_dynamodb_local,
+)
 from alternator_shm.emulator._cluster import Cluster, Node, parse_users, random_user
 from alternator_shm.emulator._log import RequestLogEntry
 from alternator_shm.emulator._profiles import PROFILES, Profile
@@ -17,6 +21,7 @@ __all__ = [
     "PROFILES",
     "Cluster",
     "DynamoDBLocalNotInstalled",
+    "DynamoDBLocalServer",
     "Node",
     "Profile",
     "RequestLogEntry",

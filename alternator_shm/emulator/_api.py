@@ -27,11 +27,13 @@ from alternator_shm.emulator._wire import (
     TRANSACTION_OPERATIONS,
     ApiError,
     Response,
+    check_number_values,
     choose_encoding,
     compress_body,
     decompress_request,
     error_response,
     json_response,
+    parse_request_json,
     payload_too_large,
 )
 
@@ -93,9 +95,31 @@ class NodeContext(Protocol):
     def record(self, entry: RequestLogEntry) -> None: ...
 
 
-def _cors(request: Request, response: Response) -> None:
-    if request.header("Origin") is not None:
-        response.headers.append(("Access-Control-Allow-Origin", "*"))
+# server.cc handle_CORS: "the list that DynamoDB returns for expose headers".
+CORS_EXPOSE_HEADERS = "x-amzn-RequestId,x-amzn-ErrorType,x-amzn-ErrorMessage,Date"
+# Answers Alternator streams (body_writer, Transfer-Encoding: chunked) once is_big() says the
+# JSON is over 100,000 bytes: the item lists of Query, Scan and BatchGetItem.
+STREAMED_OPERATIONS = frozenset({"Query", "Scan", "BatchGetItem"})
+STREAM_THRESHOLD = 100_000
+# TagResource / UntagResource return an empty body, not "{}".
+EMPTY_BODY_OPERATIONS = frozenset({"TagResource", "UntagResource"})
+
+
+def _cors(request: Request, response: Response, preflight: bool = False) -> None:
+    """Alternator's handle_CORS, for GET /, POST / and OPTIONS / (not /localnodes)."""
+    if not request.header("Origin"):
+        return
+    response.headers.append(("Access-Control-Allow-Origin", "*"))
+    response.headers.append(("Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS))
+    if preflight:
+        for src, dst in (
+            ("Access-Control-Request-Headers", "Access-Control-Allow-Headers"),
+            ("Access-Control-Request-Method", "Access-Control-Allow-Methods"),
+        ):
+            value = request.header(src)
+            if value:
+                response.headers.append((dst, value))
+        response.headers.append(("Access-Control-Max-Age", "7200"))
 
 
 class _Outcome:
@@ -105,6 +129,7 @@ class _Outcome:
         self.operation: str | None = None
         self.signed_host: str | None = None
         self.auth_ok: bool | None = None
+        self.mtls_user: str | None = None
 
 
 def handle(ctx: NodeContext, request: Request, abort: threading.Event) -> Response | None:
@@ -112,8 +137,13 @@ def handle(ctx: NodeContext, request: Request, abort: threading.Event) -> Respon
     started = time.time()
     outcome = _Outcome()
     response = _route(ctx, request, abort, outcome)
-    if response is not None and ctx.profile.server_header:
-        response.headers.append(("Server", ctx.profile.server_header))
+    profile = ctx.profile
+    if response is not None:
+        if profile.server_header:
+            response.headers.append(("Server", profile.server_header))
+        if not profile.content_type_header:
+            response.headers = [h for h in response.headers if h[0].lower() != "content-type"]
+        response.date_header = profile.date_header
     ctx.record(
         RequestLogEntry(
             time=started,
@@ -126,6 +156,14 @@ def handle(ctx: NodeContext, request: Request, abort: threading.Event) -> Respon
             signed_host=outcome.signed_host,
             status=response.status if response is not None else 0,
             auth_ok=outcome.auth_ok,
+            mtls_user=outcome.mtls_user,
+            response_chunked=response is not None
+            and response.streamed
+            and request.version != "HTTP/1.0",
+            response_encoding=next(
+                (v for n, v in (response.headers if response else []) if n == "Content-Encoding"),
+                None,
+            ),
         )
     )
     return response
@@ -165,17 +203,8 @@ def _route(
     if path == "/localnodes" and request.method == "GET":
         return _localnodes(ctx, query, abort)
     if path == "/" and request.method == "OPTIONS":
-        response = Response(200)
-        if request.header("Origin") is not None:
-            response.headers.append(("Access-Control-Allow-Origin", "*"))
-            for src, dst in (
-                ("Access-Control-Request-Headers", "Access-Control-Allow-Headers"),
-                ("Access-Control-Request-Method", "Access-Control-Allow-Methods"),
-            ):
-                value = request.header(src)
-                if value is not None:
-                    response.headers.append((dst, value))
-            response.headers.append(("Access-Control-Max-Age", "7200"))
+        response = Response(200, b"", [("Content-Type", "text/plain")])
+        _cors(request, response, preflight=True)
         return response
     return _not_found()
 
@@ -241,8 +270,17 @@ def _api_pipeline(
             raise payload_too_large()
         elif fault.kind == "reset":
             return None
-    # 3. SigV4 over the body as received (still compressed).
-    if ctx.users is not None:
+    # 3. SigV4 over the body as received (still compressed). On an mTLS connection the
+    #    certificate's CN is the role and any signature is ignored (dev profile).
+    cn = _certificate_cn(request) if ctx.profile.mtls else None
+    if cn is not None:
+        outcome.mtls_user = cn
+        outcome.signed_host = _sigv4.signed_host_of(request.headers)
+        if ctx.users is not None and cn not in ctx.users:
+            outcome.auth_ok = False
+            raise ApiError(400, "UnrecognizedClientException", f"User not found: {cn}")
+        outcome.auth_ok = True
+    elif ctx.users is not None:
         try:
             result = _sigv4.verify(
                 request.headers,
@@ -269,17 +307,11 @@ def _api_pipeline(
     )
     if not allowed:
         raise ApiError(400, "UnknownOperationException", f"Unsupported operation {operation}")
-    # 6. JSON checks.
-    try:
-        parsed: Any = json.loads(body)
-    except json.JSONDecodeError as err:
-        raise ApiError(
-            400, "ValidationException", f"Parsing JSON failed: {err.msg} at {err.pos}"
-        ) from None
-    except ValueError as err:
-        raise ApiError(400, "ValidationException", f"Parsing JSON failed: {err}") from None
+    # 6. JSON checks (depth, UTF-8, syntax: rjson's order and messages).
+    parsed: Any = parse_request_json(body)
     if not isinstance(parsed, dict):
         raise ApiError(400, "ValidationException", "Request content must be an object")
+    check_number_values(operation, parsed, body)
     # 7. DescribeEndpoints is answered from the Host header.
     if operation == "DescribeEndpoints":
         host = request.header("Host") or ""
@@ -288,17 +320,87 @@ def _api_pipeline(
         )
     else:
         try:
-            status, data = ctx.backend.call(operation, target, body)
+            if operation == "BatchWriteItem":
+                status, data = _batch_write(ctx, target, parsed, body)
+            else:
+                status, data = ctx.backend.call(operation, target, body)
+        except ApiError:
+            raise
         except Exception as err:  # the backend is unreachable or broke
             raise ApiError(500, "InternalServerError", f"Internal server error: {err}") from None
         response = to_alternator(status, data, parsed)
-    # 8. Response compression (2026.1+), never for errors or small bodies.
-    if ctx.profile.compression and response.compressible and len(response.body) >= 4096:
-        chosen = choose_encoding(request.header("Accept-Encoding") or "")
+    if response.status == 200 and operation in EMPTY_BODY_OPERATIONS:
+        response.body = b""
+        response.compressible = False
+    if (
+        response.status == 200
+        and operation in STREAMED_OPERATIONS
+        and len(response.body) > STREAM_THRESHOLD
+    ):
+        response.streamed = True
+    # 8. Response compression (2026.1+), never for errors or small bodies; several
+    #    Accept-Encoding lines count as one list.
+    if ctx.profile.compression and response.compressible:
+        accept = ",".join(v for n, v in request.headers if n.lower() == "accept-encoding")
+        chosen = choose_encoding(accept, len(response.body))
         if chosen is not None:
             response.body = compress_body(chosen, response.body)
             response.headers.append(("Content-Encoding", chosen))
     return response
+
+
+BATCH_WRITE_MAX = 100  # Alternator's BatchWriteItem limit (compatibility.md); DynamoDB's is 25
+_BACKEND_BATCH = 25  # what the storage backends (DynamoDB's rules) accept per call
+
+
+def _batch_write(
+    ctx: NodeContext, target: str, request: dict[str, Any], body: bytes
+) -> tuple[int, bytes]:
+    """BatchWriteItem with up to 100 writes, sent to the backend 25 at a time.
+
+    The first failing chunk's answer is the answer (chunks before it stay written, as when
+    Alternator fails part-way); unprocessed items of every chunk are merged.
+    """
+    items = request.get("RequestItems")
+    if not isinstance(items, dict):
+        return ctx.backend.call("BatchWriteItem", target, body)
+    writes = [
+        (table, write)
+        for table, table_writes in items.items()
+        if isinstance(table_writes, list)
+        for write in table_writes
+    ]
+    if len(writes) > BATCH_WRITE_MAX:
+        raise ApiError(
+            400, "ValidationException", "Too many items requested for the BatchWriteItem call"
+        )
+    if len(writes) <= _BACKEND_BATCH:
+        return ctx.backend.call("BatchWriteItem", target, body)
+    unprocessed: dict[str, list[Any]] = {}
+    for start in range(0, len(writes), _BACKEND_BATCH):
+        chunk: dict[str, list[Any]] = {}
+        for table, write in writes[start : start + _BACKEND_BATCH]:
+            chunk.setdefault(table, []).append(write)
+        part = json.dumps({**request, "RequestItems": chunk}).encode()
+        status, data = ctx.backend.call("BatchWriteItem", target, part)
+        if status != 200:
+            return status, data
+        answer = json.loads(data) if data else {}
+        for table, rest in (answer.get("UnprocessedItems") or {}).items():
+            unprocessed.setdefault(table, []).extend(rest)
+    return 200, json.dumps({"UnprocessedItems": unprocessed}, separators=(",", ":")).encode()
+
+
+def _certificate_cn(request: Request) -> str | None:
+    """The subject commonName of a verified client certificate, if the client sent one."""
+    cert = request.peer_cert
+    if not cert:
+        return None
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
 
 
 __all__ = ["FAULT_KINDS", "JSON_CT", "Fault", "NodeContext", "handle"]

@@ -25,11 +25,22 @@ from alternator_shm.emulator._wire import Response, error_response, json_respons
 
 _log = logging.getLogger("alternator_shm.emulator.backends")
 
-# A fixed credential scope so moto's per-region partitioning never splits the data.
-_FORWARD_AUTH = (
-    "AWS4-HMAC-SHA256 Credential=AKIAALTERNATOREMU/20200101/us-east-1/dynamodb/aws4_request, "
-    "SignedHeaders=host;x-amz-date, Signature=0"
-)
+
+def forward_auth(access_key: str = "AKIAALTERNATOREMU") -> str:
+    """The Authorization sent to storage: a fixed region, so moto's per-region partitioning
+    never splits the data, and a per-cluster access key, which DynamoDB Local (started without
+    ``-sharedDb``) uses to give each cluster its own database in one shared JVM."""
+    return (
+        f"AWS4-HMAC-SHA256 Credential={access_key}/20200101/us-east-1/dynamodb/aws4_request, "
+        "SignedHeaders=host;x-amz-date, Signature=0"
+    )
+
+
+def cluster_access_key(account_id: str) -> str:
+    return f"AKIAEMU{account_id}"
+
+
+_FORWARD_AUTH = forward_auth()
 
 
 class Backend(Protocol):
@@ -58,25 +69,33 @@ def to_alternator(status: int, body: bytes, request: dict[str, Any]) -> Response
     table = request.get("TableName")
     if type_ == "ResourceNotFoundException" and isinstance(table, str):
         message = f"Requested resource not found: Table: {table} not found"
-    if type_ in ("SerializationException", "InternalFailure"):
+    if type_ == "InternalFailure":  # DynamoDB Local's name for a request it could not parse
         type_ = "ValidationException"
+    # SerializationException passes through: Alternator, like DynamoDB, answers it for a
+    # number sent as a JSON number ({"N": 5}).
     return error_response(400 if status < 500 else 500, type_, message, extra)
 
 
 class HttpBackend:
     """Forward over HTTP: DynamoDB Local, or the parent's moto server for subprocess nodes."""
 
-    def __init__(self, url: str, extra_headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        extra_headers: dict[str, str] | None = None,
+        access_key: str = "AKIAALTERNATOREMU",
+    ) -> None:
         self.url = url
         self._pool = urllib3.PoolManager(num_pools=2, maxsize=32, retries=False)
         self._extra = dict(extra_headers or {})
+        self._auth = forward_auth(access_key)
 
     def call(self, operation: str, target: str, body: bytes) -> tuple[int, bytes]:
         headers = {
             "Content-Type": "application/x-amz-json-1.0",
             "X-Amz-Target": target,
             "X-Amz-Date": "20200101T000000Z",
-            "Authorization": _FORWARD_AUTH,
+            "Authorization": self._auth,
             **self._extra,
         }
         resp = self._pool.request(
@@ -263,7 +282,12 @@ def _free_local_port() -> int:
 
 
 class DynamoDBLocalServer:
-    """AWS's DynamoDB Local (Java) in memory, shared DB, telemetry off, reached on 127.0.0.1."""
+    """AWS's DynamoDB Local (Java) in memory, telemetry off, reached on 127.0.0.1.
+
+    Started without ``-sharedDb``: every access key gets its own database, so several
+    clusters can share one server (``Cluster(dynamodb_local=server)``) and still not see each
+    other's tables. Starting the JVM takes seconds; sharing saves that per cluster.
+    """
 
     def __init__(self, startup_timeout: float = 60.0) -> None:
         java, jar = find_dynamodb_local()
@@ -272,7 +296,7 @@ class DynamoDBLocalServer:
         self._proc = subprocess.Popen(
             [
                 java, f"-Djava.library.path={lib}", "-jar", jar,
-                "-inMemory", "-sharedDb", "-disableTelemetry", "-port", str(port),
+                "-inMemory", "-disableTelemetry", "-port", str(port),
             ],
             cwd=os.path.dirname(jar),
             stdout=subprocess.DEVNULL,

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Literal
 
 from alternator_shm.emulator import _api
 from alternator_shm.emulator._api import FAULT_KINDS, Fault
@@ -31,15 +31,20 @@ from alternator_shm.emulator._backends import (
     HttpBackend,
     MotoBackend,
     NullBackend,
+    cluster_access_key,
 )
 from alternator_shm.emulator._log import RequestLog, RequestLogEntry
-from alternator_shm.emulator._profiles import Profile, get_profile
+from alternator_shm.emulator._process import ControlServer, ProcessRuntime
+from alternator_shm.emulator._profiles import Profile, get_profile, with_header_options
+from alternator_shm.emulator._runtime import Runtime, ThreadRuntime
 from alternator_shm.emulator._server import FrontServer, Request, bind_listener
 from alternator_shm.emulator._wire import Response
 
 _log = logging.getLogger("alternator_shm.emulator")
 
 BACKENDS = ("moto", "dynamodb-local", "null")
+BeforeServing = Literal["closed", "reset"]
+BEFORE_SERVING = ("closed", "reset")
 
 
 class Node:
@@ -56,11 +61,13 @@ class Node:
         self._status = "STOPPED"  # gossip status: NORMAL, JOINING, DRAINED, LEFT, STOPPED
         self._alive = False
         self._paused = False
+        self._serving = True  # False: NORMAL in gossip, Alternator port not open yet
+        self._refuser: FrontServer | None = None  # accepts and resets while not serving
         self._down_since = 0.0
         self._view: list[str] | None = None
         self._faults: list[Fault] = []
         self._request_log = RequestLog()
-        self._runtime: _Runtime | None = None
+        self._runtime: Runtime | None = None
         self._join_cancel: threading.Event | None = None
         self._join_thread: threading.Thread | None = None
         # NodeContext attributes used by the request handler.
@@ -88,10 +95,13 @@ class Node:
 
     @property
     def state(self) -> str:
-        """NORMAL, JOINING, DOWN (killed), PAUSED, DRAINED, LEFT (decommissioned) or STOPPED."""
+        """NORMAL, JOINING, LISTED_NOT_SERVING, DOWN (killed), PAUSED, DRAINED, LEFT
+        (decommissioned) or STOPPED."""
         with self._cluster._lock:
             if self._status == "NORMAL" and not self._alive:
                 return "PAUSED" if self._paused else "DOWN"
+            if self._status == "NORMAL" and not self._serving:
+                return "LISTED_NOT_SERVING"
             return self._status
 
     @property
@@ -107,14 +117,60 @@ class Node:
         """Listen on the shared port and become NORMAL (no-op when already serving)."""
         with self._cluster._lock:
             self._cancel_join()
-            if self._runtime is not None:
-                return
+            self._start_locked()
+
+    def _start_locked(self) -> None:
+        if self._runtime is not None:
+            return
+        self._stop_refuser()
+        listener = bind_listener(self.ip, self._cluster.port)
+        self._runtime = self._cluster._make_runtime(self)
+        self._runtime.start(listener)
+        self._status = "NORMAL"
+        self._alive = True
+        self._paused = False
+        self._serving = True
+
+    def _stop_refuser(self) -> None:
+        refuser, self._refuser = self._refuser, None
+        if refuser is not None:
+            refuser.kill(reset=True)
+
+    def hold_serving(self, mode: BeforeServing = "closed") -> None:
+        """Listed before serving: gossip NORMAL, so every other node lists this one in
+        ``/localnodes``, but the Alternator port is not open yet, as when a real node has
+        joined and not yet started its protocol servers (main.cc registers them last).
+
+        ``mode="closed"``: connections are refused (ECONNREFUSED); ``"reset"``: they are
+        accepted and reset at once. Lasts until :meth:`serve` (or :meth:`start`).
+        """
+        if mode not in BEFORE_SERVING:
+            raise ValueError(f"mode must be one of {BEFORE_SERVING}, not {mode!r}")
+        with self._cluster._lock:
+            self._cancel_join()
+            runtime, self._runtime = self._runtime, None
+        if runtime is not None:  # outside the lock: its handler threads may be waiting on it
+            runtime.kill()
+        with self._cluster._lock:
+            self._hold_locked(mode)
+
+    def _hold_locked(self, mode: BeforeServing) -> None:
+        assert self._runtime is None, "stop the runtime before holding"
+        self._stop_refuser()
+        if mode == "reset":
             listener = bind_listener(self.ip, self._cluster.port)
-            self._runtime = self._cluster._make_runtime(self)
-            self._runtime.start(listener)
-            self._status = "NORMAL"
-            self._alive = True
-            self._paused = False
+            self._refuser = FrontServer(
+                listener, _refuse, name=f"node-{self.ip}-refusing", refuse=True
+            )
+            self._refuser.start()
+        self._status = "NORMAL"
+        self._alive = True
+        self._paused = False
+        self._serving = False
+
+    def serve(self) -> None:
+        """End :meth:`hold_serving` (or a ``serve_delay``): open the port and answer."""
+        self.start()
 
     def kill(self) -> None:
         """Abrupt death: connections refused, in-flight ones reset; others notice after the
@@ -126,8 +182,10 @@ class Node:
                 self._down_since = time.monotonic()
             self._alive = False
             self._paused = False
+            self._serving = True
             if self._status == "JOINING":
                 self._status = "STOPPED"
+            self._stop_refuser()
         if runtime is not None:
             runtime.kill()
 
@@ -157,6 +215,8 @@ class Node:
             self._status = "DRAINED"
             self._alive = False
             self._paused = False
+            self._serving = True
+            self._stop_refuser()
         if runtime is not None:
             runtime.stop()
 
@@ -170,10 +230,22 @@ class Node:
         self.kill()
         self.start()
 
-    def join(self, delay: float = 0.0) -> None:
-        """Bootstrap: JOINING with the port closed until ``delay`` seconds pass, then NORMAL."""
+    def join(
+        self,
+        delay: float = 0.0,
+        serve_delay: float | None = 0.0,
+        before_serving: BeforeServing = "closed",
+    ) -> None:
+        """Bootstrap: JOINING with the port closed until ``delay`` seconds pass, then NORMAL.
+
+        Once NORMAL, the node is listed by the others at once, but opens its port only after
+        ``serve_delay`` more seconds (None: only when :meth:`serve` is called); meanwhile
+        connections are refused or reset (``before_serving``, see :meth:`hold_serving`).
+        """
+        if before_serving not in BEFORE_SERVING:
+            raise ValueError(f"before_serving must be one of {BEFORE_SERVING}")
         self.kill()
-        if delay <= 0:
+        if delay <= 0 and serve_delay is not None and serve_delay <= 0:
             self.start()
             return
         cancel = threading.Event()
@@ -183,11 +255,25 @@ class Node:
             self._join_cancel = cancel
 
         def finish() -> None:
-            if not cancel.wait(delay):
-                try:
-                    self.start()
-                except OSError:
-                    _log.exception("node %s could not finish joining", self.ip)
+            try:
+                if delay > 0 and cancel.wait(delay):
+                    return
+                if serve_delay is not None and serve_delay <= 0:
+                    with self._cluster._lock:
+                        if not cancel.is_set():
+                            self._start_locked()
+                    return
+                with self._cluster._lock:
+                    if cancel.is_set():
+                        return
+                    self._hold_locked(before_serving)
+                if serve_delay is None or cancel.wait(serve_delay):
+                    return
+                with self._cluster._lock:
+                    if not cancel.is_set():
+                        self._start_locked()
+            except OSError:
+                _log.exception("node %s could not finish joining", self.ip)
 
         self._join_thread = threading.Thread(target=finish, name=f"join-{self.ip}", daemon=True)
         self._join_thread.start()
@@ -253,47 +339,8 @@ class Node:
         return _api.handle(self, request, abort)
 
 
-class _Runtime(Protocol):
-    """How a node is actually run: threads in this process, or a subprocess."""
-
-    def start(self, listener: socket.socket) -> None: ...
-
-    def kill(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-    def pause(self) -> None: ...
-
-    def resume(self) -> None: ...
-
-
-class _ThreadRuntime:
-    def __init__(self, node: Node, ssl_context: ssl.SSLContext | None) -> None:
-        self._node = node
-        self._ssl = ssl_context
-        self._server: FrontServer | None = None
-
-    def start(self, listener: socket.socket) -> None:
-        self._server = FrontServer(
-            listener, self._node._handle, ssl_context=self._ssl, name=f"node-{self._node.ip}"
-        )
-        self._server.start()
-
-    def kill(self) -> None:
-        if self._server is not None:
-            self._server.kill(reset=True)
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.kill(reset=False)
-
-    def pause(self) -> None:
-        if self._server is not None:
-            self._server.pause()
-
-    def resume(self) -> None:
-        if self._server is not None:
-            self._server.resume()
+def _refuse(request: Request, abort: threading.Event) -> Response | None:
+    return None  # never called: a refusing front resets every connection on accept
 
 
 def _default_topology(nodes: int) -> list[tuple[str, str]]:
@@ -320,10 +367,27 @@ class Cluster:
         process_per_node: bool = False,
         forward_transactions: bool = False,
         rpc_addresses: Sequence[str | None] | None = None,
+        server_header: str | None = None,
+        disable_date_header: bool = False,
+        disable_content_type_header: bool = False,
+        mtls: bool = False,
+        dynamodb_local: DynamoDBLocalServer | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
-        self.profile = get_profile(profile)
+        if dynamodb_local is not None and backend != "dynamodb-local":
+            raise ValueError("dynamodb_local= is for backend='dynamodb-local'")
+        self.profile: Profile = with_header_options(
+            get_profile(profile),
+            server_header=server_header,
+            disable_date_header=disable_date_header,
+            disable_content_type_header=disable_content_type_header,
+        )
+        if mtls and not self.profile.mtls:
+            raise ValueError(f"profile {profile!r} has no mTLS client authentication (use 'dev')")
+        if mtls and not https:
+            raise ValueError("mtls=True needs https=True (mTLS is on the HTTPS port)")
+        self.mtls = mtls
         self.users: dict[str, str] | None = dict(users) if users is not None else None
         self.failure_detect_delay = float(failure_detect_delay)
         self.forward_transactions = forward_transactions
@@ -338,10 +402,10 @@ class Cluster:
         self.ca_file: str | None = None
         self._ca: Any = None
         self._ddb_local: DynamoDBLocalServer | None = None
-        self._control: Any = None
+        self._control: ControlServer | None = None
         self.backend_url: str | None = None
         try:
-            self._backend = self._make_backend(backend)
+            self._backend = self._make_backend(backend, dynamodb_local)
             if https:
                 import trustme
 
@@ -349,8 +413,6 @@ class Cluster:
                 self.ca_file = os.path.join(self._tmpdir, "ca.pem")
                 self._ca.cert_pem.write_to_path(self.ca_file)
             if process_per_node:
-                from alternator_shm.emulator._process import ControlServer
-
                 self._control = ControlServer(self)
                 if backend == "moto":  # node processes reach the in-process moto through it
                     self.backend_url = self._control.url + "/storage"
@@ -371,13 +433,15 @@ class Cluster:
 
     # ------------------------------------------------------------------ setup helpers
 
-    def _make_backend(self, name: str) -> Backend:
+    def _make_backend(self, name: str, shared_ddb: DynamoDBLocalServer | None) -> Backend:
         if name == "null":
             return NullBackend()
         if name == "dynamodb-local":
-            self._ddb_local = DynamoDBLocalServer()
-            self.backend_url = self._ddb_local.url
-            return HttpBackend(self._ddb_local.url)
+            server = shared_ddb
+            if server is None:  # our own, stopped with the cluster
+                server = self._ddb_local = DynamoDBLocalServer()
+            self.backend_url = server.url
+            return HttpBackend(server.url, access_key=cluster_access_key(self.account_id))
         return MotoBackend(self.account_id)
 
     def _bind_block(self, count: int, port: int | None) -> list[socket.socket]:
@@ -412,9 +476,37 @@ class Cluster:
             return None
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._ca.issue_cert(ip, "localhost").configure_cert(ctx)
+        if self.mtls:  # require_client_auth=optional: a certificate is asked for, not required
+            ctx.verify_mode = ssl.CERT_OPTIONAL
+            ctx.load_verify_locations(cafile=self.ca_file)
         return ctx
 
-    def _cert_files_for(self, ip: str) -> tuple[str, str] | None:
+    def client_cert(self, role: str) -> tuple[str, str]:
+        """Issue a client certificate whose subject CN is ``role`` (for ``mtls=True``).
+
+        Returns ``(cert_path, key_path)``, e.g. for botocore's ``Config(client_cert=...)``.
+        """
+        if self._ca is None:
+            raise ValueError("client certificates need https=True")
+        cert = self._ca.issue_cert(common_name=role)
+        base = os.path.join(self._tmpdir, f"client-{secrets.token_hex(4)}")
+        cert.cert_chain_pems[0].write_to_path(base + ".crt")
+        cert.private_key_pem.write_to_path(base + ".key")
+        return base + ".crt", base + ".key"
+
+    # ------------------------------------------------------------------ RuntimeHost
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    def find_node(self, ip: str) -> Node:
+        return self.node(ip)
+
+    def client_ca_file(self) -> str | None:
+        return self.ca_file if self.mtls else None
+
+    def cert_files_for(self, ip: str) -> tuple[str, str] | None:
         if self._ca is None:
             return None
         cert = self._ca.issue_cert(ip, "localhost")
@@ -426,12 +518,10 @@ class Cluster:
         cert.private_key_pem.write_to_path(key_path)
         return cert_path, key_path
 
-    def _make_runtime(self, node: Node) -> _Runtime:
-        if self.process_per_node:
-            from alternator_shm.emulator._process import ProcessRuntime
-
-            return ProcessRuntime(self, node)
-        return _ThreadRuntime(node, self._ssl_context_for(node.ip))
+    def _make_runtime(self, node: Node) -> Runtime:
+        if self._control is not None:
+            return ProcessRuntime(self, node.ip, self._control.url)
+        return ThreadRuntime(f"node-{node.ip}", node._handle, self._ssl_context_for(node.ip))
 
     # ------------------------------------------------------------------ public API
 
@@ -464,15 +554,18 @@ class Cluster:
         rack: str = "rack1",
         join_delay: float = 0.0,
         rpc_address: str | None = None,
+        serve_delay: float | None = 0.0,
+        before_serving: BeforeServing = "closed",
     ) -> Node:
-        """Add a node on the next IP of the block; it is JOINING for ``join_delay`` seconds."""
+        """Add a node on the next IP of the block; it is JOINING for ``join_delay`` seconds,
+        then listed but not serving for ``serve_delay`` seconds (see :meth:`Node.join`)."""
         with self._lock:
             if self._stopped:
                 raise RuntimeError("cluster is stopped")
             ip = f"{self._prefix}{len(self._nodes) + 1}"
             node = Node(self, ip, dc, rack, rpc_address)
             self._nodes.append(node)
-        node.join(join_delay)
+        node.join(join_delay, serve_delay, before_serving)
         return node
 
     def clear_logs(self) -> None:

@@ -28,6 +28,9 @@ class RequestLogEntry:
     signed_host: str | None = None
     status: int = 0
     auth_ok: bool | None = None
+    mtls_user: str | None = None  # role taken from a TLS client certificate (mTLS)
+    response_chunked: bool = False  # answered with Transfer-Encoding: chunked
+    response_encoding: str | None = None  # the answer's Content-Encoding (gzip / deflate)
 
 
 class RequestLog:

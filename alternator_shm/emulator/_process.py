@@ -18,20 +18,22 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 import urllib3
 
 from alternator_shm.emulator._api import Fault
-from alternator_shm.emulator._backends import Backend, HttpBackend, NullBackend
+from alternator_shm.emulator._backends import (
+    Backend,
+    HttpBackend,
+    NullBackend,
+    cluster_access_key,
+)
 from alternator_shm.emulator._log import RequestLogEntry
 from alternator_shm.emulator._profiles import Profile
+from alternator_shm.emulator._runtime import RuntimeHost
 from alternator_shm.emulator._server import FrontServer, Request, bind_listener
 from alternator_shm.emulator._wire import Response
-
-if TYPE_CHECKING:
-    from alternator_shm.emulator._cluster import Cluster, Node
 
 USERS_ENV = "ALTERNATOR_EMULATOR_USERS"
 
@@ -39,7 +41,7 @@ USERS_ENV = "ALTERNATOR_EMULATOR_USERS"
 class ControlServer:
     """The registry endpoint node subprocesses call for /localnodes, faults and logging."""
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: RuntimeHost) -> None:
         self._cluster = cluster
         listener = bind_listener("127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{listener.getsockname()[1]}"
@@ -54,11 +56,11 @@ class ControlServer:
         if path == "/storage":  # moto, called in this process on behalf of a node process
             target = request.header("X-Amz-Target") or ""
             operation = target.partition(".")[2]
-            status, data = self._cluster._backend.call(operation, target, request.body)
+            status, data = self._cluster.backend.call(operation, target, request.body)
             return Response(status, data, [("Content-Type", "application/x-amz-json-1.0")])
         params = {k: v[0] for k, v in parse_qs(query, keep_blank_values=True).items()}
         try:
-            node = self._cluster.node(params.get("node", ""))
+            node = self._cluster.find_node(params.get("node", ""))
         except KeyError:
             return Response(404, b"unknown node")
         result: object
@@ -81,9 +83,10 @@ class ControlServer:
 class ProcessRuntime:
     """Runs one node as ``python -m alternator_shm.emulator.node`` with an inherited socket."""
 
-    def __init__(self, cluster: Cluster, node: Node) -> None:
+    def __init__(self, cluster: RuntimeHost, ip: str, control_url: str) -> None:
         self._cluster = cluster
-        self._node = node
+        self._ip = ip
+        self._control_url = control_url
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -91,20 +94,23 @@ class ProcessRuntime:
         return self._proc.pid if self._proc is not None else None
 
     def start(self, listener: socket.socket) -> None:
-        cluster, node = self._cluster, self._node
+        cluster = self._cluster
         fd = listener.fileno()
         backend = "null" if cluster.backend_name == "null" else str(cluster.backend_url)
         cmd = [
             sys.executable, "-m", "alternator_shm.emulator.node",
-            "--fd", str(fd), "--ip", node.ip, "--control", cluster._control.url,
+            "--fd", str(fd), "--ip", self._ip, "--control", self._control_url,
             "--backend", backend, "--account-id", cluster.account_id,
-            "--profile", cluster.profile.name,
+            "--profile-json", json.dumps(dataclasses.asdict(cluster.profile)),
         ]  # fmt: skip
         if cluster.forward_transactions:
             cmd.append("--forward-transactions")
-        files = cluster._cert_files_for(node.ip)
+        files = cluster.cert_files_for(self._ip)
         if files is not None:
             cmd += ["--certfile", files[0], "--keyfile", files[1]]
+            client_ca = cluster.client_ca_file()
+            if client_ca is not None:
+                cmd += ["--client-ca", client_ca]
         env = dict(os.environ)
         if cluster.users is not None:
             env[USERS_ENV] = json.dumps(cluster.users)
@@ -201,4 +207,6 @@ class RemoteContext:
 def make_child_backend(spec: str, account_id: str) -> Backend:
     if spec == "null":
         return NullBackend()
-    return HttpBackend(spec, {"x-moto-account-id": account_id})
+    return HttpBackend(
+        spec, {"x-moto-account-id": account_id}, access_key=cluster_access_key(account_id)
+    )

@@ -1,13 +1,17 @@
 """Version profiles: the server behaviours a client can observe that changed between releases.
 
-Each flag cites the release that introduced it (see ALTERNATOR_PROTOCOL.md §1.1, §3.2-3.4), so a
-test can reproduce what a client would meet against an older cluster.
+Each flag cites the release that introduced it (see ALTERNATOR_PROTOCOL.md §1.1, §3.2-3.4 and
+PEERS_UPDATE_2026-11-30.md §3), so a test can reproduce what a client would meet against an
+older cluster. A cluster's effective profile is the version profile with its response-header
+options applied (:func:`with_header_options`); options a version does not have are refused.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 Liveness = Literal["alive", "normal", "alive_normal"]
 
@@ -20,12 +24,30 @@ class Profile:
     compression: bool  # gzip/deflate request bodies and response compression (2026.1+)
     new_signature_message: bool  # "wrong signature" (2026.1+) vs the old token message
     server_header: str | None  # "Seastar httpd" before 2026.2, none after
+    # alternator_http_response_{server_header,disable_date_header,disable_content_type_header}
+    # config options (2026.3.0-rc0, commit 6b2fce03f9).
+    header_options: bool = False
+    # mTLS client authentication on the HTTPS port (merge bf190d0d9d, after the 2026.3 branch).
+    mtls: bool = False
+    date_header: bool = True  # False: alternator_http_response_disable_date_header=true
+    content_type_header: bool = True  # False: ..._disable_content_type_header=true
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Profile:
+        data: dict[str, Any] = json.loads(text)
+        return cls(**data)
 
 
 _SEASTAR = "Seastar httpd"
 
 PROFILES: dict[str, Profile] = {
-    "current": Profile("current", True, "alive_normal", True, True, None),
+    # master after the 2026.3 branch: adds mTLS client authentication.
+    "dev": Profile("dev", True, "alive_normal", True, True, None, True, True),
+    "2026.3": Profile("2026.3", True, "alive_normal", True, True, None, True, False),
+    "2026.2": Profile("2026.2", True, "alive_normal", True, True, None),
     "2026.1": Profile("2026.1", True, "alive_normal", True, True, _SEASTAR),
     "2025.1": Profile("2025.1", True, "alive_normal", False, False, _SEASTAR),
     "6.2": Profile("6.2", False, "alive_normal", False, False, _SEASTAR),
@@ -33,7 +55,7 @@ PROFILES: dict[str, Profile] = {
     # <= 6.0: liveness is is_alive only, so JOINING nodes are listed (bug #19694).
     "6.0": Profile("6.0", False, "alive", False, False, _SEASTAR),
 }
-PROFILES["2026.2"] = PROFILES["current"]
+PROFILES["current"] = PROFILES["2026.3"]  # the newest release
 PROFILES["6.2.2"] = PROFILES["6.2"]
 PROFILES["5.4"] = PROFILES["6.0"]
 
@@ -43,3 +65,36 @@ def get_profile(name: str) -> Profile:
         return PROFILES[name]
     except KeyError:
         raise ValueError(f"unknown profile {name!r}; known: {sorted(PROFILES)}") from None
+
+
+def with_header_options(
+    profile: Profile,
+    *,
+    server_header: str | None = None,
+    disable_date_header: bool = False,
+    disable_content_type_header: bool = False,
+) -> Profile:
+    """Apply the 2026.3 response-header config options; refuse them on older versions.
+
+    ``server_header`` follows ``alternator_http_response_server_header``: None keeps the
+    version's default; control characters are stripped, and an empty or whitespace-only value
+    sends no ``Server`` header.
+    """
+    asked = server_header is not None or disable_date_header or disable_content_type_header
+    if not asked:
+        return profile
+    if not profile.header_options:
+        raise ValueError(
+            f"profile {profile.name!r} has no response-header options "
+            "(server_header / disable_date_header / disable_content_type_header need 2026.3+)"
+        )
+    server = profile.server_header
+    if server_header is not None:
+        cleaned = "".join(c for c in server_header if ord(c) >= 0x20 and ord(c) != 0x7F)
+        server = cleaned if cleaned.strip() else None
+    return dataclasses.replace(
+        profile,
+        server_header=server,
+        date_header=not disable_date_header,
+        content_type_header=not disable_content_type_header,
+    )

@@ -19,12 +19,21 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Any
 
 from alternator_shm.emulator._wire import MAX_BODY, Response
 
 _log = logging.getLogger("alternator_shm.emulator.server")
 _MAX_HEADER = 64 * 1024
 _LINGER_0 = struct.pack("ii", 1, 0)
+_CHUNK = 8192  # bytes per chunk of a streamed (Transfer-Encoding: chunked) answer
+# A fatal protocol_version TLS alert: what Alternator's GnuTLS front sends for a record that is
+# not TLS (plain HTTP on the HTTPS port). OpenSSL sends no alert for these errors, so we do.
+_TLS_ALERT = bytes([21, 3, 3, 0, 2, 2, 70])
+_NO_ALERT_REASONS = frozenset(
+    {"HTTP_REQUEST", "HTTPS_PROXY_REQUEST", "WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL",
+     "PACKET_LENGTH_TOO_LONG", "RECORD_LAYER_FAILURE"}
+)  # fmt: skip
 
 
 @dataclass
@@ -37,6 +46,7 @@ class Request:
     body: bytes
     body_bytes: int  # as received on the wire (before any chunked decoding)
     too_large: bool  # body exceeded 16 MB and was discarded
+    peer_cert: dict[str, Any] | None = None  # verified TLS client certificate (mTLS)
 
     def header(self, name: str) -> str | None:
         lname = name.lower()
@@ -65,8 +75,10 @@ class FrontServer:
         *,
         ssl_context: ssl.SSLContext | None = None,
         name: str = "front",
+        refuse: bool = False,
     ) -> None:
         self._listener = listener
+        self._refuse = refuse  # accept, then reset at once (a port that is "open but refusing")
         self._handler = handler
         self._ssl = ssl_context
         self._name = name
@@ -122,6 +134,9 @@ class FrontServer:
             if self.abort.is_set():
                 _reset(conn)
                 return
+            if self._refuse:
+                _reset(conn)
+                continue
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             thread = threading.Thread(
                 target=self._serve, args=(conn,), name=f"{self._name}-conn", daemon=True
@@ -133,14 +148,24 @@ class FrontServer:
     def _serve(self, raw: socket.socket) -> None:
         conn: socket.socket = raw
         reset = False
+        peer: dict[str, Any] | None = None
         try:
             if self._ssl is not None:
                 raw.settimeout(10)
-                conn = self._ssl.wrap_socket(raw, server_side=True)
-                conn.settimeout(None)
+                tls = self._ssl.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+                conn = tls
                 with self._lock:
                     self._conns[conn] = self._conns.pop(raw)
-            reset = self._serve_requests(conn)
+                try:
+                    tls.do_handshake()
+                except ssl.SSLError as err:
+                    if err.reason in _NO_ALERT_REASONS:
+                        _alert_and_close(tls)
+                        return
+                    raise
+                conn.settimeout(None)
+                peer = tls.getpeercert() or None
+            reset = self._serve_requests(conn, peer)
         except (OSError, _BadRequest, ValueError):
             reset = self.abort.is_set() and self._reset_on_close
         finally:
@@ -153,13 +178,14 @@ class FrontServer:
                 self._conns.pop(conn, None)
                 self._conns.pop(raw, None)
 
-    def _serve_requests(self, conn: socket.socket) -> bool:
+    def _serve_requests(self, conn: socket.socket, peer: dict[str, Any] | None) -> bool:
         """Serve keep-alive requests; return True when the connection must be reset."""
         buf = bytearray()
         while not self.abort.is_set():
             request = _read_request(conn, buf)
             if request is None:
                 return False
+            request.peer_cert = peer
             while not self._running.wait(0.1):  # paused: accept and read, never answer
                 if self.abort.is_set():
                     return True
@@ -170,7 +196,7 @@ class FrontServer:
             if response is None or self.abort.is_set():
                 return True
             close = _wants_close(request)
-            conn.sendall(_serialize(response, close))
+            conn.sendall(_serialize(response, close, chunked_ok=request.version != "HTTP/1.0"))
             if close:
                 return False
         return True
@@ -184,6 +210,23 @@ def _reset(conn: socket.socket) -> None:
             socket.socket.close(conn)  # no TLS close_notify: the point is an abrupt RST
         else:
             conn.close()
+
+
+def _alert_and_close(tls: ssl.SSLSocket) -> None:
+    """Answer a non-TLS first record with a fatal alert, then close without a reset: the
+    peer's unread bytes are drained first (closing with unread data would send an RST)."""
+    sock = socket.socket(fileno=tls.detach())
+    try:
+        sock.settimeout(2)
+        sock.sendall(_TLS_ALERT)
+        sock.shutdown(socket.SHUT_WR)
+        for _ in range(64):  # bounded: a peer that keeps sending gets closed anyway
+            if not sock.recv(65536):
+                break
+    except OSError:
+        pass
+    finally:
+        sock.close()
 
 
 def _wants_close(request: Request) -> bool:
@@ -288,7 +331,12 @@ def _read_request(conn: socket.socket, buf: bytearray) -> Request | None:
     return Request(method, target, version, headers, header_bytes, body_b, length, too_large)
 
 
-def _serialize(response: Response, close: bool) -> bytes:
+def _serialize(response: Response, close: bool, *, chunked_ok: bool = True) -> bytes:
+    """The whole answer, to be written in one ``sendall``.
+
+    A ``streamed`` response (Alternator's ``body_writer``) goes out with
+    ``Transfer-Encoding: chunked`` to HTTP/1.1 clients, as seastar does.
+    """
     try:
         reason = HTTPStatus(response.status).phrase
     except ValueError:
@@ -296,12 +344,25 @@ def _serialize(response: Response, close: bool) -> bytes:
     lines = [f"HTTP/1.1 {response.status} {reason}"]
     for name, value in response.headers:
         lines.append(f"{name}: {value}")
-    lines.append(f"Date: {email.utils.formatdate(usegmt=True)}")
-    lines.append(f"Content-Length: {len(response.body)}")
+    if response.date_header:
+        lines.append(f"Date: {email.utils.formatdate(usegmt=True)}")
+    chunked = response.streamed and chunked_ok
+    if chunked:
+        lines.append("Transfer-Encoding: chunked")
+    else:
+        lines.append(f"Content-Length: {len(response.body)}")
     if close:
         lines.append("Connection: close")
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    return head + response.body
+    if not chunked:
+        return head + response.body
+    out = bytearray(head)
+    body = response.body
+    for start in range(0, len(body), _CHUNK):
+        piece = body[start : start + _CHUNK]
+        out += b"%x\r\n" % len(piece) + piece + b"\r\n"
+    out += b"0\r\n\r\n"
+    return bytes(out)
 
 
 def bind_listener(ip: str, port: int) -> socket.socket:
@@ -310,7 +371,7 @@ def bind_listener(ip: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((ip, port))
-        sock.listen(128)
+        sock.listen(1024)  # bursts of hundreds of concurrent connects on a busy host
     except OSError:
         sock.close()
         raise

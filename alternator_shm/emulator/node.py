@@ -19,7 +19,7 @@ from types import FrameType
 
 from alternator_shm.emulator import _api
 from alternator_shm.emulator._process import USERS_ENV, RemoteContext, make_child_backend
-from alternator_shm.emulator._profiles import get_profile
+from alternator_shm.emulator._profiles import Profile
 from alternator_shm.emulator._server import FrontServer
 
 
@@ -30,10 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--control", required=True)
     parser.add_argument("--backend", required=True, help="'null' or the storage URL")
     parser.add_argument("--account-id", default="123456789012")
-    parser.add_argument("--profile", default="current")
+    parser.add_argument("--profile-json", required=True, help="the cluster's effective Profile")
     parser.add_argument("--forward-transactions", action="store_true")
     parser.add_argument("--certfile")
     parser.add_argument("--keyfile")
+    parser.add_argument("--client-ca", help="CA of client certificates (mTLS)")
     args = parser.parse_args(argv)
 
     users_json = os.environ.get(USERS_ENV)
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = RemoteContext(
         args.ip,
         args.control,
-        get_profile(args.profile),
+        Profile.from_json(args.profile_json),
         users,
         args.forward_transactions,
         make_child_backend(args.backend, args.account_id),
@@ -50,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.certfile:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(args.certfile, args.keyfile)
+        if args.client_ca:  # require_client_auth=optional
+            ssl_context.verify_mode = ssl.CERT_OPTIONAL
+            ssl_context.load_verify_locations(cafile=args.client_ca)
     listener = socket.socket(fileno=args.fd)
     server = FrontServer(
         listener,

@@ -5,8 +5,9 @@ One module per concern; only :mod:`~alternator_shm.fleet.layout` knows byte offs
 ``segment`` (names, create/attach/validate, cleanup), ``election`` (leader lock), ``table``
 (double-buffered self-validating node table), ``counter`` (shared atomic words), ``health``
 (per-node failures and quarantine), ``refresher`` (the daemon thread), ``local`` (per-process
-state and fork handling), ``stats`` (snapshots). This package imports nothing from the rest of
-alternator_shm except :mod:`alternator_shm.errors`.
+state and fork handling), ``stats`` (snapshots). ``standalone`` is the process-local twin of
+the shared fleet and ``failsoft`` switches a process to it when shared memory cannot be used.
+This package imports nothing from the rest of alternator_shm except :mod:`alternator_shm.errors`.
 """
 
 from __future__ import annotations

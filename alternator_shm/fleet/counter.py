@@ -6,8 +6,17 @@ lock-free and a lock-based writer on one word loses increments:
 * ``atomic``: ``__atomic_fetch_add_8`` / ``__atomic_compare_exchange_8`` from libatomic through
   ctypes on the mapping's address. Truly lock-free: there is no critical section a SIGKILL could
   interrupt, and no convoy under contention (~0.35-0.5 us per call from Python).
-* ``flock``: a ``threading.Lock`` (flock does not exclude threads sharing one open file) plus
-  ``flock`` on a per-process fd of ``<base>.ctr``. The kernel releases it when its holder dies.
+* ``flock``: a re-entrant thread lock (flock does not exclude threads sharing one open file) plus
+  ``flock`` on a per-process fd of ``<base>.ctr``. The kernel releases it when its holder dies,
+  but not when it is *stopped*: so every wait is bounded. Each holder writes its pid next to the
+  counter; a waiter gives up after :data:`LOCK_WAIT` if that process is stopped (state ``T``),
+  and after :data:`LOCK_WAIT_MAX` in any case (plain contention only waits). Past it, an
+  ``advance()`` picks from a process-local counter (counted in ``local_picks``; the spread stays
+  even, just not exact, while the holder is stopped) and other operations raise
+  :class:`SharedStateError`. After a timeout the next attempts only *try* the lock for
+  :data:`SUSPECT_FOR` seconds, so a stopped holder costs one wait, not one per call. A thread that
+  re-enters (a signal handler sending a request while its own thread is inside the critical
+  section) never waits for itself: it picks locally at once.
 
 ``os.register_at_fork`` makes the flock backend fork-safe where the hook runs: no thread is
 inside the critical section at fork time, so a child never carries a locked open file description.
@@ -22,15 +31,18 @@ import fcntl
 import mmap
 import os
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from typing import Protocol
 
+from alternator_shm.errors import SharedStateError
 from alternator_shm.fleet import layout
 
-__all__ = ["AtomicWords", "FlockWords", "SharedWords", "atomic_available"]
+__all__ = ["AtomicWords", "CounterLockBusy", "FlockWords", "SharedWords", "atomic_available"]
 
 _MASK = (1 << 64) - 1
+_getpid = os.getpid
 _SEQ_CST = 5
 
 _lib: ctypes.CDLL | None = None
@@ -80,11 +92,17 @@ class SharedWords(Protocol):
         """fetch_add(COUNTER, 1), on the fastest path the backend has."""
         ...
 
+    @property
+    def local_picks(self) -> int:
+        """Attempts of this process that picked locally because the shared word was stuck."""
+        ...
+
 
 class AtomicWords:
     """Lock-free backend: libatomic through ctypes on addresses inside the mapping."""
 
     name = "atomic"
+    local_picks = 0  # lock-free: never falls back
 
     def __init__(self, mm: mmap.mmap) -> None:
         lib = _libatomic()
@@ -126,6 +144,32 @@ class AtomicWords:
 _flock_instances: weakref.WeakSet[FlockWords] = weakref.WeakSet()
 
 
+LOCK_WAIT = 0.25  # seconds before a waiter checks whether the holder is stopped
+LOCK_WAIT_MAX = 2.0  # seconds an attempt waits at most, whatever the holder is doing
+SUSPECT_FOR = 1.0  # seconds after a timeout during which attempts only try the lock once
+_HOLDER = layout.COUNTER_HOLDER_OFF // 8
+
+
+def _stopped(pid: int) -> bool:
+    """True if ``pid`` is stopped (SIGSTOP, or traced); False if running, dead or unknown."""
+    if pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        return data[data.rindex(b")") + 2 : data.rindex(b")") + 3] in (b"T", b"t")
+    except (OSError, ValueError):
+        return False
+
+
+class _Stuck(Exception):
+    """The counter lock could not be had within the bound."""
+
+
+class CounterLockBusy(SharedStateError):
+    """The flock backend's lock stayed held past its bound (a stopped holder): transient."""
+
+
 class FlockWords:
     """Portable backend: thread lock + flock on a per-process fd; the kernel drops a dead
     holder's flock, so a SIGKILL inside the critical section loses at most that increment."""
@@ -136,18 +180,78 @@ class FlockWords:
         self._words = words
         self.lock_path = lock_path
         self.fd = fd  # owned by us; opened by the segment module (ownership checked there)
-        self._tlock = threading.Lock()
+        self._tlock = threading.RLock()
+        self._depth = 0  # re-entrance depth of the thread holding _tlock
+        self._suspect_until = 0.0
+        self._local = 0  # the process-local fallback counter
+        self._local_picks = 0
         _flock_instances.add(self)
 
-    @contextlib.contextmanager
-    def critical(self) -> Iterator[None]:
-        """The critical section guarding every word of the segment (tests hold it on purpose)."""
-        with self._tlock:
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
+    @property
+    def local_picks(self) -> int:
+        return self._local_picks
+
+    def _acquire(self, wait: float) -> None:
+        """Take both locks, or raise :class:`_Stuck` (bounded: see the module docstring).
+
+        The thread lock is re-entrant so that a signal handler re-entering from the holding
+        thread is *detected* (depth > 1) instead of deadlocking; the depth is raised before the
+        flock is taken, so a handler that runs in between finishes its own section first.
+        Other threads of this process hold it for one bounded attempt each: wait for them.
+        """
+        self._tlock.acquire()
+        self._depth += 1
+        if self._depth > 1:
+            self._depth -= 1
+            self._tlock.release()
+            raise _Stuck("re-entered from the thread holding the lock (a signal handler?)")
+        now = time.monotonic()
+        # after a recent timeout, check the holder at once instead of after ``wait``
+        check_at = now if now < self._suspect_until else now + wait
+        hard = now + LOCK_WAIT_MAX
+        tries = 0
+        while True:
             try:
-                yield
-            finally:
-                fcntl.flock(self.fd, fcntl.LOCK_UN)
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                pass
+            except OSError:
+                self._depth -= 1
+                self._tlock.release()
+                raise
+            t = time.monotonic()
+            if t >= check_at:
+                if t >= hard or _stopped(int(self._words[_HOLDER])):
+                    self._depth -= 1
+                    self._tlock.release()
+                    self._suspect_until = t + SUSPECT_FOR
+                    raise _Stuck(f"{self.lock_path} is held by a stopped or stuck process")
+                check_at = t + 0.05
+            tries += 1
+            # contention: yield first (sections last microseconds), then back off gently
+            time.sleep(0 if tries < 50 else 0.0005 if tries < 500 else 0.002)
+        self._words[_HOLDER] = _getpid()
+
+    def _release(self) -> None:
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        finally:
+            self._depth -= 1
+            self._tlock.release()
+
+    @contextlib.contextmanager
+    def critical(self, wait: float = LOCK_WAIT) -> Iterator[None]:
+        """The critical section guarding every word of the segment (tests hold it on purpose).
+        Raises :class:`CounterLockBusy` if it cannot be had within the bound."""
+        try:
+            self._acquire(wait)
+        except _Stuck as exc:
+            raise CounterLockBusy(f"counter lock unavailable: {exc}") from None
+        try:
+            yield
+        finally:
+            self._release()
 
     def fetch_add(self, offset: int, delta: int = 1) -> int:
         i = offset // 8
@@ -165,7 +269,21 @@ class FlockWords:
         return True
 
     def advance(self) -> int:
-        return self.fetch_add(layout.COUNTER_OFF, 1)
+        """The shared counter's next value; a process-local one if the lock is stuck."""
+        try:
+            self._acquire(LOCK_WAIT)
+        except _Stuck:
+            self._local_picks += 1
+            self._local += 1
+            # offset by the shared value so a local run continues near the fleet's position
+            return (int(self._words[layout.COUNTER_OFF // 8]) + self._local) & _MASK
+        try:
+            i = layout.COUNTER_OFF // 8
+            value = int(self._words[i])
+            self._words[i] = (value + 1) & _MASK
+        finally:
+            self._release()
+        return value
 
     def close_without_unlocking(self) -> None:
         """Fork child: forget the inherited open file description without LOCK_UN (which would
@@ -176,7 +294,7 @@ class FlockWords:
             self.fd = -1
 
 
-_held_at_fork: list[threading.Lock] = []
+_held_at_fork: list[threading.RLock] = []
 
 
 def _before_fork() -> None:
@@ -195,7 +313,8 @@ def _after_fork_parent() -> None:
 def _after_fork_child() -> None:
     _held_at_fork.clear()
     for inst in list(_flock_instances):
-        inst._tlock = threading.Lock()  # the inherited one was acquired by the forking thread
+        inst._tlock = threading.RLock()  # the inherited one was acquired by the forking thread
+        inst._depth = 0
 
 
 os.register_at_fork(

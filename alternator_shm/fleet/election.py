@@ -1,23 +1,33 @@
-"""Leadership of the refresher: a POSIX record lock on byte 0 of the namespace's lock file.
+"""Leadership of the refresher: the leader lock byte, the takeover of a wedged leader, and the
+epoch (fencing token) that every leader write is checked against.
 
-Why this lock: the kernel drops it the instant its holder dies (SIGKILL included), a fork child
-does not inherit it (unlike flock and OFD locks), and it needs no clock, lease or pid. PIDs are
-only diagnostics; a (pid, starttime) pair identifies a process even after pid reuse.
+Two ways in, both ending with a new epoch in the segment (:mod:`fencing`):
 
-POSIX record locks belong to the *process*, so two threads (or two ``SharedFleet`` objects) of one
-process would both "win". :class:`Election` therefore also keeps an in-process owner token: at
-most one refresher of a process leads, and only it ever writes the table.
+* the leader lock (an OFD lock on byte 0 of the lock file): the kernel drops it the instant its
+  holder dies (SIGKILL included), with no clock, lease or pid;
+* a takeover: a SIGSTOPped or wedged leader keeps its lock, so when the heartbeat is older than
+  ``max(3 x refresh_interval, 2 s)`` one follower -- the one that gets the takeover byte and then
+  still sees the same stale epoch under the commit lock -- takes over with a newer epoch. It keeps
+  trying the lock byte and holds it once the old holder is gone.
+
+A leader checks its epoch at every step and stands down (gives the lock byte back) as soon as it
+sees a newer one, e.g. when it resumes after SIGCONT. It never writes in between: every write is
+fenced by the epoch under the commit lock.
+
+Locks of one process do not exclude its own threads (and two ``SharedFleet`` objects of a process
+share one lock-file description), so :class:`Election` also keeps an in-process owner token: at
+most one refresher of a process leads, and only it ever writes. PIDs are only diagnostics; a
+(pid, starttime) pair identifies a process even after pid reuse.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 
 from alternator_shm.fleet import events as _events
-from alternator_shm.fleet import layout
+from alternator_shm.fleet import fencing, layout
 from alternator_shm.fleet.segment import Segment
 
 __all__ = ["Election", "process_identity", "process_starttime"]
@@ -25,6 +35,7 @@ __all__ = ["Election", "process_identity", "process_starttime"]
 log = logging.getLogger("alternator_shm.fleet.election")
 
 _W = layout.word_index
+_STAND_DOWN_COOLDOWN = 1.0  # seconds a leader that was fenced out waits before trying again
 
 
 def process_starttime(pid: int) -> int | None:
@@ -53,6 +64,9 @@ class Election:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._owner: object | None = None
+        self._epoch = 0
+        self._mode = fencing.MODE_NONE
+        self._cooldown_until = 0.0
 
     def owner_is(self, owner: object) -> bool:
         return self._owner is owner
@@ -61,37 +75,110 @@ class Election:
     def leading(self) -> bool:
         return self._owner is not None
 
-    def try_lead(self, owner: object, seg: Segment) -> bool:
-        """Take the leader byte without blocking; True if ``owner`` leads afterwards."""
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    @property
+    def mode(self) -> int:
+        return self._mode
+
+    def try_lead(self, owner: object, seg: Segment, stale_after_ns: int | None = None) -> bool:
+        """One election step for ``owner``; True if it leads (with a current epoch) afterwards.
+
+        Leading: stand down if a newer epoch exists; in takeover mode, try to get the lock byte.
+        Not leading: take the lock byte (new epoch), or, if ``stale_after_ns`` is given and the
+        leader's heartbeat is older than that, take over.
+        """
         with self._lock:
             if self._owner is not None:
-                return self._owner is owner
-            if not seg.lock.try_lock(layout.LOCK_LEADER):
+                if self._owner is not owner:
+                    return False
+                if fencing.current_epoch(seg.words) != self._epoch:
+                    self._stand_down(seg, "a newer leader epoch exists (we were taken over)")
+                    return False
+                if self._mode == fencing.MODE_TAKEOVER and seg.lock.try_lock(layout.LOCK_LEADER):
+                    if fencing.commit(seg, self._epoch, lambda: seg.words.__setitem__(
+                            _W(layout.LEADER_MODE_OFF), fencing.MODE_LOCK)):
+                        self._mode = fencing.MODE_LOCK
+                        log.info("the takeover leader of %s now holds the leader lock", seg.name)
+                    else:
+                        seg.lock.unlock(layout.LOCK_LEADER)
+                return True
+            if time.monotonic() < self._cooldown_until:
                 return False
-            self._owner = owner
-        pid = os.getpid()
-        words = seg.words
-        words[_W(layout.LEADER_START_OFF)] = process_starttime(pid) or 0
-        words[_W(layout.LEADER_SINCE_OFF)] = time.monotonic_ns()
-        words[_W(layout.LEADER_PID_OFF)] = pid
-        log.info("pid %d leads the refresh of %s", pid, seg.name,
-                 extra=_events.fields("leader_elected", segment=seg.name))
-        return True
+            if seg.lock.try_lock(layout.LOCK_LEADER):
+                epoch = fencing.claim(seg)
+                if epoch is None:
+                    seg.lock.unlock(layout.LOCK_LEADER)
+                    return False
+                self._become(owner, epoch, fencing.MODE_LOCK)
+                log.info("pid %d leads the refresh of %s (epoch %d)", seg.pid, seg.name, epoch,
+                         extra=_events.fields("leader_elected", segment=seg.name, epoch=epoch,
+                                              takeover=False))
+                return True
+            if stale_after_ns is None or not fencing.heartbeat_is_stale(seg.words, stale_after_ns):
+                return False
+            seen = fencing.current_epoch(seg.words)
+            if not seg.lock.try_lock(layout.LOCK_TAKEOVER):
+                return False  # another follower is taking over right now
+            try:
+                epoch = fencing.take_over(seg, seen, stale_after_ns)
+            finally:
+                seg.lock.unlock(layout.LOCK_TAKEOVER)
+            if epoch is None:
+                return False
+            self._become(owner, epoch, fencing.MODE_TAKEOVER)
+            log.warning(
+                "pid %d took over the refresh of %s from a wedged leader (heartbeat older than "
+                "%.1fs; epoch %d)", seg.pid, seg.name, stale_after_ns / 1e9, epoch,
+                extra=_events.fields("leader_elected", segment=seg.name, epoch=epoch,
+                                     takeover=True),
+            )
+            return True
+
+    def _become(self, owner: object, epoch: int, mode: int) -> None:
+        self._owner = owner
+        self._epoch = epoch
+        self._mode = mode
+
+    def _stand_down(self, seg: Segment, why: str) -> None:
+        log.warning("pid %d stops leading %s: %s", seg.pid, seg.name, why,
+                    extra=_events.fields("leader_resigned", segment=seg.name, reason=why))
+        self._release(seg)
+        self._cooldown_until = time.monotonic() + _STAND_DOWN_COOLDOWN
+
+    def _release(self, seg: Segment) -> None:
+        # Revoke under the process's commit thread lock: once this returns, no commit of this
+        # process's threads can pass its ``still_mine`` check any more.
+        with seg.lock.thread_lock:
+            self._owner = None
+        if self._mode == fencing.MODE_LOCK and seg.lock.fd >= 0:
+            seg.lock.unlock(layout.LOCK_LEADER)  # same fd, never close (other bytes would go)
+        self._mode = fencing.MODE_NONE
+
+    def still_mine(self, owner: object, epoch: int) -> bool:
+        """Checked under the commit lock by every fenced write of this process."""
+        return self._owner is owner and self._epoch == epoch
 
     def resign(self, owner: object, seg: Segment | None) -> None:
-        """Give the leader byte back (same fd, LOCK_UN: closing it would drop bytes 1-2 too)."""
+        """Stop leading: revoke locally, vacate the epoch (nothing in flight can commit after
+        this returns), give the lock byte back."""
         with self._lock:
             if self._owner is not owner:
                 return
-            self._owner = None
-            if seg is not None and seg.lock.fd >= 0:
-                if seg.words[_W(layout.LEADER_PID_OFF)] == os.getpid():
-                    seg.words[_W(layout.LEADER_PID_OFF)] = 0
-                seg.lock.unlock(layout.LOCK_LEADER)
-                log.info("pid %d stopped leading %s", os.getpid(), seg.name,
-                         extra=_events.fields("leader_resigned", segment=seg.name))
+            if seg is None or seg.lock.fd < 0:
+                self._owner = None
+                self._mode = fencing.MODE_NONE
+                return
+            epoch = self._epoch
+            self._release(seg)
+            fencing.vacate(seg, epoch)
+            log.info("pid %d stopped leading %s", seg.pid, seg.name,
+                     extra=_events.fields("leader_resigned", segment=seg.name, reason="closed"))
 
     def forget(self) -> None:
         """The lock file was replaced: whatever we held on the old one means nothing now."""
         with self._lock:
             self._owner = None
+            self._mode = fencing.MODE_NONE

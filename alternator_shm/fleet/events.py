@@ -17,10 +17,11 @@ EVENTS: Final = {
     "node_failed": "an attempt to the node failed at connection level; node quarantined "
                    "host-wide (fields: error)",
     "node_recovered": "a quarantined node answered a probe; back in rotation",
-    "leader_elected": "this process became the refresh leader (fields: segment)",
-    "leader_resigned": "this process stopped leading (fields: segment)",
-    "table_published": "the leader published a new node table (fields: segment, generation, "
-                       "nodes)",
+    "leader_elected": "this process became the refresh leader, or took over a wedged one "
+                      "(fields: segment, epoch, takeover)",
+    "leader_resigned": "this process stopped leading (fields: segment, reason)",
+    "table_published": "the leader published a changed node table (fields: segment, nodes, "
+                       "epoch)",
     "refresh_failed": "a /localnodes refresh failed; the last table is kept (fields: segment, "
                       "failures, error)",
     "discovery_fallback": "the configured rack/datacenter had no node: a wider scope is used "

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Final
 
-LAYOUT_VERSION: Final = 1
-MAGIC: Final = 0x52524C42_0000_0001  # "RRLB" + layout; written last by the initialiser
+LAYOUT_VERSION: Final = 2
+MAGIC: Final = 0x52524C42_0000_0002  # "RRLB" + layout; written last by the initialiser
 ENDIAN_PROBE: Final = 0x0102030405060708
 WORD: Final = 8
 
@@ -32,12 +32,17 @@ CREATED_OFF: Final = 0x030  # u64 creation wall-clock ns (diagnostics only)
 HEALTH_GEOMETRY_OFF: Final = 0x038  # u32 health capacity, u32 health entry size
 
 PUBLISH_OFF: Final = 0x080  # (generation << 1) | active slot; own line
+# -- fencing (owned by fleet/fencing.py; written only under the commit lock, byte LOCK_COMMIT) --
+EPOCH_OFF: Final = 0x088  # the leader epoch (fencing token); bumped by every new leader and close
+PUBLISHED_EPOCH_OFF: Final = 0x090  # epoch of the writer of the last commit (never decreases)
+LEADER_MODE_OFF: Final = 0x098  # 0 none, 1 holds the leader lock, 2 took over a wedged leader
+TAKEOVERS_OFF: Final = 0x0A0  # takeovers of a wedged leader (diagnostics)
 
 LEADER_PID_OFF: Final = 0x100
 LEADER_START_OFF: Final = 0x108  # /proc/<pid>/stat starttime ticks: (pid, start) is reuse-proof
 LEADER_SINCE_OFF: Final = 0x110  # monotonic ns
-HEARTBEAT_OFF: Final = 0x118  # monotonic ns, every leader loop
-LAST_SUCCESS_OFF: Final = 0x120  # monotonic ns of the last successful refresh
+HEARTBEAT_OFF: Final = 0x118  # monotonic ns, every leader loop (fenced: fencing.py)
+LAST_SUCCESS_OFF: Final = 0x120  # monotonic ns of the *start* of the last successful refresh
 LAST_ATTEMPT_OFF: Final = 0x128  # monotonic ns of the last refresh attempt
 FAILURES_OFF: Final = 0x130  # consecutive refresh failures
 REFRESHES_OFF: Final = 0x138  # successful refreshes
@@ -46,6 +51,7 @@ COUNTER_AT_REFRESH_OFF: Final = 0x148  # counter value at the last refresh (acti
 ERROR_LEN_OFF: Final = 0x150  # u32 length of the last refresh error text, u32 reserved
 
 COUNTER_OFF: Final = 0x180  # the round-robin counter; own line
+COUNTER_HOLDER_OFF: Final = 0x188  # flock backend: pid of the last counter-lock holder
 
 REQUEST_OFF: Final = 0x200  # refresh requests (followers add 1); own line
 REQUEST_SERVED_OFF: Final = 0x208  # the request value the leader's last attempt answered
@@ -62,7 +68,7 @@ ERROR_MAX: Final = 0x100  # last refresh error text, truncated
 
 # -- health: per-node counters, claimed by key ----------------------------------------------------
 HEALTH_OFF: Final = HEADER_SIZE
-HEALTH_CAPACITY: Final = 1024
+HEALTH_CAPACITY: Final = 1024  # = MAX_NODES: a full table never overflows the health entries
 HEALTH_ENTRY: Final = 64
 # fields of one entry, relative to its start
 H_KEY: Final = 0x00  # 64-bit hash of the node string, 0 = free
@@ -75,7 +81,9 @@ HEALTH_SIZE: Final = HEALTH_CAPACITY * HEALTH_ENTRY
 
 # -- node table: two self-validating slots --------------------------------------------------------
 SLOTS_OFF: Final = HEALTH_OFF + HEALTH_SIZE
-SLOT_SIZE: Final = 256 * 1024  # 4096 nodes of ~64 bytes each
+# 92 KiB per slot keeps the whole segment under 256 KiB: MAX_NODES nodes of up to 90 bytes each
+# on average ("https://[v6 address]:port" is at most 55); validate_nodes refuses more.
+SLOT_SIZE: Final = 92 * 1024
 SLOT_COUNT: Final = 2
 S_GENERATION: Final = 0x00  # 0 = invalid / being written
 S_LENGTH: Final = 0x08  # u32 payload length
@@ -85,17 +93,20 @@ S_PAYLOAD: Final = 0x20
 DIGEST_SIZE: Final = 16
 PAYLOAD_MAX: Final = SLOT_SIZE - S_PAYLOAD
 FORMAT_LINES: Final = 1  # UTF-8 node strings separated by "\n"
-MAX_NODES: Final = 4096
+MAX_NODES: Final = 1024
 
 # -- load: attempts in flight and latency per node (owned by fleet/load.py) -----------------------
-# Entry i belongs to the node that owns health entry i. 16 bytes per node keeps it compact.
-LOAD_OFF: Final = SLOTS_OFF + SLOT_COUNT * SLOT_SIZE
-LOAD_ENTRY: Final = 16
-L_IN_FLIGHT: Final = 0x00  # two halves (one per epoch parity): u16 epoch tag << 16 | u16 count
-L_LATENCY: Final = 0x08  # estimate us (28 bits) | samples (4) | monotonic ms of last sample (32)
-LOAD_SIZE: Final = HEALTH_CAPACITY * LOAD_ENTRY
+# Load entry i belongs to the node of health entry i. Two words per node, kept in the two spare
+# words of each 64-byte health entry (health.py never touches them), so load costs no space.
+# If health entries ever shrink, give load its own region here (HEALTH_CAPACITY x 16 bytes):
+# load.py only reads these four constants.
+LOAD_OFF: Final = HEALTH_OFF
+LOAD_ENTRY: Final = HEALTH_ENTRY
+L_IN_FLIGHT: Final = 0x30  # two halves (one per epoch parity): u16 epoch tag << 16 | u16 count
+L_LATENCY: Final = 0x38  # estimate us (28 bits) | samples (4) | monotonic ms of last sample (32)
+LOAD_SIZE: Final = 0  # no bytes of its own
 
-TOTAL_SIZE: Final = LOAD_OFF + LOAD_SIZE
+TOTAL_SIZE: Final = SLOTS_OFF + SLOT_COUNT * SLOT_SIZE
 
 # -- counter backends (recorded in the header; every attacher must use the same one) -------------
 BACKEND_FLOCK: Final = 1
@@ -103,10 +114,12 @@ BACKEND_ATOMIC: Final = 2
 BACKEND_NAMES: Final = {BACKEND_FLOCK: "flock", BACKEND_ATOMIC: "atomic"}
 BACKEND_CODES: Final = {name: code for code, name in BACKEND_NAMES.items()}
 
-# -- lock file bytes (POSIX record locks) ----------------------------------------------------------
-LOCK_LEADER: Final = 0  # exclusive, held by the leader for its whole life
+# -- lock file bytes (Linux OFD locks; POSIX record locks elsewhere) -----------------------------
+LOCK_LEADER: Final = 0  # exclusive, held by the leader while it leads
 LOCK_INIT: Final = 1  # exclusive, brief: serialises creation, repair and cleanup
 LOCK_ATTACHED: Final = 2  # shared by every attached process; exclusive only for cleanup
+LOCK_TAKEOVER: Final = 3  # exclusive, brief: the one follower attempting a takeover
+LOCK_COMMIT: Final = 4  # exclusive, brief: epoch check + write of fenced words (fencing.py)
 
 
 def slot_offset(index: int) -> int:
@@ -130,4 +143,6 @@ def word_index(offset: int) -> int:
 
 
 assert TOTAL_SIZE % 4096 == 0
+assert TOTAL_SIZE <= 256 * 1024
+assert L_IN_FLIGHT > H_LAST_PROBE and L_LATENCY + WORD <= LOAD_ENTRY  # spare health words
 assert HEALTH_ENTRY % WORD == 0 and SLOT_SIZE % WORD == 0

@@ -1,8 +1,10 @@
 """Per-node load shared by every process: attempts in flight and recent attempt latency.
 
-Each node's health entry ``i`` (:mod:`~alternator_shm.fleet.health`) has a 16-byte load entry
-``i`` (:data:`~alternator_shm.fleet.layout.LOAD_OFF`): no second key table, and a node's load
-lives exactly as long as its health entry.
+Each node's health entry ``i`` (:mod:`~alternator_shm.fleet.health`) has a load entry ``i`` of
+two words (:data:`~alternator_shm.fleet.layout.L_IN_FLIGHT`, ``L_LATENCY``; today the two spare
+words of the 64-byte health entry, so load adds no byte to the segment): no second key table,
+and a node's load lives exactly as long as its health entry. A recycled entry starts with what
+the previous node left: its in-flight halves expire with their epochs, its latency decays.
 
 **In flight, crash-safe by epochs.** A process killed in the middle of an attempt never
 decrements what it incremented, so a plain counter would drift upwards forever. Instead time is
@@ -55,6 +57,7 @@ __all__ = [
     "WARMUP",
     "Attempt",
     "Load",
+    "LocalAttempt",
     "LocalLoad",
     "NodeLoad",
     "node_loads",
@@ -78,7 +81,8 @@ _STAMP_MASK = 0xFFFF_FFFF
 _EWMA_MAX = (1 << 28) - 1
 _SAMPLES_MAX = 15
 
-_INFLIGHT = layout.word_index(layout.LOAD_OFF)
+_INFLIGHT = layout.word_index(layout.LOAD_OFF + layout.L_IN_FLIGHT)
+_LATENCY = layout.word_index(layout.LOAD_OFF + layout.L_LATENCY)
 _STRIDE = layout.LOAD_ENTRY // layout.WORD
 _CAP = layout.HEALTH_CAPACITY
 _HEALTH_KEYS = layout.HEALTH_OFF // 8 + layout.H_KEY // 8
@@ -113,7 +117,7 @@ def _in_flight_offset(index: int) -> int:
 
 
 def _latency_word(index: int) -> int:
-    return _INFLIGHT + index * _STRIDE + layout.L_LATENCY // 8
+    return _LATENCY + index * _STRIDE
 
 
 def _decoded_latency(
@@ -192,6 +196,10 @@ class Attempt:
         self.index = index  # load entry; -1 = not counted (untracked node, saturated count)
         self.epoch = epoch
         self.start_ns = start_ns
+
+    def finish(self, answered: bool) -> None:
+        """End this attempt on the load that counted it (see :meth:`Load.end`)."""
+        self.owner.end(self, answered)
 
 
 class Load:
@@ -332,6 +340,21 @@ class Load:
             return len(self._outstanding) if self._pid == os.getpid() else 0
 
 
+class LocalAttempt:
+    """One outstanding attempt counted by a :class:`LocalLoad`."""
+
+    __slots__ = ("node", "owner", "pid", "start_ns")
+
+    def __init__(self, owner: LocalLoad, node: str, start_ns: int, pid: int) -> None:
+        self.owner = owner
+        self.node = node
+        self.start_ns = start_ns
+        self.pid = pid
+
+    def finish(self, answered: bool) -> None:
+        self.owner.end_attempt(self, answered)
+
+
 class LocalLoad:
     """The same figures for a process balancing alone (``shared="auto"`` fallback, ``"off"``).
 
@@ -353,14 +376,14 @@ class LocalLoad:
             self._latency = {}
             self._pid = os.getpid()
 
-    def begin_attempt(self, node: str) -> tuple[str, int, int]:
+    def begin_attempt(self, node: str) -> LocalAttempt:
         self._check_fork()
         with self._lock:
             self._in_flight[node] = self._in_flight.get(node, 0) + 1
-        return (node, time.monotonic_ns(), self._pid)
+        return LocalAttempt(self, node, time.monotonic_ns(), self._pid)
 
-    def end_attempt(self, attempt: tuple[str, int, int], answered: bool) -> None:
-        node, started, pid = attempt
+    def end_attempt(self, attempt: LocalAttempt, answered: bool) -> None:
+        node, started, pid = attempt.node, attempt.start_ns, attempt.pid
         now = time.monotonic_ns()
         self._check_fork()
         if pid != self._pid:

@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
+from typing import Protocol
 
 from alternator_shm.fleet import counter, layout, segment
 from alternator_shm.fleet.counter import AtomicWords, FlockWords, SharedWords
@@ -24,6 +25,10 @@ from alternator_shm.fleet.table import TableReader
 __all__ = ["Attachment", "LocalState", "local_state", "local_states"]
 
 log = logging.getLogger("alternator_shm.fleet.local")
+
+
+class Startable(Protocol):
+    def start(self) -> None: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,8 +54,20 @@ class LocalState:
         self.election = Election()
         self.publish_lock = threading.Lock()  # one refresh+publish at a time in this process
         self.running: set[object] = set()  # owners whose refresher thread runs here
+        self.wakers: dict[object, threading.Event] = {}  # owner -> its refresher's wake-up
+        # one refresher per process per namespace: the SharedFleet running it, and the others
+        # started meanwhile (owner -> fleet), which take over when it closes
+        self.refresher_lock = threading.Lock()
+        self.refreshing: object | None = None
+        self.standby: dict[object, Startable] = {}
+        self.last_failure: tuple[int, BaseException] | None = None  # (request served, error)
         self._lock = threading.RLock()
         self._local_quarantine_s = local_quarantine_s
+
+    def wake(self) -> None:
+        """Make this process's refreshers run a round now (a refresh request is pending)."""
+        for event in list(self.wakers.values()):
+            event.set()
 
     def ensure(self, counter_backend: str = "auto") -> Attachment:
         att = self.att
@@ -65,7 +82,13 @@ class LocalState:
     def reattach(self, reason: str, counter_backend: str = "auto") -> Attachment:
         with self._lock:
             log.warning("re-attaching %s: %s", self.base, reason)
-            self._attach(counter_backend)
+            try:
+                self._attach(counter_backend)
+            except BaseException:
+                # The old mapping is an orphan now: never serve it silently. Every user
+                # re-attaches on its next call and so sees the error (fail-soft switches then).
+                self.stale = True
+                raise
             assert self.att is not None
             return self.att
 
@@ -121,7 +144,7 @@ def local_state(namespace: str, shm_dir: str, local_quarantine_s: float = 2.0) -
     with lock:
         if _registry_pid != os.getpid():
             _reset_after_fork()
-        key = (shm_dir, segment.base_name(namespace))
+        key = (os.path.realpath(shm_dir), segment.base_name(namespace))
         state = _registry.get(key)
         if state is None:
             state = LocalState(namespace, shm_dir, local_quarantine_s)
@@ -140,7 +163,7 @@ def existing_local_state(shm_dir: str, base: str) -> LocalState | None:
     with segment.registry_lock():
         if _registry_pid != os.getpid():
             return None
-        return _registry.get((shm_dir, base))
+        return _registry.get((os.path.realpath(shm_dir), base))
 
 
 def _after_fork_child() -> None:

@@ -1,12 +1,16 @@
 """The per-process refresher thread: heal the attachment, try to lead, refresh, publish, probe.
 
 Every process that starts a fleet runs one daemon thread per ``SharedFleet``; at most one thread
-on the host leads (see :mod:`election`). Followers only retry the leader lock every
-``poll_interval`` — that period is the failover time — and check that the segment was not
-unlinked underneath them. The leader:
+on the host leads (see :mod:`election`). Followers retry the leader lock every ``poll_interval``
+(the failover time after a SIGKILL), take over a leader whose heartbeat is older than
+``max(3 x refresh_interval, 2 s)`` (a SIGSTOPped or wedged one), and check that the segment was
+not unlinked underneath them. Every leader write is fenced by its epoch (:mod:`fencing`): a
+leader that was taken over, or whose ``close()`` returned, commits nothing. The leader:
 
 * refreshes when a follower asked for it, when there is no table yet, or when the refresh
-  interval elapsed: ``refresh_interval`` while the shared counter moved since the last refresh
+  interval elapsed since the *start* of the last successful refresh (it sleeps until exactly
+  then, so a 0.1 s interval is served as 0.1 s; a stamp from the future counts as due):
+  ``refresh_interval`` while the shared counter moved since the last refresh
   (traffic), ``idle_refresh_interval`` while it did not. All timestamps live in the segment, so a
   new leader after failover respects its predecessor's schedule (no thundering herd);
 * after ``n`` consecutive failures waits ``min(backoff_max, backoff_initial * 2**(n-1))`` before
@@ -29,10 +33,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from alternator_shm.fleet import events as _events
-from alternator_shm.fleet import layout, table
+from alternator_shm.fleet import fencing, layout, table
 from alternator_shm.fleet.local import Attachment, LocalState
 
-__all__ = ["RefreshConfig", "Refresher", "refresh_once"]
+__all__ = ["Fence", "FencedOut", "RefreshConfig", "Refresher", "refresh_once"]
 
 log = logging.getLogger("alternator_shm.fleet.refresher")
 
@@ -53,6 +57,22 @@ class RefreshConfig:
     counter_backend: str
 
 
+class FencedOut(Exception):
+    """This writer's epoch is no longer current (taken over, or closed): nothing was written."""
+
+
+@dataclass(frozen=True)
+class Fence:
+    """One leader's right to write: its segment, epoch and local revocation check."""
+
+    seg: object  # Segment (kept loose: the attachment may be replaced meanwhile)
+    epoch: int
+    still_mine: Callable[[], bool]
+
+    def commit(self, write: Callable[[], object]) -> bool:
+        return fencing.commit(self.seg, self.epoch, write, self.still_mine)  # type: ignore[arg-type]
+
+
 def _set_error(att: Attachment, text: str) -> None:
     raw = text.encode("utf-8", "replace")[: layout.ERROR_MAX]
     att.seg.mm[layout.ERROR_OFF : layout.ERROR_OFF + len(raw)] = raw
@@ -68,49 +88,75 @@ def read_error(mm: object, words: memoryview) -> str | None:
 
 
 def refresh_once(
-    state: LocalState, att: Attachment, refresh: Callable[[], Sequence[str]], served: int
+    state: LocalState,
+    att: Attachment,
+    refresh: Callable[[], Sequence[str]],
+    served: int,
+    fence: Fence,
 ) -> tuple[str, ...]:
-    """Leader only: call ``refresh``, publish a valid result, record the outcome in the header.
+    """Leader only: call ``refresh``, publish a valid result, record the outcome in the header;
+    every write fenced by ``fence`` (raises :class:`FencedOut` if it was not current).
 
     Re-raises the callback's exception (or ValueError for a bad result) after recording it.
     A result with a ``note`` attribute (a one-line string) is published with that note.
     """
     words = att.seg.words
     with state.publish_lock:
-        now = time.monotonic_ns()
-        words[_W(layout.LAST_ATTEMPT_OFF)] = now
+        start = time.monotonic_ns()
+        if not fence.commit(lambda: words.__setitem__(_W(layout.LAST_ATTEMPT_OFF), start)):
+            raise FencedOut("not the current leader")
         counter_now = int(words[_W(layout.COUNTER_OFF)])
         try:
             result = refresh()
             note = table.validate_note(getattr(result, "note", ""))
             nodes = table.validate_nodes(result, note)
         except BaseException as exc:
-            failures = int(words[_W(layout.FAILURES_OFF)]) + 1
-            words[_W(layout.FAILURES_OFF)] = failures
-            _set_error(att, f"{type(exc).__name__}: {exc}")
+            failures = 0
+            error_text = f"{type(exc).__name__}: {exc}"
+
+            def record_failure() -> None:
+                nonlocal failures
+                failures = int(words[_W(layout.FAILURES_OFF)]) + 1
+                words[_W(layout.FAILURES_OFF)] = failures
+                _set_error(att, error_text)
+                words[_W(layout.ATTEMPTS_OFF)] = int(words[_W(layout.ATTEMPTS_OFF)]) + 1
+                words[_W(layout.REQUEST_SERVED_OFF)] = served
+
+            if fence.commit(record_failure):
+                state.last_failure = (served, exc)
+                log.log(
+                    logging.WARNING if failures == 1 or failures % 10 == 0 else logging.DEBUG,
+                    "refresh of %s failed (%d in a row), keeping the last table: %s",
+                    att.seg.name, failures, exc,
+                    extra=_events.fields("refresh_failed", segment=att.seg.name,
+                                         failures=failures, error=error_text),
+                )
+            raise
+        changed = False
+
+        def record_success() -> None:
+            nonlocal changed
+            before = int(words[_W(layout.PUBLISH_OFF)]) >> 1
+            generation = table.publish(att.seg.mm, words, nodes, note)
+            changed = generation != before
+            if changed:
+                att.health.collect(nodes)
+            words[_W(layout.PUBLISHED_EPOCH_OFF)] = fence.epoch
+            words[_W(layout.COUNTER_AT_REFRESH_OFF)] = counter_now
+            words[_W(layout.LAST_SUCCESS_OFF)] = start  # the table is as fresh as the question
+            words[_W(layout.FAILURES_OFF)] = 0
+            words[_W(layout.REFRESHES_OFF)] = int(words[_W(layout.REFRESHES_OFF)]) + 1
             words[_W(layout.ATTEMPTS_OFF)] = int(words[_W(layout.ATTEMPTS_OFF)]) + 1
             words[_W(layout.REQUEST_SERVED_OFF)] = served
-            log.log(
-                logging.WARNING if failures == 1 or failures % 10 == 0 else logging.DEBUG,
-                "refresh of %s failed (%d in a row), keeping the last table: %s",
-                att.seg.name, failures, exc,
-                extra=_events.fields("refresh_failed", segment=att.seg.name, failures=failures,
-                                     error=f"{type(exc).__name__}: {exc}"),
-            )
-            raise
-        before = att.reader.generation
-        generation = table.publish(att.seg.mm, words, nodes, note)
-        if generation != before:
-            att.health.collect(nodes)
-            log.info("published generation %d of %s: %d nodes", generation, att.seg.name,
-                     len(nodes), extra=_events.fields("table_published", segment=att.seg.name,
-                                                      generation=generation, nodes=len(nodes)))
-        words[_W(layout.COUNTER_AT_REFRESH_OFF)] = counter_now
-        words[_W(layout.LAST_SUCCESS_OFF)] = time.monotonic_ns()
-        words[_W(layout.FAILURES_OFF)] = 0
-        words[_W(layout.REFRESHES_OFF)] = int(words[_W(layout.REFRESHES_OFF)]) + 1
-        words[_W(layout.ATTEMPTS_OFF)] = int(words[_W(layout.ATTEMPTS_OFF)]) + 1
-        words[_W(layout.REQUEST_SERVED_OFF)] = served
+
+        if not fence.commit(record_success):
+            log.warning("not publishing the refresh of %s: this process no longer leads it "
+                        "(taken over or closed meanwhile)", att.seg.name)
+            raise FencedOut("lost the leadership during the refresh; nothing was published")
+        if changed:
+            log.info("published %d nodes to %s (epoch %d)", len(nodes), att.seg.name,
+                     fence.epoch, extra=_events.fields("table_published", segment=att.seg.name,
+                                                       nodes=len(nodes), epoch=fence.epoch))
         return nodes
 
 
@@ -122,6 +168,7 @@ class Refresher:
         self._owner = owner
         self._config = config
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._pid = os.getpid()
         self._thread = threading.Thread(
             target=self._run, name=f"alternator-shm-refresher-{state.base}", daemon=True
@@ -129,69 +176,119 @@ class Refresher:
 
     def start(self) -> None:
         self._state.running.add(self._owner)
+        self._state.wakers[self._owner] = self._wake
         self._thread.start()
 
     def alive(self) -> bool:
-        return self._pid == os.getpid() and self._thread.is_alive()
+        return self._pid == os.getpid() and self._thread.is_alive() and not self._stop.is_set()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 1.0) -> None:
+        """Stop the thread and resign. Whatever the thread is still doing afterwards (a slow
+        refresh), it can no longer write: the resignation revokes its epoch."""
         self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+        self._wake.set()
         self._state.running.discard(self._owner)
+        self._state.wakers.pop(self._owner, None)
         att = self._state.att
         self._state.election.resign(self._owner, att.seg if att is not None else None)
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
 
     def _run(self) -> None:
         failures_logged = 0
         while not self._stop.is_set() and os.getpid() == self._pid:
+            delay = self._config.poll_interval
             try:
-                self.step()
+                delay = self.step()
                 failures_logged = 0
             except Exception:
                 failures_logged += 1
                 if failures_logged == 1 or failures_logged % 100 == 0:
                     log.exception("refresher of %s failed", self._state.base)
-            poll = self._config.poll_interval
-            self._stop.wait(poll * random.uniform(0.9, 1.1))
+            if self._stop.is_set():
+                break
+            self._wake.wait(delay)
+            self._wake.clear()
+        if os.getpid() == self._pid:
+            att = self._state.att
+            self._state.election.resign(self._owner, att.seg if att is not None else None)
 
-    def step(self) -> None:
+    def _follower_delay(self) -> float:
+        return self._config.poll_interval * random.uniform(0.9, 1.1)
+
+    def step(self) -> float:
+        """One round; returns how long to sleep before the next one."""
         state, config = self._state, self._config
         att = state.ensure(config.counter_backend)
         if att.seg.replaced():
             att = state.reattach("segment or lock file was removed or replaced underneath us",
                                  config.counter_backend)
         if config.refresh is None:
-            return  # a pure reader never leads: a leader without a refresh callback would starve
-        if not state.election.try_lead(self._owner, att.seg):
-            return
-        words = att.seg.words
+            return self._follower_delay()  # a pure reader never leads: it would starve
+        if self._stop.is_set():
+            return 0.0
+        election = state.election
+        seg = att.seg
+        if not election.try_lead(self._owner, seg,
+                                 fencing.stale_after_ns(config.refresh_interval)):
+            return self._follower_delay()
+        epoch = election.epoch
+        owner = self._owner
+        fence = Fence(seg, epoch, lambda: election.still_mine(owner, epoch)
+                      and not self._stop.is_set())
+        words = seg.words
         now = time.monotonic_ns()
-        words[_W(layout.HEARTBEAT_OFF)] = now
+        if not fence.commit(lambda: words.__setitem__(_W(layout.HEARTBEAT_OFF), now)):
+            return 0.0  # fenced out: the next try_lead stands down
         request = int(words[_W(layout.REQUEST_OFF)])
         if self._due(words, now, request):
             # a failure is recorded in the header and logged; the last table stays in force
             with contextlib.suppress(Exception):
-                refresh_once(state, att, config.refresh, request)
+                refresh_once(state, att, config.refresh, request, fence)
         nodes = att.reader.read()
-        if nodes:
+        if nodes and fence.still_mine():
             att.health.maintain(
                 nodes,
                 config.probe,
                 int(config.probe_interval * 1e9),
                 int(config.quarantine * 1e9),
             )
+        return self._leader_delay(words)
+
+    def _interval(self, words: memoryview) -> float:
+        config = self._config
+        moved = words[_W(layout.COUNTER_OFF)] != words[_W(layout.COUNTER_AT_REFRESH_OFF)]
+        return config.refresh_interval if moved else config.idle_refresh_interval
+
+    def _backoff(self, failures: int) -> float:
+        config = self._config
+        return float(min(config.backoff_max, config.backoff_initial * 2 ** min(failures - 1, 30)))
 
     def _due(self, words: memoryview, now: int, request: int) -> bool:
-        config = self._config
         if request != words[_W(layout.REQUEST_SERVED_OFF)]:
             return True  # a follower (or refresh_now) asked; bypasses the backoff
         failures = int(words[_W(layout.FAILURES_OFF)])
         if failures:
-            delay = min(config.backoff_max, config.backoff_initial * 2 ** min(failures - 1, 30))
-            return bool(now - int(words[_W(layout.LAST_ATTEMPT_OFF)]) >= delay * 1e9)
+            stamp = int(words[_W(layout.LAST_ATTEMPT_OFF)])
+            return fencing.stamp_is_stale(stamp, now, int(self._backoff(failures) * 1e9) - 1)
         if words[_W(layout.PUBLISH_OFF)] == 0:
             return True
-        moved = words[_W(layout.COUNTER_OFF)] != words[_W(layout.COUNTER_AT_REFRESH_OFF)]
-        interval = config.refresh_interval if moved else config.idle_refresh_interval
-        return bool(now - int(words[_W(layout.LAST_SUCCESS_OFF)]) >= interval * 1e9)
+        stamp = int(words[_W(layout.LAST_SUCCESS_OFF)])
+        return fencing.stamp_is_stale(stamp, now, int(self._interval(words) * 1e9) - 1)
+
+    def _leader_delay(self, words: memoryview) -> float:
+        """Sleep until the next refresh could be due, but never longer than the poll interval
+        (the heartbeat, requests and probes run on the poll). While idle, wake when the *active*
+        interval would end: traffic may start meanwhile."""
+        config = self._config
+        now = time.monotonic_ns()
+        failures = int(words[_W(layout.FAILURES_OFF)])
+        if failures:
+            stamp, period = int(words[_W(layout.LAST_ATTEMPT_OFF)]), self._backoff(failures)
+        else:
+            stamp, period = int(words[_W(layout.LAST_SUCCESS_OFF)]), self._interval(words)
+            active_left = (stamp + config.refresh_interval * 1e9 - now) / 1e9
+            if active_left > 0:
+                period = config.refresh_interval
+        left = (stamp + period * 1e9 - now) / 1e9
+        return max(0.0005, min(config.poll_interval, left))

@@ -1,10 +1,18 @@
 """The shared segment and its lock file: names, create/attach/validate, permissions, cleanup.
 
 One segment and one lock file exist per (namespace, effective uid, layout version). The lock file
-carries three POSIX record-lock bytes (see :mod:`layout`): 0 = leader, 1 = init, 2 = attached.
-POSIX record locks belong to a *process* and **closing any fd of the file drops all of the
-process's locks on it**, so the lock file is opened exactly once per process (a process-wide
-registry below) and that fd is never closed while the process uses the namespace.
+carries one-byte locks (see :mod:`layout`): 0 = leader, 1 = init, 2 = attached, 3 = takeover,
+4 = commit.
+
+On Linux they are **open-file-description (OFD) locks** (``F_OFD_SETLK``): they belong to the
+open file description, so closing *another* descriptor of the same file (``status`` reading it
+under a differently spelled path, say) never drops them, unlike POSIX record locks, which belong
+to the process and all vanish when any of its fds on the file is closed. The price (measured in
+SHARED_STATE.md section 3.3): a fork child inherits the description, so a child that keeps the
+inherited fd open keeps the parent's locks alive after the parent dies. Children close inherited
+fds (without unlocking) on first use; a child that never uses the library (a C-level fork) is
+covered by the heartbeat takeover of :mod:`fencing`. Elsewhere (macOS) POSIX record locks are used
+and the lock file is opened exactly once per process (a registry, keyed by the real path).
 
 Why not ``multiprocessing.shared_memory``: on Python < 3.13 merely attaching registers the name
 with the resource tracker, which unlinks the segment when that process exits (gh-82300).
@@ -110,8 +118,13 @@ def _open_private(path: str, what: str, flags: int) -> int:
 # -- lock file ------------------------------------------------------------------------------------
 
 
+_F_OFD_GETLK: int | None = getattr(fcntl, "F_OFD_GETLK", None)
+_F_OFD_SETLK: int | None = getattr(fcntl, "F_OFD_SETLK", None)
+OFD_LOCKS = _F_OFD_SETLK is not None and sys.platform.startswith("linux")
+
+
 class LockFile:
-    """The process's single fd on a lock file, with the record-lock operations we need."""
+    """The process's fd on a lock file, with the one-byte lock operations we need."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -123,9 +136,22 @@ class LockFile:
             os.close(self.fd)
             raise
         self.identity = (st.st_dev, st.st_ino)
+        # OFD locks do not exclude threads sharing the description: brief sections that must
+        # (commit) also take this lock.
+        self.thread_lock = threading.Lock()
 
     def try_lock(self, byte: int, *, exclusive: bool = True) -> bool:
-        """Non-blocking lock of one byte; False if another process holds a conflicting lock."""
+        """Non-blocking lock of one byte; False if another holder has a conflicting lock."""
+        if OFD_LOCKS:
+            assert _F_OFD_SETLK is not None
+            kind = fcntl.F_WRLCK if exclusive else fcntl.F_RDLCK
+            try:
+                fcntl.fcntl(self.fd, _F_OFD_SETLK, _FLOCK.pack(kind, os.SEEK_SET, byte, 1, 0))
+            except OSError as exc:
+                if exc.errno in (errno.EACCES, errno.EAGAIN):
+                    return False
+                raise
+            return True
         mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
         try:
             fcntl.lockf(self.fd, mode | fcntl.LOCK_NB, 1, byte)
@@ -150,10 +176,15 @@ class LockFile:
             delay = min(delay * 2, 0.02)
 
     def unlock(self, byte: int) -> None:
+        if OFD_LOCKS:
+            assert _F_OFD_SETLK is not None
+            fcntl.fcntl(self.fd, _F_OFD_SETLK, _FLOCK.pack(fcntl.F_UNLCK, os.SEEK_SET, byte, 1, 0))
+            return
         fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, byte)
 
     def holder(self, byte: int) -> int | None:
-        """Pid of another process holding a lock on ``byte`` (F_GETLK never reports our own)."""
+        """Pid of another holder of ``byte`` (never our own description's lock); 0 if unknown
+        (OFD locks have no pid), None if the byte is free."""
         return lock_holder(self.fd, byte)
 
     def replaced(self) -> bool:
@@ -166,24 +197,32 @@ class LockFile:
 
     def close_without_unlocking(self) -> None:
         """Forget the fd. Only valid when our locks on it do not matter any more (fork child, or
-        a file that was replaced underneath us); the kernel drops *this process's* locks only."""
+        a file that was replaced underneath us). With OFD locks, closing our last fd of the
+        description drops its locks; a fork parent's copy keeps them."""
         with contextlib.suppress(OSError):
             os.close(self.fd)
         self.fd = -1
 
 
 def lock_holder(fd: int, byte: int) -> int | None:
-    """F_GETLK: the pid of a process whose lock conflicts with a write lock on ``byte`` (0 if
-    it is in another pid namespace), None if the byte is free."""
+    """Who holds a lock conflicting with a write lock on ``byte``: a pid, 0 if unknown (an OFD
+    lock, or a holder in another pid namespace), None if the byte is free. With OFD locks the
+    query never reports a lock of ``fd``'s own description."""
+    cmd = _F_OFD_GETLK if OFD_LOCKS and _F_OFD_GETLK is not None else fcntl.F_GETLK
     query = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, byte, 1, 0)
     try:
-        answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
+        answer = fcntl.fcntl(fd, cmd, query)
     except OSError:
         return None
     l_type, _whence, _start, _len, pid = _FLOCK.unpack(answer)
     if l_type == fcntl.F_UNLCK:
         return None
-    return max(int(pid), 0)  # 0: the holder lives in another pid namespace
+    return max(int(pid), 0)
+
+
+def _lock_path(shm_dir: str, base: str) -> str:
+    """One spelling per file (``/dev/shm/.`` and ``/dev/shm`` are the same directory)."""
+    return os.path.join(os.path.realpath(shm_dir), base + ".lock")
 
 
 _registry_lock = threading.RLock()
@@ -211,7 +250,7 @@ def registry_lock() -> threading.RLock:
 
 def lock_file(shm_dir: str, base: str) -> LockFile:
     """The process's one :class:`LockFile` for ``base``, opened (and created) on first use."""
-    path = os.path.join(shm_dir, base + ".lock")
+    path = _lock_path(shm_dir, base)
     with registry_lock():
         lf = _lock_files.get(path)
         if lf is not None and lf.replaced():
@@ -227,7 +266,7 @@ def lock_file(shm_dir: str, base: str) -> LockFile:
 
 def existing_lock_file(shm_dir: str, base: str) -> LockFile | None:
     """The registry's lock file for ``base`` if this process has one open (never opens one)."""
-    path = os.path.join(shm_dir, base + ".lock")
+    path = _lock_path(shm_dir, base)
     with registry_lock():
         return _lock_files.get(path)
 
@@ -529,12 +568,12 @@ def leader_pid_from_lock(shm_dir: str, base: str) -> int | None:
     lf = existing_lock_file(shm_dir, base)
     if lf is not None:
         return lf.holder(layout.LOCK_LEADER)
-    path = os.path.join(shm_dir, base + ".lock")
+    path = _lock_path(shm_dir, base)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
-    try:  # closing this fd is harmless: this process holds no lock on the file (not registered)
+    try:  # closing this fd is harmless: OFD locks of other descriptions stay
         return lock_holder(fd, layout.LOCK_LEADER)
     finally:
         os.close(fd)

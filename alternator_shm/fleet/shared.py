@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -10,10 +11,17 @@ from collections.abc import Callable, Sequence
 
 from alternator_shm.errors import DiscoveryError, SharedStateError
 from alternator_shm.fleet import layout, segment
+from alternator_shm.fleet.counter import CounterLockBusy
 from alternator_shm.fleet.load import Attempt, Load
-from alternator_shm.fleet.local import Attachment, LocalState, existing_local_state, local_state
-from alternator_shm.fleet.refresher import RefreshConfig, Refresher, read_error, refresh_once
-from alternator_shm.fleet.stats import FleetStats, snapshot
+from alternator_shm.fleet.local import (
+    Attachment,
+    LocalState,
+    Startable,
+    existing_local_state,
+    local_state,
+)
+from alternator_shm.fleet.refresher import RefreshConfig, Refresher, read_error
+from alternator_shm.fleet.stats import FleetStats, snapshot, unusable
 
 __all__ = ["SharedFleet", "cleanup", "list_fleets"]
 
@@ -94,15 +102,21 @@ class SharedFleet:
         return state
 
     def _after_fork_or_first_use(self) -> None:
-        # A fork child may inherit self._lock held by a thread that no longer exists: replace it
-        # before taking it. Nothing inherited is unlocked, only forgotten.
-        inherited = self._pid != -1
-        self._lock = threading.RLock()
-        with self._lock:
+        # Several threads may get here at once on first use (or first use after a fork): only
+        # one may reset the owner token, else a refresher could start under a token that
+        # close() no longer knows. The registry lock is re-created after a fork, so a lock held
+        # by a parent thread that does not exist here cannot block us. Nothing inherited is
+        # unlocked, only forgotten.
+        pid = _getpid()
+        with segment.registry_lock():
+            if self._pid == pid:
+                return  # another thread did it meanwhile
+            inherited = self._pid != -1
+            self._lock = threading.RLock()  # a fork child may inherit it held
             self._refresher = None
             self._owner = object()
             self._state = local_state(self.namespace, self.shm_dir, self._config.quarantine)
-            self._pid = _getpid()
+            self._pid = pid  # last: other threads take the fast path only once all is set
         if inherited and self._started:
             self.start()  # the parent ran a refresher: this process is a failover candidate too
 
@@ -118,29 +132,53 @@ class SharedFleet:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Attach and start this process's refresher thread (idempotent, fork-aware)."""
+        """Attach and start this process's refresher thread (idempotent, fork-aware).
+
+        One refresher per process per namespace: if another ``SharedFleet`` of this namespace
+        already runs one here, this one waits on standby and takes over when that one closes.
+        """
         state = self._local()
         with self._lock:
             self._started = True
             state.ensure(self._config.counter_backend)
-            if self._refresher is None or not self._refresher.alive():
+            if self._refresher is not None and self._refresher.alive():
+                return
+            with state.refresher_lock:
+                if state.refreshing is not None and state.refreshing is not self:
+                    state.standby[self._owner] = self
+                    return
                 self._refresher = Refresher(state, self._owner, self._config)
+                state.refreshing = self
                 self._refresher.start()
 
     def close(self) -> None:
-        """Stop this process's refresher and give up leadership; the shared state stays."""
+        """Stop this process's refresher and give up leadership; the shared state stays.
+
+        Once this returns, nothing this object started writes the table any more, even if its
+        refresher thread is still inside a slow refresh (its leader epoch was revoked).
+        """
         if self._pid != _getpid():
             self._started = False
             return
+        state = self._state
         with self._lock:
             self._started = False
             refresher, self._refresher = self._refresher, None
         if refresher is not None:
             refresher.stop()
-        state = self._state
-        if state is not None:
-            att = state.att
-            state.election.resign(self._owner, att.seg if att is not None else None)
+        if state is None:
+            return
+        att = state.att
+        state.election.resign(self._owner, att.seg if att is not None else None)
+        successor: Startable | None = None
+        with state.refresher_lock:
+            state.standby.pop(self._owner, None)
+            if state.refreshing is self:
+                state.refreshing = None
+                if state.standby:
+                    _owner, successor = state.standby.popitem()
+        if successor is not None:
+            successor.start()  # the next fleet of this namespace takes the refresher over
 
     def __enter__(self) -> SharedFleet:
         return self
@@ -203,40 +241,53 @@ class SharedFleet:
             delay = min(delay * 2, 0.02)
 
     def refresh_now(self, timeout: float = 5.0) -> tuple[str, ...]:
-        """Refresh the table now and return it.
+        """Refresh the table now, through the host's leader, and return it.
 
-        * In the leader (this object leads, or it wins the election right now): run the refresh
-          callback inline, publish, and re-raise the callback's exception (``ValueError`` for a
-          result that is not a valid non-empty node list).
-        * Otherwise: add 1 to the segment's request word; the leader refreshes at its next poll
-          (bypassing its backoff). Wait up to ``timeout`` for it to answer this request. If its
-          attempt failed, raise :class:`DiscoveryError` carrying the leader's error text. If no
-          leader answered in time, log and return the current table (maybe ()).
+        Adds 1 to the segment's request word and wakes this process's refresher; the leader
+        (this process's refresher, another process's, or a follower that takes over a wedged
+        leader) answers at once, bypassing its backoff. Honours ``timeout`` in every process,
+        the leader included (the refresh runs in the refresher thread, never in the caller).
+
+        Raises the callback's own exception when this process's refresher ran the failed
+        attempt (``ValueError`` for a bad node list), :class:`DiscoveryError` with the leader's
+        error text when another process did, and :class:`DiscoveryError` when no refresh
+        answered within ``timeout`` (naming the table's age): never a stale table silently.
         """
         state = self._local()
-        att = self._att()
-        refresh = self._config.refresh
-        if refresh is not None:
+        if self._config.refresh is not None:
             self.start()
-            att = self._att()
-            if state.election.try_lead(self._owner, att.seg):
-                request = int(att.seg.words[_W(layout.REQUEST_OFF)])
-                return refresh_once(state, att, refresh, request)
+        att = self._att()
         words = att.seg.words
         mine = att.ops.fetch_add(layout.REQUEST_OFF, 1) + 1
+        state.wake()
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        delay = 0.0005
+        while True:
             served = int(words[_W(layout.REQUEST_SERVED_OFF)])
             if (served - mine) % (1 << 64) < (1 << 63):  # served >= mine, wrap-safe
                 if words[_W(layout.FAILURES_OFF)]:
+                    failure = state.last_failure
+                    if failure is not None and (failure[0] - mine) % (1 << 64) < (1 << 63):
+                        raise failure[1]
                     raise DiscoveryError(
                         f"the refresh leader failed to refresh {self.segment_name}: "
                         f"{read_error(att.seg.mm, words) or 'unknown error'}"
                     )
                 return att.reader.read()
-            time.sleep(0.002)
-        log.warning("no refresh leader answered within %.1fs for %s", timeout, self.segment_name)
-        return att.reader.read()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 0.01)
+        st = self.stats()
+        age = "never refreshed" if st.last_refresh_age_s is None else (
+            f"last refreshed {st.last_refresh_age_s:.1f}s ago")
+        raise DiscoveryError(
+            f"no refresh of {self.segment_name} answered within {timeout:g}s (table {age}; "
+            f"leader pid {st.leader_pid}, heartbeat age "
+            f"{'n/a' if st.leader_heartbeat_age_s is None else f'{st.leader_heartbeat_age_s:.1f}s'}"
+            ")"
+        )
 
     # -- the counter and health -----------------------------------------------------------------
 
@@ -256,16 +307,28 @@ class SharedFleet:
 
     def record_pick(self, node: str) -> None:
         """Count a pick of ``node`` in its shared health entry (stats only)."""
-        self._att().health.record_pick(node)
+        # stats only: skipped while a stopped process holds the flock counter lock
+        with contextlib.suppress(CounterLockBusy):
+            self._att().health.record_pick(node)
 
     def report_failure(self, node: str) -> None:
-        """failures += 1 and quarantine ``node`` for every process on the host."""
-        self._att().health.report_failure(node)
+        """failures += 1 and quarantine ``node`` for every process on the host.
+
+        With the flock backend and its lock held by a stopped process, the report is dropped
+        (logged): the call's own retry still avoids the node, and a call never fails for it.
+        """
+        try:
+            self._att().health.report_failure(node)
+        except CounterLockBusy as exc:
+            log.warning("failure of %s not shared: %s", node, exc)
 
     def report_success(self, node: str) -> None:
         """End ``node``'s quarantine if it has one (one load when nothing is quarantined)."""
         att = self._att()
-        att.health.report_success(node, att.reader.read())
+        try:
+            att.health.report_success(node, att.reader.read())
+        except CounterLockBusy as exc:
+            log.warning("recovery of %s not shared: %s", node, exc)
 
     def quarantined(self) -> dict[str, int]:
         """node -> monotonic ns of its last failure, for the table's quarantined nodes."""
@@ -294,7 +357,7 @@ class SharedFleet:
 
     def end_attempt(self, attempt: Attempt, answered: bool) -> None:
         """The attempt is over; ``answered`` (any HTTP answer) adds its latency to the node's."""
-        attempt.owner.end(attempt, answered)
+        attempt.finish(answered)
 
     def node_load(self, node: str) -> tuple[int, float | None]:
         """(attempts in flight host-wide, latency estimate in ms decayed since its last sample,
@@ -317,6 +380,7 @@ class SharedFleet:
             mm=att.seg.mm,
             words=att.seg.words,
             self_leads=self._local().election.leading,
+            local_picks=att.ops.local_picks,
         )
 
     @property
@@ -326,11 +390,15 @@ class SharedFleet:
 
 
 def list_fleets(shm_dir: str = segment.DEFAULT_SHM_DIR) -> list[FleetStats]:
-    """Stats of every segment of this euid in ``shm_dir``; read-only, never creates anything."""
+    """Stats of every segment of this euid in ``shm_dir``; read-only, never creates anything.
+
+    A segment that cannot be read (corrupt header, foreign owner) is listed with ``problem``
+    set, so ``status`` shows it instead of hiding it."""
     result = []
     for base in segment.list_bases(shm_dir):
         ro = segment.open_read_only(shm_dir, base)
-        if ro is None:
+        if ro is None:  # listed with its problem, never dropped
+            result.append(unusable(shm_dir, base))
             continue
         local = existing_local_state(shm_dir, base)
         result.append(

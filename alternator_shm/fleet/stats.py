@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 
 from alternator_shm.fleet import health, layout, load, segment, table
 from alternator_shm.fleet.refresher import read_error
 
-__all__ = ["FleetStats", "NodeStats", "snapshot"]
+__all__ = ["FleetStats", "NodeStats", "snapshot", "unusable"]
 
 _W = layout.word_index
 
@@ -58,27 +59,45 @@ class FleetStats:
     health_overflow: int = 0
     segment_size: int = layout.TOTAL_SIZE
     shm_dir: str = segment.DEFAULT_SHM_DIR
+    # "shared": this process uses the host-wide segment; "local": it balances alone (its own
+    # table, counter and health; see fleet/failsoft.py) and ``mode_reason`` says why.
+    mode: str = "shared"
+    mode_reason: str | None = None
+    # Set only by ``list_fleets`` for a segment it cannot read (corrupt header, foreign owner,
+    # truncated): why. Such an entry is listed, never dropped, so an operator sees it.
+    problem: str | None = None
+    leader_epoch: int = 0  # the fencing token in force (bumped by every new leader and close)
+    leader_mode: str = ""  # "lock", "takeover" (of a wedged leader) or "" (none)
+    takeovers: int = 0  # wedged leaders replaced on this segment
+    published_epoch: int = 0  # epoch of the writer of the last commit
+    local_picks: int = 0  # attempts of this process that picked locally (counter lock stuck)
 
 
 def _age(now: int, stamp: int) -> float | None:
     return None if stamp == 0 else max(0.0, (now - stamp) / 1e9)
 
 
-def _leader_pid(shm_dir: str, base: str, words: memoryview, self_leads: bool) -> int | None:
-    """The leader by F_GETLK (authoritative: the kernel holds the lock for a live process).
+_MODES = {1: "lock", 2: "takeover"}
 
-    F_GETLK reports 0 for a holder in another pid namespace; then the header's pid is the best
-    we have. The header alone is never trusted: a dead leader's pid may have been reused.
-    """
+
+def _leader_pid(shm_dir: str, base: str, words: memoryview, self_leads: bool) -> int | None:
+    """The epoch holder: the header's pid, trusted only while that process is alive (its
+    (pid, starttime) pair, so a reused pid does not count) and, for a lock leader, while the
+    leader byte is held. OFD locks carry no pid, so the kernel cannot name the holder."""
     if self_leads:
         return os.getpid()
-    holder = segment.leader_pid_from_lock(shm_dir, base)
-    if holder is None:
+    from alternator_shm.fleet.election import process_identity  # no import cycle at load
+
+    pid = int(words[_W(layout.LEADER_PID_OFF)])
+    mode = int(words[_W(layout.LEADER_MODE_OFF)])
+    if pid <= 0 or mode == 0:
         return None
-    if holder == 0:
-        header_pid = int(words[_W(layout.LEADER_PID_OFF)])
-        return header_pid or None
-    return holder
+    if mode == 1 and segment.leader_pid_from_lock(shm_dir, base) is None:
+        return None
+    start = int(words[_W(layout.LEADER_START_OFF)])
+    if start and not process_identity(pid, start) and os.path.exists("/proc/self/stat"):
+        return None
+    return pid
 
 
 def snapshot(
@@ -89,6 +108,7 @@ def snapshot(
     mm: mmap.mmap,
     words: memoryview,
     self_leads: bool = False,
+    local_picks: int = 0,
 ) -> FleetStats:
     """Read everything ``status`` shows from a (possibly read-only) mapping."""
     now = time.monotonic_ns()
@@ -128,4 +148,54 @@ def snapshot(
         health_slots_used=health.slots_used(words),
         health_overflow=int(words[_W(layout.HEALTH_OVERFLOW_OFF)]),
         shm_dir=shm_dir,
+        leader_epoch=int(words[_W(layout.EPOCH_OFF)]),
+        leader_mode=_MODES.get(int(words[_W(layout.LEADER_MODE_OFF)]), ""),
+        takeovers=int(words[_W(layout.TAKEOVERS_OFF)]),
+        published_epoch=int(words[_W(layout.PUBLISHED_EPOCH_OFF)]),
+        local_picks=local_picks,
+    )
+
+
+def unusable(shm_dir: str, base: str) -> FleetStats:
+    """The entry ``status`` shows for a segment it cannot read: the reason, and whatever of the
+    header can still be told (the namespace bytes survive most corruptions). Read-only."""
+    path = os.path.join(shm_dir, base)
+    problem = "unreadable"
+    namespace = ""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        problem = f"cannot open: {exc.strerror or exc}"
+    else:
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                problem = "not a regular file"
+            elif st.st_uid != os.geteuid():
+                problem = f"owned by uid {st.st_uid}, not by this user (euid {os.geteuid()})"
+            elif st.st_size < layout.TOTAL_SIZE:
+                problem = f"truncated ({st.st_size} of {layout.TOTAL_SIZE} bytes)"
+            else:
+                mm = mmap.mmap(fd, layout.TOTAL_SIZE, prot=mmap.PROT_READ)
+                words = memoryview(mm).cast("Q")
+                problem = f"corrupt header: {segment.header_problem(words) or 'unknown'}"
+                try:
+                    namespace = segment.read_namespace(mm, words)
+                except (ValueError, IndexError):
+                    namespace = ""
+                if not namespace.isprintable():
+                    namespace = ""
+        except OSError as exc:
+            problem = f"cannot read: {exc.strerror or exc}"
+        finally:
+            os.close(fd)
+    return FleetStats(
+        namespace=namespace,
+        segment_name="/" + base,
+        leader_pid=None,
+        generation=0,
+        nodes=(),
+        picks=0,
+        shm_dir=shm_dir,
+        problem=problem,
     )

@@ -32,6 +32,7 @@ def client(cluster: Cluster, node: Node, **kw: Any) -> Any:
             retries={"max_attempts": 1, "mode": "standard"},
             connect_timeout=kw.pop("connect_timeout", 5),
             read_timeout=kw.pop("read_timeout", 10),
+            client_cert=kw.pop("config_client_cert", None),
         ),
         **kw,
     )
@@ -81,6 +82,7 @@ def error_of(resp: urllib3.BaseHTTPResponse) -> tuple[int, str, str]:
 
 
 def get(url: str, **kw: Any) -> urllib3.BaseHTTPResponse:
+    kw.setdefault("timeout", 10)  # urllib3.request's default is 3 s: too tight on a busy host
     return urllib3.request("GET", url, retries=False, **kw)
 
 

@@ -11,7 +11,7 @@ import pytest
 import urllib3
 from _emulator_helpers import client, create_table, get
 
-from alternator_shm.emulator import Cluster
+from alternator_shm.emulator import Cluster, Node
 
 
 def _listed(cluster: Cluster, node: int = 0) -> list[str]:
@@ -142,3 +142,76 @@ def test_stop_leaves_no_thread() -> None:
     cluster.nodes[1].pause()
     cluster.stop()
     assert set(threading.enumerate()) - before == set()
+
+
+def _reset_on_request(ip: str, port: int) -> bool:
+    """True when the port accepts a connection and then resets (or closes) it unanswered."""
+    try:
+        sock = socket.create_connection((ip, port), timeout=5)
+    except ConnectionRefusedError:
+        return False
+    try:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        return sock.recv(100) == b""
+    except ConnectionError:  # reset, or a broken pipe when the reset came first
+        return True
+    finally:
+        sock.close()
+
+
+def _wait_state(node: Node, state: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while node.state != state and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert node.state == state
+
+
+@pytest.mark.parametrize("process_per_node", [False, True])
+def test_listed_before_serving_until_serve(process_per_node: bool) -> None:
+    with Cluster(nodes=2, backend="null", process_per_node=process_per_node) as cluster:
+        node = cluster.add_node(dc="dc1", rack="rack3", serve_delay=None)
+        _wait_state(node, "LISTED_NOT_SERVING")
+        assert node.ip in _listed(cluster, 0)  # gossip NORMAL: the others list it...
+        assert node.ip in _listed(cluster, 1)
+        assert _refused(node.ip, cluster.port)  # ...but its port is not open yet
+        node.serve()
+        assert node.state == "NORMAL"
+        assert "TableNames" in client(cluster, node).list_tables()
+        assert node.log[-1].operation == "ListTables"
+
+
+def test_listed_before_serving_reset_mode_and_hold_on_a_running_node() -> None:
+    with Cluster(nodes=2, backend="null") as cluster:
+        node = cluster.nodes[1]
+        node.hold_serving(mode="reset")
+        assert node.state == "LISTED_NOT_SERVING"
+        assert node.ip in _listed(cluster, 0)
+        assert not _refused(node.ip, cluster.port)
+        assert _reset_on_request(node.ip, cluster.port)
+        assert node.log == []  # nothing was answered
+        node.serve()
+        assert "TableNames" in client(cluster, node).list_tables()
+        with pytest.raises(ValueError):
+            node.hold_serving(mode="sometimes")  # type: ignore[arg-type]
+
+
+def test_join_then_serve_delay_then_serving() -> None:
+    with Cluster(nodes=2, backend="null") as cluster:
+        node = cluster.add_node(join_delay=0.3, serve_delay=0.5)
+        assert node.state == "JOINING" and node.ip not in _listed(cluster)
+        _wait_state(node, "LISTED_NOT_SERVING")
+        assert node.ip in _listed(cluster) and _refused(node.ip, cluster.port)
+        _wait_state(node, "NORMAL")
+        assert "TableNames" in client(cluster, node).list_tables()
+
+
+def test_kill_while_listed_before_serving_stops_listing_it() -> None:
+    with Cluster(nodes=2, backend="null") as cluster:
+        node = cluster.add_node(serve_delay=None, before_serving="reset")
+        _wait_state(node, "LISTED_NOT_SERVING")
+        node.kill()
+        assert node.state == "DOWN"
+        assert _refused(node.ip, cluster.port)
+        assert node.ip not in _listed(cluster)  # failure_detect_delay = 0
+        node.start()
+        assert node.state == "NORMAL" and node.ip in _listed(cluster)

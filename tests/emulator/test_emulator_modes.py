@@ -14,7 +14,12 @@ import pytest
 import urllib3
 from _emulator_helpers import client, create_table
 
-from alternator_shm.emulator import Cluster, DynamoDBLocalNotInstalled, find_dynamodb_local
+from alternator_shm.emulator import (
+    Cluster,
+    DynamoDBLocalNotInstalled,
+    DynamoDBLocalServer,
+    find_dynamodb_local,
+)
 
 
 def test_https_with_ca_file() -> None:
@@ -32,7 +37,7 @@ def test_https_with_ca_file() -> None:
 @pytest.mark.slow
 def test_process_per_node_sigkill_and_sigstop() -> None:
     with Cluster(nodes=3, process_per_node=True, users={"k": "s"}) as cluster:
-        c0, c1, c2 = (client(cluster, n, read_timeout=5) for n in cluster.nodes)
+        c0, c1, c2 = (client(cluster, n, read_timeout=30) for n in cluster.nodes)
         create_table(c0, "pp")
         c1.put_item(TableName="pp", Item={"p": {"S": "a"}})
         assert c2.get_item(TableName="pp", Key={"p": {"S": "a"}})["Item"] == {"p": {"S": "a"}}
@@ -126,3 +131,30 @@ def test_dynamodb_local_backend() -> None:
         create_table(c0, "ddbl")
         c0.put_item(TableName="ddbl", Item={"p": {"S": "a"}})
         assert c1.get_item(TableName="ddbl", Key={"p": {"S": "a"}})["Item"] == {"p": {"S": "a"}}
+
+
+@pytest.mark.parametrize("process_per_node", [False, True])
+def test_clusters_sharing_one_dynamodb_local_are_isolated(
+    dynamodb_local: DynamoDBLocalServer, process_per_node: bool
+) -> None:
+    with (
+        Cluster(nodes=2, backend="dynamodb-local", dynamodb_local=dynamodb_local) as one,
+        Cluster(
+            nodes=2,
+            backend="dynamodb-local",
+            dynamodb_local=dynamodb_local,
+            process_per_node=process_per_node,
+        ) as two,
+    ):
+        a, b = (
+            client(one, one.nodes[0], read_timeout=30),
+            client(two, two.nodes[1], read_timeout=30),
+        )
+        create_table(a, "iso")
+        assert "iso" not in b.list_tables()["TableNames"]
+        create_table(b, "iso")  # no ResourceInUseException: a database of its own
+        b.put_item(TableName="iso", Item={"p": {"S": "x"}})
+        assert client(two, two.nodes[0]).get_item(TableName="iso", Key={"p": {"S": "x"}})["Item"]
+        assert "Item" not in a.get_item(TableName="iso", Key={"p": {"S": "x"}})
+    with pytest.raises(ValueError):
+        Cluster(nodes=1, backend="moto", dynamodb_local=dynamodb_local)

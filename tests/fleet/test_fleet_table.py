@@ -43,11 +43,14 @@ def test_validate_nodes_rejects_garbage() -> None:
         table.validate_nodes([f"{i:04d}" + "y" * 1000 for i in range(layout.PAYLOAD_MAX // 1000)])
 
 
-def test_capacity_4096_nodes_of_60_bytes(make_fleet) -> None:
-    big = [f"http://10.{i // 250}.{i % 250}.7:8000/" + "p" * 40 for i in range(4096)]
-    assert all(len(n) >= 60 for n in big)
+def test_capacity_1024_nodes_of_80_bytes_and_more_refused(make_fleet) -> None:
+    big = [f"http://10.{i // 250}.{i % 250}.7:8000/" + "p" * 60 for i in range(layout.MAX_NODES)]
+    assert layout.MAX_NODES == 1024 and all(len(n) >= 80 for n in big)
     fleet = make_fleet(refresh=lambda: big)
     assert fleet.wait_for_nodes(10) == tuple(big)
+    with pytest.raises(ValueError, match="exceed the table's 1024"):
+        table.validate_nodes([*big, "http://10.99.0.1:8000"])
+    assert layout.TOTAL_SIZE <= 256 * 1024
 
 
 def test_torn_or_corrupted_slot_is_never_accepted(make_fleet) -> None:

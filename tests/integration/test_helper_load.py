@@ -281,3 +281,23 @@ def test_adaptive_avoids_a_slow_node_and_returns_after_recovery(cluster: Any) ->
             recent = all_api_entries(cluster, "GetItem")[-100:]
             recovered = _share(recent, slow_url) >= 0.12
         assert recovered, Counter(_url(n) for n, _ in all_api_entries(cluster, "GetItem"))
+
+
+def test_a_process_balancing_alone_reports_and_uses_its_own_load(cluster: Any) -> None:
+    """shared="off" (and the fail-soft fallback): the process-local twin has the same figures."""
+    slow = cluster.nodes[4]
+    slow.inject_fault("latency", delay=0.5)
+    with make_helper(cluster, shared="off", balancing="adaptive") as h:
+        client = h.new_dynamodb_client(config=PATIENT)
+        h.live_nodes()
+        _calls(client, 20, 1)
+        stats = h.stats()
+        assert stats.mode == "local"
+        assert all(s.in_flight == 0 for s in stats.per_node.values()), stats.per_node
+        assert all(s.latency_ms is not None for s in stats.per_node.values()), stats.per_node
+        slow_ms = stats.per_node[_url(slow)].latency_ms
+        assert slow_ms is not None and slow_ms >= 400.0
+        cluster.clear_logs()
+        _calls(client, 50, 1)
+    counts = api_counts(cluster, "GetItem")
+    assert counts[_url(slow)] < 5, counts  # fair share would be 10

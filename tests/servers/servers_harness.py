@@ -86,7 +86,14 @@ class ServerProcess:
             kids = psutil.Process(self.pid).children(recursive=True)
         except psutil.NoSuchProcess:
             return set()
-        return {k.pid for k in kids if k.status() != psutil.STATUS_ZOMBIE}
+        alive = set()
+        for kid in kids:
+            try:  # a worker may exit between the listing and this look (killed, replaced)
+                if kid.status() != psutil.STATUS_ZOMBIE:
+                    alive.add(kid.pid)
+            except psutil.NoSuchProcess:
+                continue
+        return alive
 
     def output(self) -> str:
         self._log_file.flush()

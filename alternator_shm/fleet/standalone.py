@@ -1,0 +1,459 @@
+"""``StandaloneFleet``: the process-local twin of :class:`~alternator_shm.fleet.SharedFleet`.
+
+Used when this process balances alone (``shared="off"``, or ``"auto"`` while the host's shared
+state cannot be had; see :mod:`~alternator_shm.fleet.failsoft`). Same interface and the same
+rules as the shared fleet, kept in process memory: its own node table (validated by
+:func:`table.validate_nodes`, like a publish), its own round-robin counter, its own node health
+(failures, quarantine, probes) and its own refresher thread, which always "leads" because there
+is nobody to elect. The refresh schedule is the shared refresher's: ``refresh_interval`` while
+the counter moves, ``idle_refresh_interval`` while it does not, exponential backoff after
+failures (``min(backoff_max, backoff_initial * 2**(n-1))``), the last good table kept meanwhile.
+
+Nothing here touches shared memory, so nothing here can raise :class:`SharedStateError`.
+Fork-aware like the shared fleet: a child keeps the parent's last table (a valid starting
+point), gets fresh locks, and restarts the refresher on its first ``start()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from alternator_shm.fleet import table
+from alternator_shm.fleet.load import Attempt, LocalAttempt, LocalLoad
+from alternator_shm.fleet.stats import FleetStats, NodeStats
+
+__all__ = ["StandaloneFleet"]
+
+log = logging.getLogger("alternator_shm.fleet.standalone")
+
+_getpid = os.getpid
+
+
+@dataclass
+class _Health:
+    """One node's process-local counters (the shared segment's health entry, in memory)."""
+
+    picks: int = 0
+    failures: int = 0
+    quarantined_since_ns: int = 0  # monotonic ns of the failure that quarantined it; 0 = not
+    last_probe_ns: int = 0
+
+
+def _age(now: int, stamp: int) -> float | None:
+    return None if stamp == 0 else max(0.0, (now - stamp) / 1e9)
+
+
+class StandaloneFleet:
+    """A fleet of one process. Thread-safe; construction starts nothing.
+
+    ``refresh`` returns the node list (called by this object's refresher thread, or inline by
+    :meth:`refresh_now`); ``probe`` says whether a quarantined node is healthy again. Without a
+    probe a quarantine ends ``quarantine`` seconds after the failure. Intervals in seconds.
+    """
+
+    def __init__(
+        self,
+        namespace: str,
+        *,
+        refresh: Callable[[], Sequence[str]] | None = None,
+        probe: Callable[[str], bool] | None = None,
+        refresh_interval: float = 1.0,
+        idle_refresh_interval: float = 60.0,
+        poll_interval: float = 0.2,
+        quarantine: float = 2.0,
+        probe_interval: float = 0.5,
+        backoff_initial: float | None = None,
+        backoff_max: float = 30.0,
+        reason: str | None = None,
+    ) -> None:
+        if min(refresh_interval, idle_refresh_interval, poll_interval, quarantine) <= 0:
+            raise ValueError("intervals must be positive")
+        self.namespace = namespace
+        self.reason = reason  # why this process balances alone (FleetStats.mode_reason)
+        self._refresh = refresh
+        self._probe = probe
+        self._refresh_interval = refresh_interval
+        self._idle_interval = idle_refresh_interval
+        self._poll = poll_interval
+        self._quarantine_ns = int(quarantine * 1e9)
+        self._probe_interval_ns = int(probe_interval * 1e9)
+        self._backoff_initial = poll_interval if backoff_initial is None else backoff_initial
+        self._backoff_max = backoff_max
+        # The table: one attribute holding (generation, nodes, note), so readers see one
+        # consistent triple. The note is the refresh result's (see table.validate_note).
+        self._table: tuple[int, tuple[str, ...], str] = (0, (), "")
+        self._counter = 0
+        self._counter_at_refresh = 0
+        self._health: dict[str, _Health] = {}
+        self._load = LocalLoad()  # in flight and latency per node (resets itself after a fork)
+        self._health_version = 0  # bumped on every quarantine change
+        self._qcache: tuple[int, tuple[str, ...], dict[str, int]] = (-1, (), {})
+        self._last_attempt_ns = 0
+        self._last_success_ns = 0
+        self._heartbeat_ns = 0
+        self._since_ns = 0
+        self._failures = 0
+        self._refreshes = 0
+        self._attempts = 0
+        self._error: str | None = None
+        self._started = False
+        self._new_process_state()
+
+    def _new_process_state(self) -> None:
+        # Locks and the thread never cross a fork: a child starts with fresh ones.
+        self._pid = _getpid()
+        self._lock = threading.Lock()  # counter and health
+        self._refresh_lock = threading.Lock()  # one refresh at a time
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _check_fork(self) -> None:
+        if self._pid != _getpid():
+            started = self._started
+            self._new_process_state()
+            if started:
+                self.start()
+
+    def __repr__(self) -> str:
+        return f"StandaloneFleet({self.namespace!r})"
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start this process's refresher thread (idempotent, fork-aware)."""
+        self._check_fork()
+        with self._refresh_lock:
+            self._started = True
+            if self._thread is not None and self._thread.is_alive():
+                return
+            if self._refresh is None:
+                return
+            self._stop = threading.Event()
+            self._since_ns = time.monotonic_ns()
+            self._thread = threading.Thread(
+                target=self._run, args=(self._stop,), daemon=True,
+                name=f"alternator-shm-local-refresher-{self.namespace}",
+            )
+            self._thread.start()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the refresher thread; the table stays (a later ``start()`` resumes)."""
+        self._started = False
+        if self._pid != _getpid():
+            return
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    @property
+    def is_leader(self) -> bool:
+        """True while this object's refresher runs in this process (it has no rival)."""
+        thread = self._thread
+        return self._pid == _getpid() and thread is not None and thread.is_alive()
+
+    # -- the table ------------------------------------------------------------------------------
+
+    def nodes(self) -> tuple[str, ...]:
+        """The current node table; () until the first refresh succeeded."""
+        return self._table[1]
+
+    @property
+    def generation(self) -> int:
+        return self._table[0]
+
+    def table_note(self) -> str:
+        """The note of the current table ("" if none), as :meth:`SharedFleet.table_note`."""
+        return self._table[2]
+
+    def empty_reason(self) -> str | None:
+        """Why the table is empty when the refresh result said so (its note); else None."""
+        _generation, nodes, note = self._table
+        return None if nodes else (note or None)
+
+    def seed_table(self, nodes: Sequence[str]) -> None:
+        """Adopt a table known elsewhere (the host's last one: fresher than ours, if we have one
+        from an earlier episode) instead of starting from nothing. Ignores an invalid list."""
+        if not nodes:
+            return
+        try:
+            valid = table.validate_nodes(nodes)
+        except ValueError:
+            return
+        with self._refresh_lock:
+            generation, current, _note = self._table
+            if valid != current:
+                self._table = (generation + 1, valid, "")
+                self._forget_health(valid)
+
+    def wait_for_nodes(self, timeout: float) -> tuple[str, ...]:
+        """start(), then wait up to ``timeout`` for a non-empty table; returns what is there.
+
+        Like the shared fleet, returns early (empty) once a refresh attempt made after the call
+        began has failed: the caller has seeds to fall back to.
+        """
+        self.start()
+        deadline = time.monotonic() + timeout
+        attempts_before = self._attempts
+        delay = 0.001
+        while True:
+            nodes = self._table[1]
+            if nodes or time.monotonic() >= deadline or self.empty_reason() is not None:
+                return nodes
+            if self._attempts > attempts_before and self._failures:
+                return nodes
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 0.02)
+
+    def refresh_now(self, timeout: float = 5.0) -> tuple[str, ...]:
+        """Refresh inline and return the new table; re-raises the callback's exception
+        (``ValueError`` for a result that is not a valid non-empty node list).
+
+        ``timeout`` bounds only the wait for a refresh already running in another thread;
+        the callback bounds its own network time (the Helper's discovery deadline).
+        """
+        self._check_fork()
+        if self._refresh is None:
+            return self._table[1]
+        if not self._refresh_lock.acquire(timeout=max(0.0, timeout)):
+            log.warning("a refresh of %s is still running after %.1fs; returning the current "
+                        "table", self.namespace, timeout)
+            return self._table[1]
+        try:
+            return self._refresh_locked()
+        finally:
+            self._refresh_lock.release()
+
+    def _refresh_locked(self) -> tuple[str, ...]:
+        assert self._refresh is not None
+        self._last_attempt_ns = time.monotonic_ns()
+        counter_now = self._counter
+        try:
+            result = self._refresh()
+            note = table.validate_note(getattr(result, "note", ""))
+            nodes = table.validate_nodes(result, note)
+        except BaseException as exc:
+            self._failures += 1
+            self._attempts += 1
+            self._error = f"{type(exc).__name__}: {exc}"
+            log.log(
+                logging.WARNING if self._failures == 1 or self._failures % 10 == 0
+                else logging.DEBUG,
+                "refresh of %s (process-local) failed (%d in a row), keeping the last table: %s",
+                self.namespace, self._failures, exc,
+            )
+            raise
+        generation, current, current_note = self._table
+        if (nodes, note) != (current, current_note):
+            self._table = (generation + 1, nodes, note)
+            self._forget_health(nodes)
+            log.info("process-local table of %s: generation %d, %d nodes", self.namespace,
+                     generation + 1, len(nodes))
+        self._counter_at_refresh = counter_now
+        self._last_success_ns = time.monotonic_ns()
+        self._failures = 0
+        self._error = None
+        self._refreshes += 1
+        self._attempts += 1
+        return nodes
+
+    # -- the refresher thread ---------------------------------------------------------------
+
+    def _run(self, stop: threading.Event) -> None:
+        errors = 0
+        while not stop.is_set() and self._pid == _getpid():
+            try:
+                self._step()
+                errors = 0
+            except Exception:  # never let the thread die; the next poll tries again
+                errors += 1
+                if errors == 1 or errors % 100 == 0:
+                    log.exception("process-local refresher of %s failed", self.namespace)
+            stop.wait(self._poll * random.uniform(0.9, 1.1))
+
+    def _step(self) -> None:
+        now = time.monotonic_ns()
+        self._heartbeat_ns = now
+        if self._due(now) and self._refresh_lock.acquire(blocking=False):
+            try:
+                self._refresh_locked()
+            except Exception:  # recorded and logged; the last table stays in force
+                pass
+            finally:
+                self._refresh_lock.release()
+        self._maintain()
+
+    def _due(self, now: int) -> bool:
+        """The shared refresher's schedule (see :mod:`~alternator_shm.fleet.refresher`)."""
+        if self._failures:
+            delay = min(self._backoff_max,
+                        self._backoff_initial * 2 ** min(self._failures - 1, 30))
+            return bool(now - self._last_attempt_ns >= delay * 1e9)
+        if self._table[0] == 0:
+            return True  # nothing ever published (an empty table with a note is an answer)
+        moved = self._counter != self._counter_at_refresh
+        interval = self._refresh_interval if moved else self._idle_interval
+        return now - self._last_success_ns >= interval * 1e9
+
+    def _maintain(self) -> None:
+        """Probe quarantined nodes (or expire them without a probe) and release the healthy."""
+        for node, since in self._quarantined_view(self._table[1]).items():
+            now = time.monotonic_ns()
+            if self._probe is None:
+                if now - since >= self._quarantine_ns:
+                    self._release(node, since)
+                continue
+            with self._lock:
+                entry = self._health.get(node)
+                if entry is None or now - entry.last_probe_ns < self._probe_interval_ns:
+                    continue
+                entry.last_probe_ns = now
+            try:
+                healthy = bool(self._probe(node))
+            except Exception:  # a probe that raises means "still unhealthy"
+                log.debug("probe of %s raised", node, exc_info=True)
+                healthy = False
+            if healthy:
+                log.info("node %s is healthy again; ending its quarantine", node)
+                self._release(node, since)
+
+    # -- the counter and health -------------------------------------------------------------
+
+    def advance(self) -> int:
+        """Counter fetch-and-add 1; returns the previous value. One call per attempt."""
+        with self._lock:
+            value = self._counter
+            self._counter = value + 1
+        return value
+
+    @property
+    def counter(self) -> int:
+        return self._counter
+
+    def _entry(self, node: str) -> _Health:
+        entry = self._health.get(node)
+        if entry is None:
+            entry = self._health[node] = _Health()
+        return entry
+
+    def record_pick(self, node: str) -> None:
+        with self._lock:
+            self._entry(node).picks += 1
+
+    def report_failure(self, node: str) -> None:
+        """failures += 1 and quarantine ``node`` in this process."""
+        now = time.monotonic_ns()
+        with self._lock:
+            entry = self._entry(node)
+            entry.failures += 1
+            entry.quarantined_since_ns = max(entry.quarantined_since_ns, now)
+            self._health_version += 1
+
+    def report_success(self, node: str) -> None:
+        """End ``node``'s quarantine if it has one."""
+        since = self._quarantined_view(self._table[1]).get(node)
+        if since is not None:
+            self._release(node, since)
+
+    def _release(self, node: str, since: int) -> None:
+        # Unless a newer failure re-armed it meanwhile (the shared fleet's compare-and-swap).
+        with self._lock:
+            entry = self._health.get(node)
+            if entry is not None and entry.quarantined_since_ns == since:
+                entry.quarantined_since_ns = 0
+                self._health_version += 1
+
+    def _forget_health(self, nodes: tuple[str, ...]) -> None:
+        """After a new generation: drop the entries of nodes that left the table."""
+        keep = set(nodes)
+        with self._lock:
+            for node in [n for n in self._health if n not in keep]:
+                del self._health[node]
+            self._health_version += 1
+
+    def _quarantined_view(self, nodes: tuple[str, ...]) -> dict[str, int]:
+        version = self._health_version
+        cache = self._qcache
+        if cache[0] == version and cache[1] is nodes:
+            return cache[2]
+        with self._lock:
+            found = {
+                n: e.quarantined_since_ns
+                for n in nodes
+                if (e := self._health.get(n)) is not None and e.quarantined_since_ns
+            }
+        self._qcache = (version, nodes, found)
+        return found
+
+    def quarantined(self) -> dict[str, int]:
+        """node -> monotonic ns of its last failure, for the table's quarantined nodes."""
+        view = self._quarantined_view(self._table[1])
+        if not view or self._probe is not None:
+            return view
+        now = time.monotonic_ns()
+        return {n: t for n, t in view.items() if now - t < self._quarantine_ns}
+
+    # -- diagnostics ----------------------------------------------------------------------------
+
+    # -- load (fleet/load.py's process-local twin) -----------------------------------------------
+
+    def begin_attempt(self, node: str) -> LocalAttempt:
+        """Count an attempt in flight on ``node`` (this process only)."""
+        return self._load.begin_attempt(node)
+
+    def end_attempt(self, attempt: LocalAttempt | Attempt, answered: bool) -> None:
+        attempt.finish(answered)
+
+    def node_load(self, node: str) -> tuple[int, float | None]:
+        return self._load.node_load(node)
+
+    def stats(self) -> FleetStats:
+        """The same snapshot as the shared fleet's, with ``mode="local"``."""
+        now = time.monotonic_ns()
+        generation, nodes, _note = self._table
+        with self._lock:
+            entries = {n: self._health.get(n) or _Health() for n in nodes}
+            slots = len(self._health)
+        loads = self._load.node_loads(nodes)
+        per_node = {
+            n: NodeStats(
+                e.picks,
+                e.failures,
+                e.quarantined_since_ns != 0,
+                e.quarantined_since_ns,
+                in_flight=loads[n].in_flight,
+                latency_ms=loads[n].latency_ms,
+            )
+            for n, e in entries.items()
+        }
+        leads = self.is_leader
+        return FleetStats(
+            namespace=self.namespace,
+            segment_name="",
+            leader_pid=_getpid() if leads else None,
+            generation=generation,
+            nodes=nodes,
+            picks=self._counter,
+            per_node=per_node,
+            last_refresh_age_s=_age(now, self._last_success_ns),
+            consecutive_refresh_failures=self._failures,
+            refreshes=self._refreshes,
+            counter_backend="local",
+            refresh_attempts=self._attempts,
+            last_refresh_error=self._error,
+            leader_heartbeat_age_s=_age(now, self._heartbeat_ns) if leads else None,
+            leader_since_age_s=_age(now, self._since_ns) if leads else None,
+            is_leader=leads,
+            health_slots_used=slots,
+            health_capacity=0,
+            segment_size=0,
+            shm_dir="",
+            mode="local",
+            mode_reason=self.reason,
+        )

@@ -1,0 +1,261 @@
+"""Chaos (issue 8): 8 worker processes writing through one shared fleet for 30 s while the
+leader is SIGKILLed every second, the leader or a worker is SIGSTOPped for 3 s every 5 s, and
+emulator nodes are killed and restarted.
+
+Promises checked: 0 acknowledged writes lost, 0 failed calls, 0 stuck processes, never a
+publish from a fenced-out (older-epoch) writer, and a table never older than
+``3 x refresh_interval + 2 s`` while some unstopped process runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import random
+import signal
+import threading
+import time
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from test_helper_support import cluster_credentials, make_helper
+
+from alternator_shm.emulator import Cluster
+from alternator_shm.fleet import SharedFleet
+
+USERS = {"chaos-key": "chaos-secret"}
+TABLE = "chaos"
+WORKERS = 8
+DURATION = 30.0
+REFRESH = 0.5
+MAX_AGE = 3 * REFRESH + 2.0
+
+
+def _worker(helper: Any, ident: int, deadline: float, log_path: str, ready: Any) -> None:
+    """Write unique keys until ``deadline`` (wall clock); log each acknowledged key ("A key")
+    and each failed call ("F error") with an unbuffered append, so a SIGKILL loses nothing
+    that was logged. ``ready[ident]`` gets our pid once the first call is done (the fleet is
+    attached and our refresher runs: from then on we are a failover candidate)."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    if os.environ.get("CHAOS_DEBUG_DIR"):  # diagnostics: the fleet's own log per process
+        import logging
+
+        logging.basicConfig(
+            filename=os.path.join(os.environ["CHAOS_DEBUG_DIR"], f"{os.getpid()}.log"),
+            level=logging.DEBUG, format="%(created).3f %(threadName)s %(name)s %(message)s",
+        )
+    client = helper.new_dynamodb_client()
+    i = 0
+    while time.time() < deadline:
+        key = f"{ident}-{os.getpid()}-{i}"
+        i += 1
+        try:
+            client.put_item(TableName=TABLE, Item={"p": {"S": key}})
+        except Exception as exc:  # counted by the parent, which asserts zero
+            os.write(fd, f"F {type(exc).__name__}: {exc}\n".encode())
+            continue
+        os.write(fd, f"A {key}\n".encode())
+        if ready[ident] != os.getpid():
+            ready[ident] = os.getpid()
+        time.sleep(0.01)  # paced: leave the CPUs to the refreshers on a small machine
+    helper.close()
+    os.close(fd)
+
+
+def _scan_keys(cluster: Cluster) -> set[str]:
+    key, secret = cluster_credentials(cluster)
+    keys: set[str] = set()
+    for node in cluster.nodes:
+        if node.state != "NORMAL":
+            continue
+        ddb = boto3.client(
+            "dynamodb", endpoint_url=node.url, region_name="alternator",
+            aws_access_key_id=key, aws_secret_access_key=secret,
+            config=Config(retries={"mode": "standard", "total_max_attempts": 5}),
+        )
+        for page in ddb.get_paginator("scan").paginate(TableName=TABLE):
+            keys.update(item["p"]["S"] for item in page["Items"])
+        return keys
+    raise AssertionError("no node to scan")
+
+
+@pytest.mark.slow
+def test_chaos_8_workers_kill_stop_and_node_restarts(tmp_path) -> None:
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["boto3", "botocore", "alternator_shm", "test_helper_support"])
+    rng = random.Random(8)
+    with (
+        Cluster(nodes=5, users=USERS) as cluster,
+        make_helper(cluster, refresh_interval=REFRESH, idle_refresh_interval=REFRESH) as helper,
+    ):
+        key, secret = cluster_credentials(cluster)
+        boto3.client(
+            "dynamodb", endpoint_url=cluster.nodes[0].url, region_name="alternator",
+            aws_access_key_id=key, aws_secret_access_key=secret,
+        ).create_table(
+            TableName=TABLE,
+            KeySchema=[{"AttributeName": "p", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "p", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        monitor_fleet = SharedFleet(helper.namespace)  # a pure reader: never leads
+        t0 = time.time()
+        deadline = t0 + 15 + DURATION  # process start-up, the chaos window, a margin
+        logs = [str(tmp_path / f"w{i}.log") for i in range(WORKERS)]
+        procs: list[Any] = []
+        stopped: dict[int, float] = {}  # pid -> monotonic time to SIGCONT
+        lock = threading.Lock()
+
+        ready = ctx.Array("i", WORKERS, lock=False)
+
+        def spawn(slot: int) -> Any:
+            p = ctx.Process(target=_worker, args=(helper, slot, deadline, logs[slot], ready),
+                            daemon=True)
+            p.start()
+            return p
+
+        procs = [spawn(i) for i in range(WORKERS)]
+        violations: list[str] = []
+        samples = {"n": 0, "max_age": 0.0}
+        stop_monitor = threading.Event()
+
+        events: list[str] = []
+
+        def monitor() -> None:
+            last_published = 0
+            last_key: tuple[object, ...] = ()
+            t_start = time.monotonic()
+            uncovered_at = t_start - 3600.0
+            while not stop_monitor.is_set():
+                st = monitor_fleet.stats()
+                key = (st.leader_pid, st.leader_epoch, st.refreshes, st.refresh_attempts,
+                       st.consecutive_refresh_failures)
+                if key != last_key:
+                    last_key = key
+                    events.append(f"{time.monotonic() - t_start:6.2f} {key} age "
+                                  f"{st.last_refresh_age_s} hb {st.leader_heartbeat_age_s} "
+                                  f"{st.leader_mode} {st.last_refresh_error}")
+                if st.published_epoch < last_published:
+                    violations.append(
+                        f"publish by epoch {st.published_epoch} after {last_published}"
+                    )
+                last_published = max(last_published, st.published_epoch)
+                with lock:
+                    # a process runs the library once its first call is done; one still
+                    # booting (slow on a loaded machine) cannot refresh anything yet
+                    unstopped = any(
+                        p.pid not in stopped and p.is_alive() and ready[i] == p.pid
+                        for i, p in enumerate(procs)
+                    )
+                now = time.monotonic()
+                if not unstopped:
+                    uncovered_at = now
+                if st.nodes and unstopped and st.last_refresh_age_s is not None:
+                    # the bound runs from when some runnable process exists (continuously)
+                    age = min(st.last_refresh_age_s, now - uncovered_at)
+                    samples["n"] += 1
+                    samples["max_age"] = max(samples["max_age"], age)
+                    if age > MAX_AGE:
+                        violations.append(
+                            f"table {st.last_refresh_age_s:.2f}s old (leader {st.leader_pid} "
+                            f"{st.leader_mode} epoch {st.leader_epoch}, heartbeat "
+                            f"{st.leader_heartbeat_age_s}, failures "
+                            f"{st.consecutive_refresh_failures}: {st.last_refresh_error}; "
+                            f"stopped {sorted(stopped)})"
+                        )
+                time.sleep(0.02)
+
+        # wait until the fleet serves a table, then start the clock of the chaos
+        start_deadline = time.monotonic() + 60
+        while not monitor_fleet.nodes() and time.monotonic() < start_deadline:
+            time.sleep(0.05)
+        assert monitor_fleet.nodes(), "no table within 60 s"
+        watcher = threading.Thread(target=monitor, daemon=True)
+        watcher.start()
+        kills = stops = node_restarts = 0
+        next_kill = time.monotonic() + 1.0
+        next_stop = time.monotonic() + 2.5
+        next_node = time.monotonic() + 3.0
+        down_node: Any = None
+        down_until = 0.0
+        stop_leader = True
+        try:
+            chaos_end = min(time.monotonic() + DURATION, time.monotonic() + deadline - time.time())
+            while time.monotonic() < chaos_end - 0.5:
+                now = time.monotonic()
+                with lock:
+                    for pid, until in list(stopped.items()):
+                        if now >= until:
+                            with contextlib.suppress(ProcessLookupError):
+                                os.kill(pid, signal.SIGCONT)
+                            del stopped[pid]
+                    leader = monitor_fleet.stats().leader_pid
+                    if now >= next_kill:
+                        next_kill = now + 1.0
+                        for i, p in enumerate(procs):
+                            if p.pid == leader and p.pid not in stopped:
+                                os.kill(p.pid, signal.SIGKILL)
+                                p.join(5)
+                                procs[i] = spawn(i)
+                                kills += 1
+                    if now >= next_stop:
+                        next_stop = now + 5.0
+                        alive = [p for p in procs if p.is_alive() and p.pid not in stopped]
+                        pick = [p for p in alive if p.pid == leader] if stop_leader else alive
+                        target = (pick or alive)[0] if stop_leader else rng.choice(alive)
+                        stop_leader = not stop_leader
+                        os.kill(target.pid, signal.SIGSTOP)
+                        stopped[target.pid] = now + 3.0
+                        stops += 1
+                if down_node is None and now >= next_node:
+                    down_node = rng.choice(cluster.nodes[1:])
+                    down_node.kill()
+                    down_until = now + 2.0
+                elif down_node is not None and now >= down_until:
+                    down_node.start()
+                    node_restarts += 1
+                    down_node = None
+                    next_node = now + 2.0
+                time.sleep(0.02)
+        finally:
+            with lock:
+                for pid in list(stopped):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGCONT)
+                stopped.clear()
+            if down_node is not None:
+                down_node.start()
+            stop_monitor.set()
+            watcher.join(5)
+        stuck = []
+        for p in procs:
+            p.join(max(1.0, deadline + 40 - time.time()))
+            if p.is_alive():
+                stuck.append(p.pid)
+                p.kill()
+        acked: set[str] = set()
+        failed: list[str] = []
+        for path in logs:
+            with contextlib.suppress(FileNotFoundError), open(path) as f:
+                for line in f:
+                    if line.startswith("A "):
+                        acked.add(line[2:].strip())
+                    elif line.startswith("F "):
+                        failed.append(line[2:].strip())
+        stored = _scan_keys(cluster)
+        lost = acked - stored
+        report = (f"kills={kills} stops={stops} node_restarts={node_restarts} "
+                  f"acked={len(acked)} max_age={samples['max_age']:.2f}s")
+        assert not stuck, f"stuck workers: {stuck}; {report}"
+        assert not failed, f"{len(failed)} failed calls, e.g. {failed[:3]}; {report}"
+        assert not lost, f"{len(lost)} acknowledged writes lost, e.g. {sorted(lost)[:3]}"
+        if violations:
+            print("\n".join(events[-400:]))
+        assert not violations, (violations[::10][:12], report)
+        assert samples["n"] > 100, report
+        assert kills >= 8 and stops >= 4 and node_restarts >= 3, report
+        assert len(acked) > 100, report  # a sanity check: the writers really wrote
+        print(report)
