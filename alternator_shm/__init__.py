@@ -1,8 +1,9 @@
 """alternator-shm: host-wide load balancing of boto3 DynamoDB traffic over ScyllaDB Alternator.
 
-Public names only; see API.md for the contract. ``Helper`` and the stats classes are imported
-on first access so that ``import alternator_shm`` stays cheap (no boto3 import) for tools such as
-the CLI's ``status`` command.
+Public names only (``help(alternator_shm.Helper)`` documents every option; the README has the
+guide and recipes). ``Helper`` and the stats classes are imported on first access so that
+``import alternator_shm`` stays cheap (no boto3 import) for tools such as the CLI's ``status``
+command.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from alternator_shm.errors import (
 
 if TYPE_CHECKING:
     from alternator_shm.fleet import FleetStats, NodeStats
+    from alternator_shm.fleet.health import HealthSettings
     from alternator_shm.helper import Helper
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
@@ -30,6 +32,7 @@ __all__ = [
     "ConfigurationError",
     "DiscoveryError",
     "FleetStats",
+    "HealthSettings",
     "Helper",
     "NoLiveNodesError",
     "NodeStats",
@@ -41,6 +44,7 @@ _LAZY = {
     "Helper": "alternator_shm.helper",
     "FleetStats": "alternator_shm.fleet",
     "NodeStats": "alternator_shm.fleet",
+    "HealthSettings": "alternator_shm.fleet.health",
 }
 
 

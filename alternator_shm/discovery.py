@@ -3,7 +3,7 @@
 Alternator answers ``GET /localnodes`` (no authentication) with a JSON list of the addresses of
 the live nodes of one datacenter: by default the contacted node's own, or the one named by
 ``?dc=``, optionally narrowed to one rack by ``?rack=``. An unknown dc or rack yields ``[]``;
-servers older than 2025.1 ignore both parameters (see ALTERNATOR_PROTOCOL.md §1).
+servers older than 2025.1 ignore both parameters.
 
 :class:`Discovery` turns that into the node table we route over:
 
@@ -87,6 +87,8 @@ _MAX_PROBE_BODY_BYTES = 64 * 1024
 _CHUNK = 64 * 1024
 _LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _HEADERS = {"User-Agent": f"alternator-shm/{__version__}", "Accept": "application/json"}
+# Probes say what they are, so server logs (and tests) tell them from discovery.
+_PROBE_HEADERS = {**_HEADERS, "User-Agent": f"alternator-shm/{__version__} (health probe)"}
 _FEATURE_PROBE_RACK = "fakeRack"
 
 
@@ -260,8 +262,10 @@ class _Exchange:
         deadline: float,
         max_body: int,
         wake: threading.Condition | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.url = url
+        self.headers = _HEADERS if headers is None else headers
         self.deadline = deadline
         #: A failure says something about the node (it was not cut short by a caller's budget
         #: before its own full request deadline). Set by the creator.
@@ -322,7 +326,7 @@ class _Exchange:
         self._settimeout(conn)
         parts = urlsplit(self.url)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        conn.request("GET", target, headers=_HEADERS, preload_content=False,
+        conn.request("GET", target, headers=self.headers, preload_content=False,
                      decode_content=False)
         response = conn.getresponse()
         if response.status != 200:
@@ -516,9 +520,10 @@ class Discovery:
     # -- one request ---------------------------------------------------------------------------
 
     def _exchange(self, url: str, deadline: float, wake: threading.Condition | None = None,
-                  max_body: int = _MAX_BODY_BYTES) -> _Exchange:
+                  max_body: int = _MAX_BODY_BYTES,
+                  headers: dict[str, str] | None = None) -> _Exchange:
         own = time.monotonic() + self.request_timeout
-        exchange = _Exchange(self._transport, url, min(deadline, own), max_body, wake)
+        exchange = _Exchange(self._transport, url, min(deadline, own), max_body, wake, headers)
         exchange.full_budget = own <= deadline
         return exchange.start()
 
@@ -754,17 +759,19 @@ class Discovery:
         )
 
     def probe(self, node: str) -> bool:
-        """Health check: ``GET node/`` answers 200 ``healthy: ...`` within
-        :attr:`request_timeout` in total (connect to last byte)."""
+        """Node-health probe: a direct ``GET node/localnodes`` answers HTTP 200 within
+        :attr:`request_timeout` in total (connect to last byte). The body is not judged
+        (node-health spec: probes classify by final status); a JOINING node, listed before it
+        serves, fails it until its port opens."""
         exchange = self._exchange(
-            node.rstrip("/") + "/", time.monotonic() + self.request_timeout,
-            max_body=_MAX_PROBE_BODY_BYTES,
+            node.rstrip("/") + "/localnodes", time.monotonic() + self.request_timeout,
+            max_body=_MAX_PROBE_BODY_BYTES, headers=_PROBE_HEADERS,
         )
         exchange.wait()
         if exchange.error is not None:
             log.debug("probe of %s failed: %s", node, exchange.error)
             return False
-        return exchange.status == 200 and exchange.body.startswith(b"healthy:")
+        return exchange.status == 200
 
 
 def _is_ip(host: str) -> bool:

@@ -23,7 +23,8 @@ events of a DynamoDB client:
     :class:`~alternator_shm.transport.Transport` and return the response; botocore skips its
     own HTTP session when a ``before-send`` handler answers (``Endpoint._do_get_response``).
     Connection-level failures are reported to the router and raised as botocore's own
-    exceptions, so botocore retries them as usual.
+    exceptions, so botocore retries them as usual. A final HTTP answer is a health success,
+    except 500/502/503/504: those are health-neutral (node-health spec) and not reported.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ _ALWAYS_KEPT = frozenset(
     }
 )
 _SIGNED_HEADERS = re.compile(r"SignedHeaders=([^,\s]+)")
+#: Answers that say nothing about a node's health (node-health spec, outcome classification).
+HEALTH_NEUTRAL_STATUSES = frozenset({500, 502, 503, 504})
 
 
 class Router(Protocol):
@@ -244,8 +247,10 @@ class _Handlers:
             raise
         finally:
             self.attempt_finished(attempt, answered)
-        # Any HTTP answer, 5xx included, proves the node is reachable.
-        self._router.report_success(node)
+        # A final answer proves the node serves -- unless it is one of the 5xx that may come
+        # from an overloaded or shutting-down node: those count neither way.
+        if response.status_code not in HEALTH_NEUTRAL_STATUSES:
+            self._router.report_success(node)
         return response
 
     def attempt_started(self, node: str) -> Any:

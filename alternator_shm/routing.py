@@ -1,17 +1,24 @@
-"""Pick the node for one request attempt.
+"""Pick the node for one request attempt: a base plan, then node health at the last moment.
 
 Every attempt (the first and each retry) advances the host-wide counter exactly once, so the
-round-robin stays exact across every process on the host. From the counter's position we walk
-forward to the first node that is neither quarantined nor already tried by this call; the walk
-itself does not advance the counter, which keeps the spread even when a node is skipped.
+round-robin stays exact across every process on the host. A call's attempt is chosen in two
+steps, the seam the cross-language query-plan spec draws:
 
-When every node is quarantined we still try them, least recently failed first, rather than
-failing a call without an attempt: a quarantine is a hint, not a verdict.
+1. **base plan** (:func:`round_robin_plan`): every node of the table once, in the order this
+   attempt should prefer -- the ACTIVE nodes rotated to the counter's position, then the others.
+   (Rotating the active nodes alone keeps the split exact while some node is out: rotating the
+   whole table would hand a skipped node's turns to its neighbour.) Another planner (key
+   affinity, say) only has to produce another ordered candidate list;
+2. **health filter** (:func:`select`), applied to the plan at the final selection: the first
+   untried ACTIVE node; else the first untried QUARANTINED node; DOWN nodes never. Once every
+   eligible node was tried by the call, a new cycle starts over the plan. With only DOWN nodes
+   left the attempt fails locally with :class:`NoLiveNodesError`.
 
-With ``balancing="adaptive"`` the node found by the walk may give way to one of the next few
-eligible nodes when it is clearly slower or busier (:mod:`alternator_shm.balancing`). Every
-attempt, whatever the balancing, is counted in flight host-wide while it is on the wire, and
-its latency is recorded when it is answered (:class:`LoadView`).
+Skipping a node does not advance the counter, which keeps the spread over the ACTIVE nodes
+exact (max - min <= 1) while the set of ACTIVE nodes stays the same. The state and generation
+read at selection are remembered for the attempt (a context variable, so threads and asyncio
+tasks each see their own) and reported with its outcome, so a late answer from before a node
+went DOWN cannot touch it afterwards.
 """
 
 from __future__ import annotations
@@ -19,16 +26,25 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Collection, Sequence
+from collections import Counter
+from collections.abc import Collection, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any, Protocol
 
 from alternator_shm import balancing as _balancing
 from alternator_shm.errors import NoLiveNodesError
 from alternator_shm.fleet import events as _events
+from alternator_shm.fleet.health import State
 
-__all__ = ["FleetView", "LoadView", "Router"]
+__all__ = ["FleetView", "LoadView", "Router", "active_nodes", "round_robin_plan", "select"]
 
 _log = logging.getLogger(__name__)
+
+Eligibility = tuple[State, int]
+_HEALTHY: Eligibility = (State.ACTIVE, 0)
+
+# (node, generation) of the attempt this thread / task chose last.
+_ATTEMPT: ContextVar[tuple[str, int] | None] = ContextVar("alternator_shm_attempt", default=None)
 
 
 class FleetView(Protocol):
@@ -44,11 +60,79 @@ class FleetView(Protocol):
 
     def record_pick(self, node: str) -> None: ...
 
-    def report_failure(self, node: str) -> None: ...
+    def report_failure(self, node: str, generation: int | None = None) -> object: ...
 
-    def report_success(self, node: str) -> None: ...
+    def report_success(self, node: str, generation: int | None = None) -> object: ...
 
-    def quarantined(self) -> dict[str, int]: ...
+    def health_view_of(self, nodes: tuple[str, ...]) -> Mapping[str, Eligibility]: ...
+
+    def empty_reason(self) -> str | None: ...
+
+
+def active_nodes(
+    nodes: tuple[str, ...], health: Mapping[str, Eligibility]
+) -> tuple[str, ...]:
+    """The ACTIVE nodes of ``nodes``, in table order (``nodes`` itself when all are)."""
+    if not health:
+        return nodes
+    active = tuple(n for n in nodes if health.get(n, _HEALTHY)[0] is State.ACTIVE)
+    return nodes if len(active) == len(nodes) else active
+
+
+def round_robin_plan(
+    nodes: tuple[str, ...], position: int, active: tuple[str, ...] | None = None
+) -> tuple[str, ...]:
+    """The base plan of round-robin for the counter value ``position``: the ``active`` nodes
+    (:func:`active_nodes`; default all) rotated to ``position``, then the others."""
+    k = position % len(nodes)
+    if active is None or active is nodes or not active:
+        return nodes[k:] + nodes[:k]
+    j = position % len(active)
+    rest = tuple(n for n in nodes[k:] + nodes[:k] if n not in active)
+    return active[j:] + active[:j] + rest
+
+
+def select(
+    plan: Sequence[str], tried: Collection[str], health: Mapping[str, Eligibility]
+) -> tuple[str, int]:
+    """The node for this attempt and the generation it must report (see the module doc).
+
+    ``health`` maps nodes to (state, generation); a node missing from it is ACTIVE (an empty
+    mapping is node health turned off). ``tried`` lists this call's earlier attempts.
+    """
+    if not tried:
+        fallback: tuple[str, int] | None = None
+        for node in plan:
+            state, generation = health.get(node, _HEALTHY)
+            if state is State.ACTIVE:
+                return node, generation
+            if state is State.QUARANTINED and fallback is None:
+                fallback = (node, generation)
+        if fallback is not None:
+            return fallback
+        raise NoLiveNodesError(
+            f"every node is down ({len(plan)} in the table); waiting for probes to recover one"
+        )
+    eligible = [(n, health.get(n, _HEALTHY)) for n in plan]
+    eligible = [(n, e) for n, e in eligible if e[0] is not State.DOWN]
+    if not eligible:
+        raise NoLiveNodesError(
+            f"every node is down ({len(plan)} in the table); waiting for probes to recover one"
+        )
+    counts = Counter(tried)
+    cycle = min(counts.get(n, 0) for n, _ in eligible)  # attempts per node in earlier cycles
+    fresh = [(n, e) for n, e in eligible if counts.get(n, 0) == cycle]
+    for node, (state, generation) in fresh:
+        if state is State.ACTIVE:
+            return node, generation
+    node, (_state, generation) = fresh[0]
+    return node, generation
+
+
+def attempt_generation(node: str) -> int | None:
+    """The generation captured when this thread / task last chose ``node``; None if unknown."""
+    last = _ATTEMPT.get()
+    return last[1] if last is not None and last[0] == node else None
 
     def empty_reason(self) -> str | None: ...
 
@@ -99,6 +183,8 @@ class Router:
         # (pid, deadline, done): the process's one wait for its first table, shared by every
         # thread that starts before it ends (one attribute: threads see a consistent triple)
         self._first_wait: tuple[int, float, bool] = (-1, 0.0, False)
+        # (health view, table, its active nodes): recomputed only when either object changes
+        self._active: tuple[object, object, tuple[str, ...]] = (None, None, ())
 
     def _table(self) -> tuple[str, ...]:
         pid = os.getpid()
@@ -153,46 +239,60 @@ class Router:
         return self._table()
 
     def choose(self, tried: Collection[str], plan: Sequence[str] | None = None) -> str:
-        """Return the base URL of the node for this attempt.
+        """Return the base URL of the node for this attempt (see the module doc).
 
-        ``plan`` is a call's fixed candidate order (key-route affinity); without one the
-        attempt takes the next round-robin position.
+        ``plan`` is a call's fixed candidate order (key-route affinity): it replaces the
+        round-robin base plan, does not advance the shared counter (so round-robin calls stay
+        exactly even among themselves) and goes through the same health filter.
         """
         if plan:
-            preferred = self._from_plan(plan, tried)
-            self._fleet.record_pick(preferred)
-            return preferred
-        nodes = self._table()
-        start = self._fleet.advance()
-        count = len(nodes)
-        quarantined = self._fleet.quarantined()
-        chosen: str | None = None
-        for step in range(count):
-            candidate = nodes[(start + step) % count]
-            if candidate not in tried and candidate not in quarantined:
-                chosen = candidate
-                if self._adaptive:
-                    chosen = self._adapt(nodes, start + step, tried, quarantined)
-                break
-        if chosen is None:
-            chosen = self._fallback(nodes, start, tried, quarantined)
-        self._fleet.record_pick(chosen)
-        return chosen
+            # The plan's nodes are table nodes; read it lazily (select stops at its answer).
+            node, generation = select(plan, tried, self._fleet.health_view_of(self._table()))
+        else:
+            nodes = self._table()
+            health = self._fleet.health_view_of(nodes)
+            memo = self._active
+            if memo[0] is health and memo[1] is nodes:
+                active = memo[2]
+            else:
+                active = active_nodes(nodes, health)
+                self._active = (health, nodes, active)
+            base = round_robin_plan(nodes, self._fleet.advance(), active)
+            node, generation = select(base, tried, health)
+            if self._adaptive:
+                node, generation = self._adapt(base, node, generation, tried, health)
+        _ATTEMPT.set((node, generation))
+        self._fleet.record_pick(node)
+        return node
 
     def _adapt(
-        self, nodes: tuple[str, ...], at: int, tried: Collection[str], quarantined: dict[str, int]
-    ) -> str:
-        """The walk's node ``nodes[at]``, or one of the next eligible nodes if clearly cheaper."""
-        count = len(nodes)
+        self,
+        base: Sequence[str],
+        node: str,
+        generation: int,
+        tried: Collection[str],
+        health: Mapping[str, Eligibility],
+    ) -> tuple[str, int]:
+        """``balancing="adaptive"``: the selected ACTIVE node, or one of the next ACTIVE untried
+        nodes of the plan if clearly cheaper (:mod:`alternator_shm.balancing`)."""
+        if health.get(node, _HEALTHY)[0] is not State.ACTIVE:
+            return node, generation
         others: list[str] = []
-        for step in range(1, count):
-            candidate = nodes[(at + step) % count]
-            if candidate not in tried and candidate not in quarantined:
+        after = False
+        for candidate in base:
+            if candidate == node:
+                after = True
+                continue
+            active = health.get(candidate, _HEALTHY)[0] is State.ACTIVE
+            if after and active and candidate not in tried:
                 others.append(candidate)
                 if len(others) == _balancing.CANDIDATES:
                     break
         assert self._load is not None
-        return _balancing.better_than(nodes[at % count], others, self._load.node_load)
+        chosen = _balancing.better_than(node, others, self._load.node_load)
+        if chosen == node:
+            return node, generation
+        return chosen, health.get(chosen, _HEALTHY)[1]
 
     def attempt_started(self, node: str) -> Any:
         """The attempt to ``node`` goes on the wire now; pass the result to
@@ -204,62 +304,21 @@ class Router:
         if self._load is not None and attempt is not None:
             self._load.end_attempt(attempt, answered)
 
-    def _from_plan(self, plan: Sequence[str], tried: Collection[str]) -> str:
-        """First plan node not tried in this cycle, healthy ones before quarantined ones.
-
-        The plan never changes during a call (query-plan.md): once every node of it has been
-        tried, a new cycle starts over the same order. The shared counter is not advanced, so
-        round-robin calls stay exactly even among themselves.
-        """
-        # Only membership and length are needed up front, so a lazily computed plan is read
-        # no further than the node returned.
-        cycle: set[str] = set()
-        for node in tried:
-            if node in plan:
-                cycle.add(node)
-                if len(cycle) == len(plan):
-                    cycle.clear()
-        quarantined = self._fleet.quarantined()
-        fallback: str | None = None
-        for node in plan:
-            if node not in cycle:
-                if node not in quarantined:
-                    return node
-                if fallback is None:
-                    fallback = node
-        assert fallback is not None  # the cycle never holds every plan node
-        return fallback
-
-    @staticmethod
-    def _fallback(
-        nodes: tuple[str, ...], start: int, tried: Collection[str], quarantined: dict[str, int]
-    ) -> str:
-        untried = [n for n in nodes if n not in tried]
-        if untried:
-            # Only quarantined nodes are left untried: least recently failed first.
-            return min(untried, key=lambda n: (quarantined.get(n, 0), n))
-        # More attempts than nodes: go around again, healthy nodes first.
-        count = len(nodes)
-        for step in range(count):
-            candidate = nodes[(start + step) % count]
-            if candidate not in quarantined:
-                return candidate
-        return min(nodes, key=lambda n: (quarantined.get(n, 0), n))
-
     def forget_start(self) -> None:
         """After :meth:`Helper.close`, the next request rejoins the election."""
         self._started_pid = -1
         self._first_wait = (-1, 0.0, False)
 
     def report_failure(self, node: str, error: BaseException) -> None:
-        _log.warning("node %s failed (%s); quarantined for every process on this host", node,
-                     type(error).__name__,
-                     extra=_events.fields("node_failed", node, error=type(error).__name__))
-        self._fleet.report_failure(node)
+        """An attempt failed before a final HTTP response: a traffic failure, host-wide."""
+        _log.debug("attempt on %s failed: %s", node, type(error).__name__,
+                   extra=_events.fields("node_failed", node, error=type(error).__name__))
+        self._fleet.report_failure(node, attempt_generation(node))
 
     def report_success(self, node: str) -> None:
-        if node in self._fleet.quarantined():
-            self._fleet.report_success(node)
+        """An attempt got a final HTTP response that is not health-neutral (500/502/503/504
+        are, and are not reported at all)."""
+        self._fleet.report_success(node, attempt_generation(node))
 
     def next_node(self) -> str:
         """Advance the shared counter once and return that node, as for a first attempt."""

@@ -25,7 +25,7 @@ import botocore.hooks
 
 from alternator_shm.affinity import Affinity, DescribeTable
 from alternator_shm.aio.transport import AsyncTransport
-from alternator_shm.hooks import HookOptions, Router, _Handlers
+from alternator_shm.hooks import HEALTH_NEUTRAL_STATUSES, HookOptions, Router, _Handlers
 
 __all__ = ["register_async_hooks"]
 
@@ -66,7 +66,8 @@ class _AsyncHandlers:
         finally:
             # Also on cancellation: an abandoned attempt is no longer in flight for us.
             handlers.attempt_finished(attempt, answered)
-        handlers.router.report_success(node)
+        if response.status_code not in HEALTH_NEUTRAL_STATUSES:  # 500/502/503/504: neutral
+            handlers.router.report_success(node)
         return response
 
 

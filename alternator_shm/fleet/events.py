@@ -14,9 +14,12 @@ __all__ = ["EVENTS", "fields"]
 
 #: event name -> what happened (the README table is generated from the same words)
 EVENTS: Final = {
-    "node_failed": "an attempt to the node failed at connection level; node quarantined "
-                   "host-wide (fields: error)",
-    "node_recovered": "a quarantined node answered a probe; back in rotation",
+    "node_failed": "an attempt to the node failed before a final HTTP answer; reported to "
+                   "the host-wide node health (DEBUG; fields: error)",
+    "node_down": "the node is DOWN after consecutive failures: no traffic until probes "
+                 "succeed (fields: failures)",
+    "node_recovered": "the node is ACTIVE again, or back to QUARANTINED from DOWN "
+                      "(fields: observation)",
     "leader_elected": "this process became the refresh leader, or took over a wedged one "
                       "(fields: segment, epoch, takeover)",
     "leader_resigned": "this process stopped leading (fields: segment, reason)",

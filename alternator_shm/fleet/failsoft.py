@@ -28,11 +28,12 @@ import logging
 import os
 import random
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
 from alternator_shm.errors import SharedStateError
 from alternator_shm.fleet import segment
+from alternator_shm.fleet.health import Eligibility, HealthSettings, Status
 from alternator_shm.fleet.load import Attempt, LocalAttempt
 from alternator_shm.fleet.shared import SharedFleet
 from alternator_shm.fleet.standalone import StandaloneFleet
@@ -143,6 +144,8 @@ class FailSoftFleet:
         poll_interval: float = 0.2,
         quarantine: float = 2.0,
         probe_interval: float = 0.5,
+        health: HealthSettings | None = None,
+        identity: bytes = b"",
         shm_dir: str = segment.DEFAULT_SHM_DIR,
         rejoin_interval: float | None = None,
         rejoin_max: float = REJOIN_MAX,
@@ -159,15 +162,18 @@ class FailSoftFleet:
             "refresh_interval": refresh_interval,
             "idle_refresh_interval": idle_refresh_interval,
             "poll_interval": poll_interval,
-            "quarantine": quarantine,
-            "probe_interval": probe_interval,
         }
-        self._shared = SharedFleet(namespace, shm_dir=shm_dir, **common, **shared_kwargs)
+        # The host's fleet runs the spec's node health; the process-local twin keeps its simple
+        # quarantine (``quarantine`` / ``probe_interval``) while the process balances alone.
+        self._shared = SharedFleet(namespace, shm_dir=shm_dir, health=health, identity=identity,
+                                   **common, **shared_kwargs)
         self._standalone = StandaloneFleet(
             namespace,
             backoff_initial=shared_kwargs.get("backoff_initial"),
             backoff_max=shared_kwargs.get("backoff_max", 30.0),
             reason=OFF_REASON if shared == "off" else None,
+            quarantine=quarantine,
+            probe_interval=probe_interval,
             **common,
         )
         self._rejoin_first = (
@@ -408,11 +414,25 @@ class FailSoftFleet:
             return
         self._run(lambda f: f.record_pick(node))
 
-    def report_failure(self, node: str) -> None:
-        self._run(lambda f: f.report_failure(node))
+    def report_failure(self, node: str, generation: int | None = None) -> None:
+        self._run(lambda f: f.report_failure(node, generation))
 
-    def report_success(self, node: str) -> None:
-        self._run(lambda f: f.report_success(node))
+    def report_success(self, node: str, generation: int | None = None) -> None:
+        self._run(lambda f: f.report_success(node, generation))
+
+    def health_view_of(self, nodes: tuple[str, ...]) -> Mapping[str, Eligibility]:
+        if self._alone is None and self._pid == _getpid():
+            try:
+                return self._shared.health_view_of(nodes)
+            except _SHM_ERRORS as exc:
+                return self._fallback(exc).health_view_of(nodes)
+        return self._run(lambda f: f.health_view_of(nodes))
+
+    def node_status(self, node: str) -> Status:
+        return self._run(lambda f: f.node_status(node))
+
+    def identity_differences(self) -> list[str]:
+        return self._run(lambda f: f.identity_differences())
 
     def quarantined(self) -> dict[str, int]:
         if self._alone is None and self._pid == _getpid():

@@ -1,35 +1,66 @@
-"""Per-node health shared by every process: picks, failures and quarantine.
+"""Node health shared by every process of the host: the cross-language ACTIVE / QUARANTINED /
+DOWN state machine (``feature-specs/node-health.md`` of ``scylladb/alternator-client-python``).
 
-The segment holds ``HEALTH_CAPACITY`` entries of 64 bytes. An entry belongs to the node whose
-64-bit hash is in its key word; any process claims a free entry with a compare-and-swap of the
-key from 0, so no lock is needed (the flock backend emulates the CAS under its lock). The
-*lowest* index holding a key is canonical: a process that claims an entry and then sees the same
-key at a lower index gives its own back, so concurrent claimers converge on one entry.
+**The machine** (:func:`transition`, pure): an ACTIVE node goes DOWN after
+``active_failure_threshold`` consecutive traffic failures; a QUARANTINED node becomes ACTIVE after
+``quarantine_promotion_threshold`` consecutive traffic successes or one successful direct probe,
+and goes DOWN after ``quarantine_failure_threshold`` consecutive traffic failures; a DOWN node
+gets no traffic and returns to (recovery) quarantine after ``down_recovery_threshold``
+consecutive successful probes. Entering DOWN increments the node's *generation*; a traffic
+outcome is accepted only if the attempt captured the current generation, so a late answer from
+before a DOWN cannot touch the node after it recovered. New nodes start QUARANTINED (admission)
+until a probe or traffic proves them.
 
-Policy when every entry is taken: a node without an entry is *untracked* — its picks and
-failures are not counted in shared memory (``HEALTH_OVERFLOW`` counts such events) and a failure
-quarantines it in the reporting process only, for ``local_quarantine_s``. The leader frees the
-entries of nodes that left the table whenever it publishes a new generation, so the table can
-churn forever; only more than ``HEALTH_CAPACITY`` nodes *at once* overflows.
+**Sharing.** The segment holds ``HEALTH_CAPACITY`` entries (bytes in :mod:`layout`). An entry
+belongs to the node whose key (hash of its canonical endpoint) is in its key word. The state,
+counters, generation and a *claim tag* are packed in ONE 64-bit status word that is only ever
+changed by compare-and-swap from the value the writer read, so two processes recording outcomes
+at once never lose one (the loser re-reads and re-applies). Nothing in an entry is reset with a
+plain store while another process may write it: a claim only CASes the key and then the status
+word from the value it read before claiming; freeing bumps the tag first (so a writer still
+holding the old tag fails its CAS and looks the node up again) and only then gives the key back.
 
-Counters are diagnostics: when an entry is recycled, a process racing on the old owner may add
-one stray count. Quarantine changes bump ``HEALTH_VERSION`` so :meth:`Health.quarantined` (called
-on every pick) is a single load while nothing changes.
+**Who claims.** Only the leader claims (:meth:`Health.admit`, before it publishes a table) and
+frees (:meth:`Health.collect`) entries, so two claimers never race for one node. A node that has
+no entry (a seed before the first table, or more than ``HEALTH_CAPACITY`` nodes) is tracked in
+the reporting process only, with the same machine; ``HEALTH_OVERFLOW`` counts entry shortages.
+
+**History.** Entries of nodes that leave the table are kept (a node that comes back keeps its
+state, as the spec requires) until entries run short: past 3/4 of the capacity the leader frees
+departed nodes, least recently updated first.
+
+Routing reads :meth:`Health.view`, cached per value of ``HEALTH_VERSION`` (bumped on every state
+change), so a pick costs one load while nothing changes.
 """
 
 from __future__ import annotations
 
+import enum
+import functools
 import hashlib
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from alternator_shm.endpoints import canonical_endpoint
+from alternator_shm.errors import ConfigurationError
 from alternator_shm.fleet import events as _events
 from alternator_shm.fleet import layout
 from alternator_shm.fleet.counter import SharedWords
 
-__all__ = ["Health", "NodeCounters", "node_counters", "node_key"]
+__all__ = [
+    "Health",
+    "HealthSettings",
+    "NodeCounters",
+    "Observation",
+    "State",
+    "Status",
+    "node_counters",
+    "node_key",
+    "transition",
+]
 
 log = logging.getLogger("alternator_shm.fleet.health")
 
@@ -37,11 +68,199 @@ _BASE = layout.HEALTH_OFF // 8
 _STRIDE = layout.HEALTH_ENTRY // 8
 _CAP = layout.HEALTH_CAPACITY
 _VERSION = layout.word_index(layout.HEALTH_VERSION_OFF)
+_MODE = layout.word_index(layout.HEALTH_MODE_OFF)
+MODE_ON = 1
+MODE_OFF = 2
+
+# -- the state machine (pure) ---------------------------------------------------------------------
 
 
+class State(enum.IntEnum):
+    """Routing classification of a node. QUARANTINED is 0: a fresh entry is in admission."""
+
+    QUARANTINED = 0
+    ACTIVE = 1
+    DOWN = 2
+
+    @property
+    def label(self) -> str:
+        """``"active"``, ``"quarantined"`` or ``"down"`` (``NodeStats.state``)."""
+        return self.name.lower()
+
+
+class Observation(enum.Enum):
+    TRAFFIC_SUCCESS = "TRAFFIC_SUCCESS"
+    TRAFFIC_FAILURE = "TRAFFIC_FAILURE"
+    PROBE_SUCCESS = "PROBE_SUCCESS"
+    PROBE_FAILURE = "PROBE_FAILURE"
+
+    @property
+    def is_traffic(self) -> bool:
+        return self in (Observation.TRAFFIC_SUCCESS, Observation.TRAFFIC_FAILURE)
+
+
+_THRESHOLD_MAX = 0xFFFF  # counters are 16-bit fields of the status word
+
+
+def _threshold(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigurationError(f"{name} must be an integer, got {value!r}")
+    if value > _THRESHOLD_MAX:
+        raise ConfigurationError(f"{name} must be at most {_THRESHOLD_MAX}, got {value}")
+    return max(1, value)  # spec: thresholds below one are normalised to one
+
+
+def _seconds(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigurationError(f"{name} must be a number of seconds > 0, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    """Node-health thresholds and probing (defaults: the spec's ``vectors/defaults.tsv``).
+
+    Pass one as ``Helper(node_health=HealthSettings(...))`` to tune; ``node_health=True`` means
+    these defaults. Thresholds below 1 become 1 (spec); larger than 65535 raise
+    :class:`ConfigurationError`, as do non-positive periods and a concurrency outside 1..64.
+    """
+
+    active_failure_threshold: int = 10
+    down_recovery_threshold: int = 3
+    quarantine_promotion_threshold: int = 10
+    quarantine_failure_threshold: int = 3
+    probe_period: float = 30.0  # seconds between probes of one quarantined or down node
+    probe_concurrency: int = 4  # probes in flight at once (leader)
+    probe_timeout: float = 5.0  # seconds from a probe's start to its failure
+
+    def __post_init__(self) -> None:
+        for name in ("active_failure_threshold", "down_recovery_threshold",
+                     "quarantine_promotion_threshold", "quarantine_failure_threshold"):
+            object.__setattr__(self, name, _threshold(name, getattr(self, name)))
+        for name in ("probe_period", "probe_timeout"):
+            object.__setattr__(self, name, _seconds(name, getattr(self, name)))
+        c = self.probe_concurrency
+        if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= 64:
+            raise ConfigurationError(f"probe_concurrency must be an integer in 1..64, got {c!r}")
+
+
+@dataclass(frozen=True)
+class Status:
+    """Health status with the spec's state-interpreted ``failures`` / ``successes``."""
+
+    state: State
+    failures: int = 0
+    successes: int = 0
+    generation: int = 0
+    #: a successful attempt on this QUARANTINED node stands in for its next background probe
+    suppressed: bool = False
+
+
+def initial_status(state: State, settings: HealthSettings) -> Status:
+    """The spec's initial statuses: ACTIVE is healthy (successes = promotion threshold)."""
+    if state is State.ACTIVE:
+        return Status(State.ACTIVE, 0, settings.quarantine_promotion_threshold, 0)
+    return Status(state, 0, 0, 0)
+
+
+def transition(st: Status, obs: Observation, t: HealthSettings) -> Status | None:
+    """The status after ``obs``; None when the observation is ignored (traffic on a DOWN node).
+
+    An accepted observation may return an equal status (e.g. a probe of an ACTIVE node): it is
+    accepted (update time moves) but changes nothing. Generation checks are the caller's.
+    """
+    healthy = Status(State.ACTIVE, 0, t.quarantine_promotion_threshold, st.generation)
+    if st.state is State.ACTIVE:
+        if obs is Observation.TRAFFIC_SUCCESS:
+            return healthy
+        if obs is Observation.TRAFFIC_FAILURE:
+            failures = st.failures + 1
+            if failures >= t.active_failure_threshold:
+                return Status(State.DOWN, failures, 0, st.generation + 1)
+            return Status(State.ACTIVE, failures, 0, st.generation)
+        return st  # probes never demote an active node
+    if st.state is State.QUARANTINED:
+        if obs is Observation.TRAFFIC_SUCCESS:
+            successes = st.successes + 1
+            if successes >= t.quarantine_promotion_threshold:
+                return healthy
+            return Status(State.QUARANTINED, 0, successes, st.generation, suppressed=True)
+        if obs is Observation.TRAFFIC_FAILURE:
+            failures = st.failures + 1
+            if failures >= t.quarantine_failure_threshold:
+                return Status(State.DOWN, failures, 0, st.generation + 1)
+            return Status(State.QUARANTINED, failures, 0, st.generation)
+        if obs is Observation.PROBE_SUCCESS:
+            return healthy
+        return st  # a failed quarantine probe changes nothing
+    # DOWN
+    if obs.is_traffic:
+        return None  # attempts scheduled before it went down are stale
+    if obs is Observation.PROBE_SUCCESS:
+        successes = st.successes + 1
+        if successes >= t.down_recovery_threshold:
+            return Status(State.QUARANTINED, 0, 0, st.generation)
+        return Status(State.DOWN, st.failures, successes, st.generation)
+    return Status(State.DOWN, st.failures, 0, st.generation)
+
+
+# -- the status word ------------------------------------------------------------------------
+# bits 0-15 successes, 16-31 failures, 32-33 state, 34 probe suppressed, 36-55 generation,
+# 56-63 claim tag
+
+_FAIL_SHIFT = 16
+_STATE_SHIFT = 32
+_SUPPRESSED = 1 << 34
+_GEN_SHIFT = 36
+GEN_MASK = (1 << 20) - 1
+_TAG_SHIFT = 56
+_TAG_MASK = 0xFF
+
+
+def _pack(st: Status, tag: int) -> int:
+    return (
+        (st.successes & 0xFFFF)
+        | (st.failures & 0xFFFF) << _FAIL_SHIFT
+        | int(st.state) << _STATE_SHIFT
+        | (st.generation & GEN_MASK) << _GEN_SHIFT
+        | (tag & _TAG_MASK) << _TAG_SHIFT
+        | (_SUPPRESSED if st.suppressed else 0)
+    )
+
+
+def _unpack(word: int) -> Status:
+    code = (word >> _STATE_SHIFT) & 3
+    return Status(
+        State(code if code <= 2 else 0),
+        (word >> _FAIL_SHIFT) & 0xFFFF,
+        word & 0xFFFF,
+        (word >> _GEN_SHIFT) & GEN_MASK,
+        bool(word & _SUPPRESSED),
+    )
+
+
+def _tag(word: int) -> int:
+    return (word >> _TAG_SHIFT) & _TAG_MASK
+
+
+_NO_GEN_MASK = ~(GEN_MASK << _GEN_SHIFT) & ((1 << 64) - 1)
+
+
+def _fresh(tag: int) -> int:
+    return (tag & _TAG_MASK) << _TAG_SHIFT  # QUARANTINED, 0, 0, generation 0
+
+
+# -- entries ------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=8192)
 def node_key(node: str) -> int:
-    """64-bit key of a node; never 0 (0 marks a free entry)."""
-    k = int.from_bytes(hashlib.blake2b(node.encode("utf-8"), digest_size=8).digest(), "little")
+    """64-bit key of a node's canonical endpoint; never 0 (0 marks a free entry)."""
+    try:
+        ident = canonical_endpoint(node)
+    except ValueError:
+        ident = node
+    k = int.from_bytes(hashlib.blake2b(ident.encode("utf-8"), digest_size=8).digest(), "little")
     return k or 1
 
 
@@ -57,31 +276,53 @@ def _keys(words: memoryview) -> list[int]:
     return list(words[_BASE + layout.H_KEY // 8 : _BASE + _CAP * _STRIDE : _STRIDE].tolist())
 
 
+def _index(words: memoryview) -> dict[int, int]:
+    index: dict[int, int] = {}
+    for i, k in enumerate(_keys(words)):
+        if k and k not in index:
+            index[k] = i
+    return index
+
+
 @dataclass(frozen=True)
 class NodeCounters:
+    """One node's shared entry as ``stats`` reports it."""
+
     picks: int
     failures: int
-    quarantined_since_ns: int  # 0 = not quarantined
+    state: State
+    generation: int = 0
+    consecutive_failures: int = 0
+    successes: int = 0
+    updated_ns: int = 0
+
+
+def health_enabled(words: memoryview) -> bool:
+    """False when the namespace runs with ``node_health=False`` (every node then ACTIVE)."""
+    return int(words[_MODE]) != MODE_OFF
 
 
 def node_counters(words: memoryview, nodes: tuple[str, ...]) -> dict[str, NodeCounters]:
-    """Counters of the table's nodes (read-only; works on a read-only mapping)."""
-    keys = _keys(words)
-    index: dict[int, int] = {}
-    for i, k in enumerate(keys):
-        if k and k not in index:
-            index[k] = i
+    """Counters and state of the table's nodes (read-only; works on a read-only mapping)."""
+    index = _index(words)
+    enabled = health_enabled(words)
     result: dict[str, NodeCounters] = {}
     for node in nodes:
         j = index.get(node_key(node))
         if j is None:
-            result[node] = NodeCounters(0, 0, 0)
-        else:
-            result[node] = NodeCounters(
-                int(words[_word(j, layout.H_PICKS)]),
-                int(words[_word(j, layout.H_FAILURES)]),
-                int(words[_word(j, layout.H_QUARANTINED)]),
-            )
+            state = State.QUARANTINED if enabled else State.ACTIVE
+            result[node] = NodeCounters(0, 0, state)
+            continue
+        st = _unpack(int(words[_word(j, layout.H_STATUS)]))
+        result[node] = NodeCounters(
+            picks=int(words[_word(j, layout.H_PICKS)]),
+            failures=int(words[_word(j, layout.H_FAILURES)]),
+            state=st.state if enabled else State.ACTIVE,
+            generation=st.generation,
+            consecutive_failures=st.failures,
+            successes=st.successes,
+            updated_ns=int(words[_word(j, layout.H_UPDATED)]),
+        )
     return result
 
 
@@ -89,58 +330,99 @@ def slots_used(words: memoryview) -> int:
     return sum(1 for k in _keys(words) if k)
 
 
-class Health:
-    """One process's view of the shared health entries of one segment."""
+#: A node's routing state and the generation an attempt routed to it must report.
+Eligibility = tuple[State, int]
 
-    def __init__(self, words: memoryview, ops: SharedWords, local_quarantine_s: float) -> None:
+
+class Health:
+    """One process's view of the shared health entries of one segment.
+
+    ``settings=None`` is ``node_health=False``: every node is ACTIVE, outcomes only feed the
+    stats counters, and the leader probes nothing.
+    """
+
+    def __init__(
+        self, words: memoryview, ops: SharedWords, settings: HealthSettings | None
+    ) -> None:
         self._words = words
         self._ops = ops
-        self._slots: dict[str, tuple[int, int]] = {}  # node -> (key, entry index)
-        self._qcache: tuple[int, object, dict[str, int]] = (-1, None, {})
-        self._local: dict[str, int] = {}  # untracked nodes quarantined in this process only
-        self._local_ns = int(local_quarantine_s * 1e9)
+        self.settings = settings
+        self._slots: dict[str, tuple[int, int, int]] = {}  # node -> (key, index, tag)
+        self._cache: tuple[int, int, object, dict[str, Eligibility]] = (-1, -1, None, {})
+        self._local: dict[str, Status] = {}  # nodes without a shared entry
+        self._local_version = 0
+        self._local_lock = threading.Lock()
         self._warned_full = False
+        # The status word of a healthy ACTIVE node, tag and generation aside.
+        self._healthy = (
+            _pack(Status(State.ACTIVE, 0, settings.quarantine_promotion_threshold), 0)
+            if settings is not None
+            else 0
+        )
 
-    # -- entries ---------------------------------------------------------------------------------
+    # -- lookup ----------------------------------------------------------------------------------
+
+    def _find(self, node: str) -> tuple[int, int, int] | None:
+        """(key, index, tag) of ``node``'s entry, validated against recycling; None if none."""
+        cached = self._slots.get(node)
+        words = self._words
+        if cached is not None:
+            key, i, tag = cached
+            if words[_word(i, layout.H_KEY)] == key and _tag(
+                int(words[_word(i, layout.H_STATUS)])
+            ) == tag:
+                return cached
+            self._slots.pop(node, None)
+        key = node_key(node)
+        for _ in range(8):
+            keys = _keys(words)
+            try:
+                i = keys.index(key)
+            except ValueError:
+                return None
+            tag = _tag(int(words[_word(i, layout.H_STATUS)]))
+            if words[_word(i, layout.H_KEY)] != key:
+                continue  # freed (and maybe re-claimed) between our reads
+            if len(self._slots) > 4 * _CAP:
+                self._slots.clear()
+            found = (key, i, tag)
+            self._slots[node] = found
+            return found
+        return None
 
     def slot(self, node: str, *, create: bool) -> int | None:
-        """Entry index of ``node``; claims a free one if ``create``. None if untracked."""
-        cached = self._slots.get(node)
-        if cached is not None and self._words[_word(cached[1], layout.H_KEY)] == cached[0]:
-            return cached[1]
-        key = cached[0] if cached is not None else node_key(node)
+        """Entry index of ``node``; with ``create`` claims a free one (leader only)."""
+        found = self._find(node)
+        if found is not None:
+            return found[1]
+        if not create:
+            return None
+        key = node_key(node)
+        words = self._words
         for _ in range(8):
-            keys = _keys(self._words)
+            keys = _keys(words)
             if key in keys:
-                i = keys.index(key)
-                break
-            if not create:
-                return None
+                found = self._find(node)
+                return found[1] if found is not None else None
             try:
                 free = keys.index(0)
             except ValueError:
                 self._overflow(node)
                 return None
+            before = int(words[_word(free, layout.H_STATUS)])
             if not self._ops.compare_exchange(_offset(free, layout.H_KEY), 0, key):
-                continue  # somebody else took it (maybe for this very node): look again
-            # Fresh entry: clear what a previous owner (or a racing stale writer) left.
-            for f in (layout.H_FAILURES, layout.H_PICKS, layout.H_QUARANTINED,
-                      layout.H_LAST_FAILURE, layout.H_LAST_PROBE):
-                self._words[_word(free, f)] = 0
-            now_keys = _keys(self._words)
-            first = now_keys.index(key) if key in now_keys else free
-            if first < free:  # a concurrent claimer won a lower entry: it is canonical
-                self._ops.compare_exchange(_offset(free, layout.H_KEY), key, 0)
-                i = first
-            else:
-                i = free
-            break
-        else:
-            return None
-        if len(self._slots) > 4 * _CAP:
-            self._slots.clear()
-        self._slots[node] = (key, i)
-        return i
+                continue
+            # Ours. The freer left a fresh status with a new tag; if a stale writer of the
+            # previous owner slipped in since, restart from fresh -- by CAS from the value read
+            # *before* the claim, so an outcome recorded for this node meanwhile is kept.
+            if before != _fresh(_tag(before)):
+                self._ops.compare_exchange(
+                    _offset(free, layout.H_STATUS), before, _fresh(_tag(before) + 1)
+                )
+            self._bump()
+            found = self._find(node)
+            return found[1] if found is not None else None
+        return None
 
     def _overflow(self, node: str) -> None:
         self._ops.fetch_add(layout.HEALTH_OVERFLOW_OFF, 1)
@@ -151,138 +433,270 @@ class Health:
                 "in this process only", _CAP, node,
             )
 
-    # -- operations of any process -----------------------------------------------------------------
-
-    def record_pick(self, node: str) -> None:
-        i = self.slot(node, create=True)
-        if i is not None:
-            self._ops.fetch_add(_offset(i, layout.H_PICKS), 1)
-
-    def report_failure(self, node: str) -> None:
-        now = time.monotonic_ns()
-        i = self.slot(node, create=True)
-        if i is None:
-            self._local[node] = now
-            return
-        self._ops.fetch_add(_offset(i, layout.H_FAILURES), 1)
-        self._words[_word(i, layout.H_LAST_FAILURE)] = now
-        q = _offset(i, layout.H_QUARANTINED)
-        for _ in range(100):
-            old = int(self._words[q // 8])
-            if old >= now or self._ops.compare_exchange(q, old, now):
-                break
+    def _bump(self) -> None:
         self._ops.fetch_add(layout.HEALTH_VERSION_OFF, 1)
 
-    def report_success(self, node: str, nodes: tuple[str, ...]) -> None:
-        """Release ``node`` if quarantined; one load when nothing is quarantined."""
-        self._local.pop(node, None)
-        quarantined = self._view(nodes)
-        since = quarantined.get(node)
-        if since is None:
-            return
-        i = self.slot(node, create=False)
-        if i is not None:
-            self.release(i, since)
+    # -- reads -----------------------------------------------------------------------------------
 
-    def release(self, index: int, since: int) -> bool:
-        """End a quarantine unless a newer failure re-armed it meanwhile."""
-        if self._ops.compare_exchange(_offset(index, layout.H_QUARANTINED), since, 0):
-            self._ops.fetch_add(layout.HEALTH_VERSION_OFF, 1)
-            return True
-        return False
+    def status(self, node: str) -> Status:
+        """Current status of ``node`` (ACTIVE when health is off)."""
+        if self.settings is None:
+            return Status(State.ACTIVE)
+        found = self._find(node)
+        if found is None:
+            with self._local_lock:
+                return self._local.get(node, Status(State.QUARANTINED))
+        return _unpack(int(self._words[_word(found[1], layout.H_STATUS)]))
 
-    def _view(self, nodes: tuple[str, ...]) -> dict[str, int]:
-        version = int(self._words[_VERSION])
-        cache = self._qcache
-        if cache[0] == version and cache[1] is nodes:
-            return cache[2]
-        found: dict[str, int] = {}
-        keys = _keys(self._words)
-        index: dict[int, int] = {}
-        for i, k in enumerate(keys):
-            if k and k not in index:
-                index[k] = i
-        if index:
-            for node in nodes:
-                cached = self._slots.get(node)
-                key = cached[0] if cached is not None else node_key(node)
-                j = index.get(key)
-                if j is None:
-                    continue
-                self._slots[node] = (key, j)
-                since = int(self._words[_word(j, layout.H_QUARANTINED)])
-                if since:
-                    found[node] = since
-        self._qcache = (version, nodes, found)
-        return found
+    def view(self, nodes: tuple[str, ...]) -> Mapping[str, Eligibility]:
+        """node -> (state, generation) for ``nodes``; empty mapping = all ACTIVE, generation 0.
 
-    def quarantined(self, nodes: tuple[str, ...], expire_after_ns: int | None) -> dict[str, int]:
-        """node -> monotonic ns of the failure, for quarantined nodes of ``nodes``.
-
-        ``expire_after_ns`` drops entries older than that (used when no probe is configured, so
-        quarantines end even while no leader runs maintenance)."""
-        shared = self._view(nodes)
-        if not shared and not self._local:
+        Cached per (``HEALTH_VERSION``, local version, ``nodes`` object): one load per pick
+        while no state changes anywhere on the host.
+        """
+        if self.settings is None:
             return {}
-        result = dict(shared)
-        now = time.monotonic_ns()
-        if expire_after_ns is not None and result:
-            result = {n: t for n, t in result.items() if now - t < expire_after_ns}
-        if self._local:
-            for node, since in list(self._local.items()):
-                if now - since >= self._local_ns:
-                    self._local.pop(node, None)
-                elif node in nodes:
-                    result[node] = since
+        version = int(self._words[_VERSION])
+        cache = self._cache
+        if cache[0] == version and cache[1] == self._local_version and cache[2] is nodes:
+            return cache[3]
+        local_version = self._local_version
+        index = _index(self._words)
+        result: dict[str, Eligibility] = {}
+        for node in nodes:
+            j = index.get(node_key(node))
+            if j is None:
+                with self._local_lock:
+                    st = self._local.get(node, Status(State.QUARANTINED))
+            else:
+                st = _unpack(int(self._words[_word(j, layout.H_STATUS)]))
+            result[node] = (st.state, st.generation)
+        self._cache = (version, local_version, nodes, result)
         return result
 
-    # -- leader maintenance ----------------------------------------------------------------------
+    # -- outcomes (any process) --------------------------------------------------------------------
 
-    def maintain(
-        self,
-        nodes: tuple[str, ...],
-        probe: Callable[[str], bool] | None,
-        probe_interval_ns: int,
-        quarantine_ns: int,
-    ) -> None:
-        """Leader: probe quarantined nodes (or expire them without a probe) and release them."""
-        for node, since in self._view(nodes).items():
-            i = self.slot(node, create=False)
-            if i is None:
-                continue
-            now = time.monotonic_ns()
-            if probe is None:
-                if now - since >= quarantine_ns:
-                    self.release(i, since)
-                continue
-            last = int(self._words[_word(i, layout.H_LAST_PROBE)])
-            if now - last < probe_interval_ns:
-                continue
-            self._words[_word(i, layout.H_LAST_PROBE)] = now
-            try:
-                healthy = bool(probe(node))
-            except Exception:  # a probe that raises means "still unhealthy"
-                log.debug("probe of %s raised", node, exc_info=True)
-                healthy = False
-            if healthy:
-                log.info("node %s is healthy again; ending its quarantine", node,
-                         extra=_events.fields("node_recovered", node))
-                self.release(i, since)
+    def record_pick(self, node: str) -> None:
+        found = self._find(node)
+        if found is not None:
+            self._ops.fetch_add(_offset(found[1], layout.H_PICKS), 1)
 
-    def collect(self, nodes: tuple[str, ...]) -> int:
-        """Leader, after publishing a new generation: free the entries of nodes not in the
-        table. Returns how many entries were freed."""
-        wanted = {node_key(n) for n in nodes}
+    def report_failure(self, node: str, generation: int | None = None) -> Status | None:
+        """A traffic attempt failed before a final HTTP response."""
+        return self.observe(node, Observation.TRAFFIC_FAILURE, generation)
+
+    def report_success(self, node: str, generation: int | None = None) -> Status | None:
+        """A traffic attempt got a final HTTP response (not 500/502/503/504)."""
+        return self.observe(node, Observation.TRAFFIC_SUCCESS, generation)
+
+    def observe(
+        self, node: str, obs: Observation, generation: int | None = None
+    ) -> Status | None:
+        """Apply one observation host-wide; returns the new status if it changed, else None
+        (not accepted, or accepted without a change).
+
+        ``generation`` is what the attempt captured when it was routed (None: no check). A
+        traffic outcome from another generation is stale and changes nothing.
+        """
+        found = self._find(node)
+        if obs is Observation.TRAFFIC_FAILURE and found is not None:
+            self._ops.fetch_add(_offset(found[1], layout.H_FAILURES), 1)
+        settings = self.settings
+        if settings is None:
+            return None
+        if obs is Observation.TRAFFIC_SUCCESS and found is not None:
+            # Fast path (every successful attempt): a healthy ACTIVE node stays as it is.
+            i = found[1]
+            word = int(self._words[_word(i, layout.H_STATUS)])
+            if word & _NO_GEN_MASK == self._healthy | found[2] << _TAG_SHIFT and (
+                generation is None or (generation & GEN_MASK) == (word >> _GEN_SHIFT) & GEN_MASK
+            ):
+                self._words[_word(i, layout.H_UPDATED)] = time.monotonic_ns()
+                return None
+        for _ in range(1000):
+            if found is None:
+                return self._observe_local(node, obs, generation, settings)
+            _key, i, tag = found
+            off = _offset(i, layout.H_STATUS)
+            word = int(self._words[off // 8])
+            if _tag(word) != tag:  # the entry was recycled: look the node up again
+                self._slots.pop(node, None)
+                found = self._find(node)
+                continue
+            old = _unpack(word)
+            new = self._apply(old, obs, generation, settings)
+            if new is None:
+                return None
+            packed = _pack(new, tag)
+            if packed == word:
+                self._words[_word(i, layout.H_UPDATED)] = time.monotonic_ns()
+                return None
+            if self._ops.compare_exchange(off, word, packed):
+                self._words[_word(i, layout.H_UPDATED)] = time.monotonic_ns()
+                if new.state != old.state or new.generation != old.generation:
+                    self._bump()
+                    _log_transition(node, old, new, obs)
+                return new
+        return None  # pathological contention: drop this one observation
+
+    @staticmethod
+    def _apply(
+        old: Status, obs: Observation, generation: int | None, settings: HealthSettings
+    ) -> Status | None:
+        if obs.is_traffic and generation is not None and (generation & GEN_MASK) != old.generation:
+            return None
+        new = transition(old, obs, settings)
+        if new is None:
+            return None
+        if new.generation != old.generation:
+            new = Status(new.state, new.failures, new.successes, new.generation & GEN_MASK)
+        return new
+
+    def _observe_local(
+        self, node: str, obs: Observation, generation: int | None, settings: HealthSettings
+    ) -> Status | None:
+        with self._local_lock:
+            old = self._local.get(node, Status(State.QUARANTINED))
+            new = self._apply(old, obs, generation, settings)
+            if new is None:
+                return None
+            if new == old:
+                return None
+            if len(self._local) > 4 * _CAP:
+                self._local.clear()
+            self._local[node] = new
+            if new.state != old.state or new.generation != old.generation:
+                self._local_version += 1
+                _log_transition(node, old, new, obs)
+            return new
+
+    # -- leader ------------------------------------------------------------------------------------
+
+    def admit(self, nodes: Iterable[str]) -> None:
+        """Leader, before publishing ``nodes``: give every new node an entry (admission
+        quarantine; existing history is kept) and record whether health is on."""
+        mode = MODE_ON if self.settings is not None else MODE_OFF
+        if self._words[_MODE] != mode:
+            self._words[_MODE] = mode
+        keys = _keys(self._words)  # one scan for the whole table
+        present = set(keys)
+        free = (i for i, k in enumerate(keys) if k == 0)
+        claimed = False
+        for node in nodes:
+            key = node_key(node)
+            if key in present:
+                continue
+            present.add(key)
+            index = next(free, None)
+            if index is None:
+                self._overflow(node)
+                continue
+            before = int(self._words[_word(index, layout.H_STATUS)])
+            if self._ops.compare_exchange(_offset(index, layout.H_KEY), 0, key):
+                claimed = True
+                if before != _fresh(_tag(before)):  # see slot(): restart a polluted entry
+                    self._ops.compare_exchange(
+                        _offset(index, layout.H_STATUS), before, _fresh(_tag(before) + 1)
+                    )
+            else:  # taken meanwhile (another leader?): the careful path
+                self.slot(node, create=True)
+        if claimed:
+            self._bump()
+
+    def collect(self, nodes: tuple[str, ...], keep: Iterable[str] = ()) -> int:
+        """Leader, after publishing: when entries run short (past 3/4 of the capacity), free
+        those of departed nodes, least recently updated first, down to half. Returns how many
+        entries were freed."""
+        keys = _keys(self._words)
+        used = sum(1 for k in keys if k)
+        if used <= _CAP * 3 // 4:
+            return 0
+        wanted = {node_key(n) for n in nodes} | {node_key(n) for n in keep}
+        departed = sorted(
+            (int(self._words[_word(i, layout.H_UPDATED)]), i, k)
+            for i, k in enumerate(keys)
+            if k and k not in wanted
+        )
         freed = 0
-        for i, k in enumerate(_keys(self._words)):
-            if not k or k in wanted:
-                continue
-            was_quarantined = self._words[_word(i, layout.H_QUARANTINED)] != 0
-            for f in (layout.H_FAILURES, layout.H_PICKS, layout.H_QUARANTINED,
-                      layout.H_LAST_FAILURE, layout.H_LAST_PROBE):
-                self._words[_word(i, f)] = 0
-            if self._ops.compare_exchange(_offset(i, layout.H_KEY), k, 0):
+        for _updated, i, k in departed:
+            if used - freed <= _CAP // 2:
+                break
+            if self._free(i, k):
                 freed += 1
-            if was_quarantined:
-                self._ops.fetch_add(layout.HEALTH_VERSION_OFF, 1)
+        if freed:
+            self._bump()
         return freed
+
+    def _free(self, index: int, key: int) -> bool:
+        off = _offset(index, layout.H_STATUS)
+        for _ in range(1000):  # tag first: a writer holding the old tag now fails its CAS
+            word = int(self._words[off // 8])
+            if self._ops.compare_exchange(off, word, _fresh(_tag(word) + 1)):
+                break
+        for field in (layout.H_PICKS, layout.H_FAILURES, layout.H_UPDATED, layout.H_PROBED):
+            self._words[_word(index, field)] = 0  # stats of a departed node (leader only)
+        return self._ops.compare_exchange(_offset(index, layout.H_KEY), key, 0)
+
+    def probe_due(
+        self, nodes: Iterable[str], now_ns: int, period_ns: int
+    ) -> list[tuple[str, State]]:
+        """Leader: DOWN then QUARANTINED nodes whose last probe started ``period_ns`` ago or
+        more (never probed, or a stamp from the future, counts as due). Nodes without a shared
+        entry are left out: a probe could only change the leader's own local view of them.
+
+        A due QUARANTINED node that took a successful attempt since its last probe is skipped
+        once (spec: traffic success suppresses one background probe); that uses up the
+        suppression and restarts its period."""
+        if self.settings is None:
+            return []
+        down: list[tuple[str, State]] = []
+        quarantined: list[tuple[str, State]] = []
+        for node in nodes:
+            found = self._find(node)
+            if found is None:
+                continue
+            word = int(self._words[_word(found[1], layout.H_STATUS)])
+            st = _unpack(word)
+            last = int(self._words[_word(found[1], layout.H_PROBED)])
+            if st.state is State.ACTIVE:
+                continue
+            if last and 0 <= now_ns - last < period_ns:
+                continue
+            if st.suppressed and st.state is State.QUARANTINED:
+                self._ops.compare_exchange(
+                    _offset(found[1], layout.H_STATUS), word, word & ~_SUPPRESSED
+                )
+                self._words[_word(found[1], layout.H_PROBED)] = now_ns
+                continue
+            (down if st.state is State.DOWN else quarantined).append((node, st.state))
+        return down + quarantined
+
+    def never_probed(self, node: str) -> bool:
+        """True for a QUARANTINED node with an entry that no leader has probed yet."""
+        found = self._find(node)
+        if found is None or self.settings is None:
+            return False
+        word = int(self._words[_word(found[1], layout.H_STATUS)])
+        return _unpack(word).state is State.QUARANTINED and not int(
+            self._words[_word(found[1], layout.H_PROBED)]
+        )
+
+    def mark_probed(self, node: str, now_ns: int) -> None:
+        found = self._find(node)
+        if found is not None:
+            self._words[_word(found[1], layout.H_PROBED)] = now_ns
+
+
+def _log_transition(node: str, old: Status, new: Status, obs: Observation) -> None:
+    if new.state is State.DOWN and old.state is not State.DOWN:
+        log.warning(
+            "node %s is DOWN after %d consecutive failures (generation %d): no traffic until "
+            "%s probes succeed", node, new.failures, new.generation, "its recovery",
+            extra=_events.fields("node_down", node, failures=new.failures),
+        )
+    elif new.state is State.ACTIVE and old.state is not State.ACTIVE:
+        log.info("node %s is ACTIVE (%s)", node, obs.value,
+                 extra=_events.fields("node_recovered", node, observation=obs.value))
+    elif new.state is State.QUARANTINED and old.state is State.DOWN:
+        log.info("node %s recovered to quarantine after successful probes", node,
+                 extra=_events.fields("node_recovered", node, observation=obs.value))

@@ -56,8 +56,9 @@ COUNTER_HOLDER_OFF: Final = 0x188  # flock backend: pid of the last counter-lock
 REQUEST_OFF: Final = 0x200  # refresh requests (followers add 1); own line
 REQUEST_SERVED_OFF: Final = 0x208  # the request value the leader's last attempt answered
 
-HEALTH_VERSION_OFF: Final = 0x280  # bumped on every quarantine change; own line
+HEALTH_VERSION_OFF: Final = 0x280  # bumped on every health state change; own line
 HEALTH_OVERFLOW_OFF: Final = 0x288  # nodes that found no free health slot
+HEALTH_MODE_OFF: Final = 0x290  # 1 = node health on, 2 = off (node_health=False); leader-written
 
 NAMESPACE_LEN_OFF: Final = 0x300  # u32 length, u32 reserved
 NAMESPACE_OFF: Final = 0x308
@@ -66,17 +67,24 @@ NAMESPACE_MAX: Final = 0x0F8  # 248 bytes, truncated (diagnostics: lets `status`
 ERROR_OFF: Final = 0x400
 ERROR_MAX: Final = 0x100  # last refresh error text, truncated
 
-# -- health: per-node counters, claimed by key ----------------------------------------------------
+# Options the leader runs with (fleet/identity.py): "name=digest" lines, self-validating.
+IDENTITY_LEN_OFF: Final = 0xC00  # u32 length, u32 reserved
+IDENTITY_DIGEST_OFF: Final = 0xC08  # blake2b-128 of the text
+IDENTITY_OFF: Final = 0xC20
+IDENTITY_MAX: Final = HEADER_SIZE - IDENTITY_OFF
+
+# -- health: one 48-byte entry per node, claimed by key (owned by fleet/health.py) -------------
+# 1024 x 48 B = 48 KiB: one entry per node of the table plus room for departed nodes' history.
 HEALTH_OFF: Final = HEADER_SIZE
 HEALTH_CAPACITY: Final = 1024  # = MAX_NODES: a full table never overflows the health entries
-HEALTH_ENTRY: Final = 64
+HEALTH_ENTRY: Final = 48
 # fields of one entry, relative to its start
-H_KEY: Final = 0x00  # 64-bit hash of the node string, 0 = free
-H_FAILURES: Final = 0x08
-H_PICKS: Final = 0x10
-H_QUARANTINED: Final = 0x18  # monotonic ns of the failure that quarantined it, 0 = healthy
-H_LAST_FAILURE: Final = 0x20  # monotonic ns of the last reported failure
-H_LAST_PROBE: Final = 0x28  # monotonic ns of the leader's last probe
+H_KEY: Final = 0x00  # 64-bit hash of the canonical endpoint, 0 = free
+H_STATUS: Final = 0x08  # CAS-only word: claim tag, generation, state, failures, successes
+H_PICKS: Final = 0x10  # attempts routed to the node (fetch-add; stats)
+H_FAILURES: Final = 0x18  # traffic failures ever reported (fetch-add; stats)
+H_UPDATED: Final = 0x20  # monotonic ns of the last accepted observation (diagnostics)
+H_PROBED: Final = 0x28  # monotonic ns the leader last started a probe of the node
 HEALTH_SIZE: Final = HEALTH_CAPACITY * HEALTH_ENTRY
 
 # -- node table: two self-validating slots --------------------------------------------------------
@@ -96,17 +104,14 @@ FORMAT_LINES: Final = 1  # UTF-8 node strings separated by "\n"
 MAX_NODES: Final = 1024
 
 # -- load: attempts in flight and latency per node (owned by fleet/load.py) -----------------------
-# Load entry i belongs to the node of health entry i. Two words per node, kept in the two spare
-# words of each 64-byte health entry (health.py never touches them), so load costs no space.
-# If health entries ever shrink, give load its own region here (HEALTH_CAPACITY x 16 bytes):
-# load.py only reads these four constants.
-LOAD_OFF: Final = HEALTH_OFF
-LOAD_ENTRY: Final = HEALTH_ENTRY
-L_IN_FLIGHT: Final = 0x30  # two halves (one per epoch parity): u16 epoch tag << 16 | u16 count
-L_LATENCY: Final = 0x38  # estimate us (28 bits) | samples (4) | monotonic ms of last sample (32)
-LOAD_SIZE: Final = 0  # no bytes of its own
+# Load entry i belongs to the node of health entry i: two words per node, 16 KiB in all.
+LOAD_OFF: Final = SLOTS_OFF + SLOT_COUNT * SLOT_SIZE
+LOAD_ENTRY: Final = 16
+L_IN_FLIGHT: Final = 0x00  # two halves (one per epoch parity): u16 epoch tag << 16 | u16 count
+L_LATENCY: Final = 0x08  # estimate us (28 bits) | samples (4) | monotonic ms of last sample (32)
+LOAD_SIZE: Final = HEALTH_CAPACITY * LOAD_ENTRY
 
-TOTAL_SIZE: Final = SLOTS_OFF + SLOT_COUNT * SLOT_SIZE
+TOTAL_SIZE: Final = LOAD_OFF + LOAD_SIZE
 
 # -- counter backends (recorded in the header; every attacher must use the same one) -------------
 BACKEND_FLOCK: Final = 1
@@ -144,5 +149,5 @@ def word_index(offset: int) -> int:
 
 assert TOTAL_SIZE % 4096 == 0
 assert TOTAL_SIZE <= 256 * 1024
-assert L_IN_FLIGHT > H_LAST_PROBE and L_LATENCY + WORD <= LOAD_ENTRY  # spare health words
+assert L_LATENCY + WORD <= LOAD_ENTRY
 assert HEALTH_ENTRY % WORD == 0 and SLOT_SIZE % WORD == 0

@@ -1,8 +1,8 @@
 """Per-node load shared by every process: attempts in flight and recent attempt latency.
 
 Each node's health entry ``i`` (:mod:`~alternator_shm.fleet.health`) has a load entry ``i`` of
-two words (:data:`~alternator_shm.fleet.layout.L_IN_FLIGHT`, ``L_LATENCY``; today the two spare
-words of the 64-byte health entry, so load adds no byte to the segment): no second key table,
+two words (:data:`~alternator_shm.fleet.layout.L_IN_FLIGHT`, ``L_LATENCY``; 16 KiB for the
+1024 entries): no second key table,
 and a node's load lives exactly as long as its health entry. A recycled entry starts with what
 the previous node left: its in-flight halves expire with their epochs, its latency decays.
 

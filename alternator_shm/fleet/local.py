@@ -18,7 +18,7 @@ from typing import Protocol
 from alternator_shm.fleet import counter, layout, segment
 from alternator_shm.fleet.counter import AtomicWords, FlockWords, SharedWords
 from alternator_shm.fleet.election import Election
-from alternator_shm.fleet.health import Health
+from alternator_shm.fleet.health import Health, HealthSettings
 from alternator_shm.fleet.segment import Segment
 from alternator_shm.fleet.table import TableReader
 
@@ -44,7 +44,7 @@ class Attachment:
 class LocalState:
     """One namespace in this process."""
 
-    def __init__(self, namespace: str, shm_dir: str, local_quarantine_s: float) -> None:
+    def __init__(self, namespace: str, shm_dir: str, health: HealthSettings | None) -> None:
         self.namespace = namespace
         self.shm_dir = shm_dir
         self.base = segment.base_name(namespace)
@@ -62,7 +62,7 @@ class LocalState:
         self.standby: dict[object, Startable] = {}
         self.last_failure: tuple[int, BaseException] | None = None  # (request served, error)
         self._lock = threading.RLock()
-        self._local_quarantine_s = local_quarantine_s
+        self._health = health  # the first fleet of this namespace in the process decides
 
     def wake(self) -> None:
         """Make this process's refreshers run a round now (a refresh request is pending)."""
@@ -109,7 +109,7 @@ class LocalState:
             seg=seg,
             ops=ops,
             reader=TableReader(seg.mm, seg.words),
-            health=Health(seg.words, ops, self._local_quarantine_s),
+            health=Health(seg.words, ops, self._health),
         )
         self.stale = False
         if old is not None and isinstance(old.ops, FlockWords):
@@ -138,7 +138,9 @@ def _reset_after_fork() -> None:
     _registry_pid = os.getpid()
 
 
-def local_state(namespace: str, shm_dir: str, local_quarantine_s: float = 2.0) -> LocalState:
+def local_state(
+    namespace: str, shm_dir: str, health: HealthSettings | None = None
+) -> LocalState:
     """This process's :class:`LocalState` for ``namespace`` (created on first use)."""
     lock = segment.registry_lock()
     with lock:
@@ -147,7 +149,7 @@ def local_state(namespace: str, shm_dir: str, local_quarantine_s: float = 2.0) -
         key = (os.path.realpath(shm_dir), segment.base_name(namespace))
         state = _registry.get(key)
         if state is None:
-            state = LocalState(namespace, shm_dir, local_quarantine_s)
+            state = LocalState(namespace, shm_dir, health)
             _registry[key] = state
         return state
 

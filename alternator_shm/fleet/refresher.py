@@ -17,8 +17,8 @@ leader that was taken over, or whose ``close()`` returned, commits nothing. The 
   the next attempt, and keeps the last good table meanwhile;
 * publishes only validated, non-empty lists — or an empty one when the result carries a note
   saying why (``result.note``, e.g. discovery's "no live node in rack ..." verdict);
-* probes quarantined nodes (at most every ``probe_interval`` per node) and releases the healthy
-  ones, or expires quarantines after ``quarantine`` seconds when no probe is configured.
+* admits new nodes into node health before publishing them, and probes quarantined and down
+  nodes through :class:`~alternator_shm.fleet.probes.Prober` (never blocking this loop).
 """
 
 from __future__ import annotations
@@ -33,8 +33,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from alternator_shm.fleet import events as _events
-from alternator_shm.fleet import fencing, layout, table
+from alternator_shm.fleet import fencing, identity, layout, table
+from alternator_shm.fleet.health import HealthSettings
 from alternator_shm.fleet.local import Attachment, LocalState
+from alternator_shm.fleet.probes import Prober
 
 __all__ = ["Fence", "FencedOut", "RefreshConfig", "Refresher", "refresh_once"]
 
@@ -52,9 +54,9 @@ class RefreshConfig:
     poll_interval: float
     backoff_initial: float
     backoff_max: float
-    probe_interval: float
-    quarantine: float
+    health: HealthSettings | None
     counter_backend: str
+    identity: bytes = b""  # this process's options (fleet/identity.py), recorded while leading
 
 
 class FencedOut(Exception):
@@ -93,6 +95,8 @@ def refresh_once(
     refresh: Callable[[], Sequence[str]],
     served: int,
     fence: Fence,
+    ident: bytes = b"",
+    prober: Prober | None = None,
 ) -> tuple[str, ...]:
     """Leader only: call ``refresh``, publish a valid result, record the outcome in the header;
     every write fenced by ``fence`` (raises :class:`FencedOut` if it was not current).
@@ -133,9 +137,13 @@ def refresh_once(
                 )
             raise
         changed = False
+        att.health.admit(nodes)  # new nodes enter admission quarantine before anyone routes
+        if prober is not None:
+            prober.admit(att.health, nodes)  # ... and are probed before the table shows them
 
         def record_success() -> None:
             nonlocal changed
+            identity.write(att.seg.mm, words, ident)
             before = int(words[_W(layout.PUBLISH_OFF)]) >> 1
             generation = table.publish(att.seg.mm, words, nodes, note)
             changed = generation != before
@@ -173,6 +181,15 @@ class Refresher:
         self._thread = threading.Thread(
             target=self._run, name=f"alternator-shm-refresher-{state.base}", daemon=True
         )
+        self._prober = (
+            Prober(config.probe, config.health)
+            if config.probe is not None and config.health is not None
+            else None
+        )
+
+    @property
+    def prober(self) -> Prober | None:
+        return self._prober
 
     def start(self) -> None:
         self._state.running.add(self._owner)
@@ -187,6 +204,8 @@ class Refresher:
         refresh), it can no longer write: the resignation revokes its epoch."""
         self._stop.set()
         self._wake.set()
+        if self._prober is not None:
+            self._prober.close()
         self._state.running.discard(self._owner)
         self._state.wakers.pop(self._owner, None)
         att = self._state.att
@@ -244,15 +263,11 @@ class Refresher:
         if self._due(words, now, request):
             # a failure is recorded in the header and logged; the last table stays in force
             with contextlib.suppress(Exception):
-                refresh_once(state, att, config.refresh, request, fence)
+                refresh_once(state, att, config.refresh, request, fence, config.identity,
+                             self._prober)
         nodes = att.reader.read()
-        if nodes and fence.still_mine():
-            att.health.maintain(
-                nodes,
-                config.probe,
-                int(config.probe_interval * 1e9),
-                int(config.quarantine * 1e9),
-            )
+        if nodes and self._prober is not None and fence.still_mine():
+            self._prober.cycle(att.health, nodes)
         return self._leader_delay(words)
 
     def _interval(self, words: memoryview) -> float:

@@ -7,11 +7,12 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from alternator_shm.errors import DiscoveryError, SharedStateError
-from alternator_shm.fleet import layout, segment
+from alternator_shm.fleet import identity, layout, segment
 from alternator_shm.fleet.counter import CounterLockBusy
+from alternator_shm.fleet.health import Eligibility, HealthSettings, State, Status
 from alternator_shm.fleet.load import Attempt, Load
 from alternator_shm.fleet.local import (
     Attachment,
@@ -30,6 +31,7 @@ log = logging.getLogger("alternator_shm.fleet")
 _W = layout.word_index
 _getpid = os.getpid
 _COUNTER = _W(layout.COUNTER_OFF)
+_identity_warned: set[tuple[int, str, str]] = set()  # (pid, shm_dir, namespace)
 
 
 class SharedFleet:
@@ -41,8 +43,10 @@ class SharedFleet:
     the inherited fds without unlocking and is never leader by inheritance). Thread-safe.
 
     ``refresh`` runs only in the elected leader (one process on the host) and returns the node
-    list; ``probe`` (leader only) says whether a quarantined node is healthy again. Without a
-    probe a quarantine ends ``quarantine`` seconds after the last reported failure.
+    list; ``probe`` (leader only) answers whether a node returned HTTP 200 to a direct probe.
+    ``health`` turns node health on (``None``: every node is ACTIVE and nothing is probed).
+    ``identity`` (from :func:`identity.encode`) is recorded by the leader and compared by the
+    others: :meth:`identity_differences`.
     """
 
     def __init__(
@@ -56,14 +60,14 @@ class SharedFleet:
         poll_interval: float = 0.2,
         counter_backend: str = "auto",
         shm_dir: str = segment.DEFAULT_SHM_DIR,
-        quarantine: float = 2.0,
-        probe_interval: float = 0.5,
+        health: HealthSettings | None = None,
+        identity: bytes = b"",
         backoff_initial: float | None = None,
         backoff_max: float = 30.0,
     ) -> None:
         if counter_backend not in ("auto", "atomic", "flock"):
             raise ValueError(f"counter_backend must be auto, atomic or flock: {counter_backend!r}")
-        if min(refresh_interval, idle_refresh_interval, poll_interval, quarantine) <= 0:
+        if min(refresh_interval, idle_refresh_interval, poll_interval) <= 0:
             raise ValueError("intervals must be positive")
         self.namespace = namespace
         self.shm_dir = shm_dir
@@ -76,16 +80,17 @@ class SharedFleet:
             poll_interval=poll_interval,
             backoff_initial=poll_interval if backoff_initial is None else backoff_initial,
             backoff_max=backoff_max,
-            probe_interval=probe_interval,
-            quarantine=quarantine,
+            health=health,
             counter_backend=counter_backend,
+            identity=identity,
         )
-        self._expire_ns = None if probe is not None else int(quarantine * 1e9)
+        self.health_settings = health
         self._pid = -1  # not attached in any process yet
         self._state: LocalState | None = None
         self._refresher: Refresher | None = None
         self._started = False  # start() was called (in this process or before a fork)
         self._owner = object()  # this object's leadership token
+        self._identity_pid = -1  # pid in which the recorded options were compared with ours
         self._lock = threading.RLock()
         self._load: tuple[Attachment, Load] | None = None
 
@@ -115,7 +120,7 @@ class SharedFleet:
             self._lock = threading.RLock()  # a fork child may inherit it held
             self._refresher = None
             self._owner = object()
-            self._state = local_state(self.namespace, self.shm_dir, self._config.quarantine)
+            self._state = local_state(self.namespace, self.shm_dir, self._config.health)
             self._pid = pid  # last: other threads take the fast path only once all is set
         if inherited and self._started:
             self.start()  # the parent ran a refresher: this process is a failover candidate too
@@ -198,7 +203,28 @@ class SharedFleet:
 
     def nodes(self) -> tuple[str, ...]:
         """The published node table; () if none yet. Attaches lazily, starts no thread."""
-        return self._att().reader.read()
+        nodes = self._att().reader.read()
+        if nodes and self._identity_pid != _getpid():
+            self._check_identity()
+        return nodes
+
+    def _check_identity(self) -> None:
+        """Once per process, when a table is first seen: warn if the leader that refreshes and
+        probes it runs with other options than ours (an explicit namespace shared by Helpers
+        that disagree; a default namespace includes every such option, so it cannot)."""
+        self._identity_pid = _getpid()
+        if not self._config.identity:
+            return
+        differing = self.identity_differences()
+        key = (self._identity_pid, self.shm_dir, self.namespace)
+        if differing and key not in _identity_warned:
+            _identity_warned.add(key)
+            log.warning(
+                "namespace %r is shared with a Helper whose options differ in: %s. Its leader "
+                "refreshes and probes the table with its own options, so this process's values "
+                "of these options have no effect; give both the same options, or different "
+                "namespaces", self.namespace, ", ".join(differing),
+            )
 
     @property
     def generation(self) -> int:
@@ -311,29 +337,49 @@ class SharedFleet:
         with contextlib.suppress(CounterLockBusy):
             self._att().health.record_pick(node)
 
-    def report_failure(self, node: str) -> None:
-        """failures += 1 and quarantine ``node`` for every process on the host.
+    def report_failure(self, node: str, generation: int | None = None) -> Status | None:
+        """A traffic attempt to ``node`` failed before a final HTTP response (host-wide).
 
         With the flock backend and its lock held by a stopped process, the report is dropped
         (logged): the call's own retry still avoids the node, and a call never fails for it.
         """
         try:
-            self._att().health.report_failure(node)
+            return self._att().health.report_failure(node, generation)
         except CounterLockBusy as exc:
             log.warning("failure of %s not shared: %s", node, exc)
+            return None
 
-    def report_success(self, node: str) -> None:
-        """End ``node``'s quarantine if it has one (one load when nothing is quarantined)."""
-        att = self._att()
+    def report_success(self, node: str, generation: int | None = None) -> Status | None:
+        """A traffic attempt to ``node`` got a final, not health-neutral, HTTP response."""
         try:
-            att.health.report_success(node, att.reader.read())
+            return self._att().health.report_success(node, generation)
         except CounterLockBusy as exc:
-            log.warning("recovery of %s not shared: %s", node, exc)
+            log.warning("success on %s not shared: %s", node, exc)
+            return None
+
+    def health_view(self) -> Mapping[str, Eligibility]:
+        """node -> (state, generation) for the table's nodes; {} when all are ACTIVE by
+        definition (node health off). One load while nothing changes."""
+        att = self._att()
+        return att.health.view(att.reader.read())
+
+    def health_view_of(self, nodes: tuple[str, ...]) -> Mapping[str, Eligibility]:
+        """Like :meth:`health_view` for another node list (the bootstrap seeds)."""
+        return self._att().health.view(nodes)
 
     def quarantined(self) -> dict[str, int]:
-        """node -> monotonic ns of its last failure, for the table's quarantined nodes."""
+        """Nodes of the table out of the ordinary rotation (QUARANTINED or DOWN) -> generation."""
+        return {n: g for n, (st, g) in self.health_view().items() if st is not State.ACTIVE}
+
+    def node_status(self, node: str) -> Status:
+        return self._att().health.status(node)
+
+    def identity_differences(self) -> list[str]:
+        """Options of this fleet that differ from those the segment's leader recorded."""
         att = self._att()
-        return att.health.quarantined(att.reader.read(), self._expire_ns)
+        return identity.differences(
+            self._config.identity, identity.read(att.seg.mm, att.seg.words)
+        )
 
     # -- load (fleet/load.py) ---------------------------------------------------------------------
 

@@ -21,10 +21,11 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from alternator_shm.fleet import table
+from alternator_shm.fleet.health import Eligibility, State, Status
 from alternator_shm.fleet.load import Attempt, LocalAttempt, LocalLoad
 from alternator_shm.fleet.stats import FleetStats, NodeStats
 
@@ -346,8 +347,9 @@ class StandaloneFleet:
         with self._lock:
             self._entry(node).picks += 1
 
-    def report_failure(self, node: str) -> None:
-        """failures += 1 and quarantine ``node`` in this process."""
+    def report_failure(self, node: str, generation: int | None = None) -> None:
+        """failures += 1 and quarantine ``node`` in this process (``generation``: unused, the
+        twin keeps a simple quarantine, not the shared fleet's three-state node health)."""
         now = time.monotonic_ns()
         with self._lock:
             entry = self._entry(node)
@@ -355,7 +357,7 @@ class StandaloneFleet:
             entry.quarantined_since_ns = max(entry.quarantined_since_ns, now)
             self._health_version += 1
 
-    def report_success(self, node: str) -> None:
+    def report_success(self, node: str, generation: int | None = None) -> None:
         """End ``node``'s quarantine if it has one."""
         since = self._quarantined_view(self._table[1]).get(node)
         if since is not None:
@@ -399,6 +401,19 @@ class StandaloneFleet:
         now = time.monotonic_ns()
         return {n: t for n, t in view.items() if now - t < self._quarantine_ns}
 
+    def health_view_of(self, nodes: tuple[str, ...]) -> Mapping[str, Eligibility]:
+        """Routing's view: a quarantined node is QUARANTINED (tried after the others)."""
+        quarantined = self.quarantined()
+        return {n: (State.QUARANTINED, 0) for n in nodes if n in quarantined}
+
+    def node_status(self, node: str) -> Status:
+        if node in self.quarantined():
+            return Status(State.QUARANTINED)
+        return Status(State.ACTIVE)
+
+    def identity_differences(self) -> list[str]:
+        return []  # alone: nobody else's options apply
+
     # -- diagnostics ----------------------------------------------------------------------------
 
     # -- load (fleet/load.py's process-local twin) -----------------------------------------------
@@ -426,7 +441,7 @@ class StandaloneFleet:
                 e.picks,
                 e.failures,
                 e.quarantined_since_ns != 0,
-                e.quarantined_since_ns,
+                state="quarantined" if e.quarantined_since_ns else "active",
                 in_flight=loads[n].in_flight,
                 latency_ms=loads[n].latency_ms,
             )

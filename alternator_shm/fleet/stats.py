@@ -22,12 +22,24 @@ _W = layout.word_index
 
 @dataclass(frozen=True)
 class NodeStats:
-    """Shared counters of one node of the table."""
+    """Shared counters and health of one node of the table.
+
+    ``state`` is the node-health state: ``"active"`` (in rotation), ``"quarantined"`` (new or
+    recovering: tried only after every active node) or ``"down"`` (no traffic until probes
+    succeed); always ``"active"`` with ``node_health=False``. ``quarantined`` is True for every
+    state but ``"active"`` (the node is out of the ordinary rotation). ``failures`` counts every
+    traffic failure ever reported; ``consecutive_failures`` / ``successes`` are the health
+    machine's streaks and ``generation`` its down-count (see the README's node-health section).
+    """
 
     picks: int
     failures: int
     quarantined: bool
-    quarantined_since_ns: int = 0  # monotonic ns of the failure that quarantined it, 0 if not
+    state: str = "active"
+    generation: int = 0
+    consecutive_failures: int = 0
+    successes: int = 0
+    last_update_age_s: float | None = None  # since the last accepted health observation
     #: attempts now outstanding on the node, host-wide (fleet/load.py)
     in_flight: int = 0
     #: recent mean attempt latency, host-wide, in ms (smoothed); None before the first answer
@@ -57,6 +69,7 @@ class FleetStats:
     health_slots_used: int = 0
     health_capacity: int = layout.HEALTH_CAPACITY
     health_overflow: int = 0
+    node_health: bool = True  # False: the namespace runs with node_health=False
     segment_size: int = layout.TOTAL_SIZE
     shm_dir: str = segment.DEFAULT_SHM_DIR
     # "shared": this process uses the host-wide segment; "local": it balances alone (its own
@@ -118,10 +131,14 @@ def snapshot(
     loads = load.node_loads(words, nodes)
     per_node = {
         n: NodeStats(
-            c.picks,
-            c.failures,
-            c.quarantined_since_ns != 0,
-            c.quarantined_since_ns,
+            picks=c.picks,
+            failures=c.failures,
+            quarantined=c.state is not health.State.ACTIVE,
+            state=c.state.label,
+            generation=c.generation,
+            consecutive_failures=c.consecutive_failures,
+            successes=c.successes,
+            last_update_age_s=_age(now, c.updated_ns),
             in_flight=loads[n].in_flight,
             latency_ms=loads[n].latency_ms,
         )
@@ -147,6 +164,7 @@ def snapshot(
         is_leader=self_leads,
         health_slots_used=health.slots_used(words),
         health_overflow=int(words[_W(layout.HEALTH_OVERFLOW_OFF)]),
+        node_health=health.health_enabled(words),
         shm_dir=shm_dir,
         leader_epoch=int(words[_W(layout.EPOCH_OFF)]),
         leader_mode=_MODES.get(int(words[_W(layout.LEADER_MODE_OFF)]), ""),

@@ -20,6 +20,7 @@ from test_helper_support import api_counts, make_helper, node_urls, spawn_contex
 
 from alternator_shm.affinity import Affinity, Ring, Target, hash_key, seeded_order
 from alternator_shm.emulator import Cluster
+from alternator_shm.fleet.health import State
 
 USERS = {"aff-key": "aff-secret"}
 TABLE = "aff_table"
@@ -229,9 +230,9 @@ def test_retries_after_the_preferred_node_dies_follow_the_plan(alternator_cluste
                             ConditionExpression=CONDITION)
         counts = api_counts(cluster, "PutItem")
         assert +counts == seconds, (counts, seconds)
-        # The victim is now quarantined: later calls skip it at final selection only, and
-        # keys preferring live nodes are not remapped.
-        assert victim in h._shared().quarantined()
+        # The victim is now down (12 failures >= 10): later calls skip it at final selection
+        # only, and keys preferring live nodes are not remapped.
+        assert h._shared().node_status(victim).state is State.DOWN
         cluster.clear_logs()
         others = [k for k in (f"o-{i}" for i in range(100)) if _plan(cluster, k)[0] != victim][:8]
         for key in keys[:4] + others:

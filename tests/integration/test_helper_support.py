@@ -86,8 +86,22 @@ def api_entries(node: Any, operation: str | None = None) -> list[Any]:
     ]
 
 
+def _is_probe(entry: Any) -> bool:
+    return "health probe" in entry.headers.get("User-Agent", "")
+
+
 def localnodes_entries(node: Any) -> list[Any]:
-    return [e for e in node.log if e.method == "GET" and e.path.startswith("/localnodes")]
+    """Discovery's ``/localnodes`` questions (the node-health probes excluded)."""
+    return [
+        e
+        for e in node.log
+        if e.method == "GET" and e.path.startswith("/localnodes") and not _is_probe(e)
+    ]
+
+
+def probe_entries(node: Any) -> list[Any]:
+    """The node-health probes a node received (``GET /localnodes`` from the leader)."""
+    return [e for e in node.log if e.method == "GET" and _is_probe(e)]
 
 
 def api_counts(cluster: Any, operation: str | None = None) -> Counter[str]:

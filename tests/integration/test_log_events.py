@@ -30,7 +30,7 @@ def _events(caplog: pytest.LogCaptureFixture) -> list[tuple[str, Any]]:
 def test_every_record_with_an_event_uses_a_documented_name_and_has_a_node_field(
     cluster: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="alternator_shm")
+    caplog.set_level(logging.DEBUG, logger="alternator_shm")
     bad = cluster.nodes[1]
     bad.inject_fault("reset", count=1)
     with make_helper(cluster) as h:

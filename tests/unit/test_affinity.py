@@ -34,6 +34,7 @@ from alternator_shm.affinity import (
 )
 from alternator_shm.affinity import _metadata as metadata
 from alternator_shm.affinity._cooked import COOKED
+from alternator_shm.fleet.health import State
 from alternator_shm.routing import Router
 
 VECTORS = Path(__file__).parent / "vectors"
@@ -414,14 +415,14 @@ class _Fleet:
     def record_pick(self, node: str) -> None:
         self.picks.append(node)
 
-    def report_failure(self, node: str) -> None:
+    def report_failure(self, node: str, generation: int | None = None) -> None:
         self.quarantine[node] = len(self.quarantine) + 1
 
-    def report_success(self, node: str) -> None:
+    def report_success(self, node: str, generation: int | None = None) -> None:
         self.quarantine.pop(node, None)
 
-    def quarantined(self) -> dict[str, int]:
-        return dict(self.quarantine)
+    def health_view_of(self, nodes: tuple[str, ...]) -> dict[str, tuple[State, int]]:
+        return {n: (State.QUARANTINED, 0) for n in self.quarantine}
 
     def empty_reason(self) -> str | None:
         return None

@@ -8,6 +8,7 @@ import pytest
 from test_routing import NODES, FakeFleet
 
 from alternator_shm.balancing import better_than
+from alternator_shm.fleet.health import State
 from alternator_shm.routing import Router
 
 
@@ -75,11 +76,11 @@ def test_health_first_a_quarantined_node_is_never_preferred() -> None:
     load.latency[NODES[0]] = 100.0
     load.latency[NODES[1]] = 0.1
     router, fleet = _router(load)
-    fleet.quarantine[NODES[1]] = 1
+    fleet.set({NODES[1]: State.QUARANTINED})
     # NODES[0] is slow; its successors are NODES[2] (active) and NODES[1] (quarantined, fast).
     assert router.choose(()) == NODES[2]
     # Only quarantined alternatives: keep the slow but active node.
-    fleet.quarantine.update({n: 1 for n in NODES[1:]})
+    fleet.set({n: State.QUARANTINED for n in NODES[1:]})
     assert router.choose(()) == NODES[0]
 
 

@@ -179,12 +179,17 @@ def test_every_attempt_goes_to_another_node(fakes: list[_FakeDynamo], mode: str)
     urls = [f.url for f in fakes]
     # The tried list lives in the call's context and grows across attempts.
     assert router.choices == [((), urls[0]), ((urls[0],), urls[1]), ((urls[0], urls[1]), urls[2])]
-    # HTTP 5xx is an answer, not a health failure.
-    assert router.successes == urls and router.failures == []
-    for fake in fakes:
-        headers = fake.received[0]["headers"]
-        assert headers["Host"] == f"{fake.host}:{fake.port}"
-        assert "host" in _signed(headers)
+    # HTTP 500 is health-neutral: neither a failure nor a success (node-health spec).
+    assert router.successes == urls[2:] and router.failures == []
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_health_neutral_5xx_are_not_reported(fakes: list[_FakeDynamo], status: int) -> None:
+    fakes[0].status = status
+    router = RoundRobin([fakes[0].url])
+    with pytest.raises(Exception):  # noqa: B017 - whatever botocore makes of it
+        _client(router, mode="standard", attempts=1).list_tables()
+    assert router.successes == [] and router.failures == []
 
 
 def test_separate_calls_have_separate_tried_lists(fakes: list[_FakeDynamo]) -> None:

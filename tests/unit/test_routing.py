@@ -2,18 +2,24 @@
 
 The fake keeps the same contract as :class:`alternator_shm.fleet.SharedFleet` as far as routing
 sees it (``FleetView``): a node table, a counter that advances once per pick, and per-node
-quarantine deadlines. That lets the skip rules be checked exactly, without shared memory.
+health (state, generation). That lets the selection rules be checked exactly, without shared
+memory.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections import Counter
+from collections.abc import Mapping
 
 import pytest
 
 from alternator_shm.errors import NoLiveNodesError
-from alternator_shm.routing import Router
+from alternator_shm.fleet.health import State
+from alternator_shm.routing import Router, round_robin_plan, select
+
+Q, D = State.QUARANTINED, State.DOWN
 
 NODES = tuple(f"http://127.0.0.{i}:8000" for i in range(1, 6))
 
@@ -28,7 +34,8 @@ class FakeFleet:
         self.picks: Counter[str] = Counter()
         self.failures: Counter[str] = Counter()
         self.successes: Counter[str] = Counter()
-        self.quarantine: dict[str, int] = {}
+        self.health: dict[str, tuple[State, int]] = {}  # missing = ACTIVE, generation 0
+        self.reports: list[tuple[str, str, int | None]] = []
         self.waited: list[float] = []
         self.reason: str | None = None  # empty_reason(): the table was published empty on purpose
 
@@ -50,19 +57,22 @@ class FakeFleet:
     def record_pick(self, node: str) -> None:
         self.picks[node] += 1
 
-    def report_failure(self, node: str) -> None:
+    def report_failure(self, node: str, generation: int | None = None) -> None:
         self.failures[node] += 1
-        self.quarantine[node] = max(self.quarantine.values(), default=0) + 1
+        self.reports.append(("failure", node, generation))
 
-    def report_success(self, node: str) -> None:
+    def report_success(self, node: str, generation: int | None = None) -> None:
         self.successes[node] += 1
-        self.quarantine.pop(node, None)
+        self.reports.append(("success", node, generation))
+
+    def health_view_of(self, nodes: tuple[str, ...]) -> Mapping[str, tuple[State, int]]:
+        return dict(self.health)
+
+    def set(self, states: dict[str, State]) -> None:
+        self.health = {n: (st, 0) for n, st in states.items()}
 
     def empty_reason(self) -> str | None:
         return self.reason
-
-    def quarantined(self) -> dict[str, int]:
-        return dict(self.quarantine)
 
 
 def _attempts(router: Router, count: int) -> list[str]:
@@ -94,11 +104,12 @@ def test_each_attempt_advances_the_counter_once_and_goes_to_a_new_node() -> None
 
 def test_quarantined_nodes_are_skipped_without_extra_counter_steps() -> None:
     fleet = FakeFleet()
-    fleet.quarantine = {NODES[1]: 1, NODES[3]: 2}
+    fleet.set({NODES[1]: Q, NODES[3]: D})
     router = Router(fleet, NODES[:1])
     chosen = [router.choose(()) for _ in range(300)]
     assert NODES[1] not in chosen and NODES[3] not in chosen
-    assert set(chosen) == {NODES[0], NODES[2], NODES[4]}
+    # The active nodes share the calls exactly (a skipped node's turn is not its neighbour's).
+    assert Counter(chosen) == {NODES[0]: 100, NODES[2]: 100, NODES[4]: 100}
     # One counter step per pick, whatever was skipped.
     assert fleet.counter == 300
 
@@ -117,54 +128,78 @@ def test_tried_nodes_are_skipped() -> None:
 
 def test_retries_skip_both_tried_and_quarantined() -> None:
     fleet = FakeFleet()
-    fleet.quarantine = {NODES[2]: 5}
+    fleet.set({NODES[2]: Q})
     router = Router(fleet, NODES[:1])
     attempts = _attempts(router, 4)
     assert len(set(attempts)) == 4
     assert NODES[2] not in attempts
+    # ... until every active node was tried: then the quarantined one.
+    assert router.choose(attempts) == NODES[2]
 
 
-def test_all_quarantined_tries_least_recently_failed_first() -> None:
+def test_all_quarantined_are_routed_round_robin() -> None:
     fleet = FakeFleet()
-    # Larger value = failed more recently (a later deadline).
-    fleet.quarantine = {NODES[0]: 50, NODES[1]: 10, NODES[2]: 40, NODES[3]: 30, NODES[4]: 20}
+    fleet.set({n: Q for n in NODES})
     router = Router(fleet, NODES[:1])
-    attempts = _attempts(router, 5)
-    assert attempts == [NODES[1], NODES[4], NODES[3], NODES[2], NODES[0]]
+    chosen = [router.choose(()) for _ in range(50)]
+    assert Counter(chosen) == {n: 10 for n in NODES}
+    assert len(set(_attempts(router, 5))) == 5
 
 
-def test_only_quarantined_untried_left_picks_least_recently_failed() -> None:
-    fleet = FakeFleet(NODES[:3])
-    fleet.quarantine = {NODES[1]: 9, NODES[2]: 3}
+def test_down_nodes_never_get_traffic() -> None:
+    fleet = FakeFleet()
+    fleet.set({NODES[0]: D, NODES[1]: Q, NODES[2]: D, NODES[3]: Q, NODES[4]: D})
     router = Router(fleet, NODES[:1])
-    assert router.choose([NODES[0]]) == NODES[2]
-    assert router.choose([NODES[0], NODES[2]]) == NODES[1]
+    for _ in range(20):
+        attempts = _attempts(router, 6)
+        assert set(attempts) == {NODES[1], NODES[3]}
+
+
+def test_only_down_nodes_fail_locally() -> None:
+    fleet = FakeFleet()
+    fleet.set({n: D for n in NODES})
+    router = Router(fleet, NODES[:1])
+    with pytest.raises(NoLiveNodesError, match="down"):
+        router.choose(())
+    with pytest.raises(NoLiveNodesError):
+        router.choose([NODES[0]])
+    assert not fleet.picks
 
 
 def test_more_attempts_than_nodes_goes_around_again() -> None:
     fleet = FakeFleet(NODES[:3])
     router = Router(fleet, NODES[:1])
     attempts = _attempts(router, 7)
-    assert len(set(attempts[:3])) == 3
-    # Every attempt still gets a node, and the extra ones are spread, not stuck on one node.
-    assert set(attempts[3:]) <= set(NODES[:3])
-    assert len(set(attempts[3:6])) >= 2
+    # Each cycle tries every node once before any node is tried again.
+    assert len(set(attempts[:3])) == 3 and len(set(attempts[3:6])) == 3
+    assert set(attempts[6:]) <= set(NODES[:3])
 
 
-def test_more_attempts_than_nodes_prefers_healthy_nodes() -> None:
+def test_new_cycle_prefers_active_nodes() -> None:
     fleet = FakeFleet(NODES[:3])
     router = Router(fleet, NODES[:1])
     tried = list(NODES[:3])
-    fleet.quarantine = {NODES[0]: 1, NODES[1]: 2}
+    fleet.set({NODES[0]: Q, NODES[1]: Q})
     for _ in range(5):
         assert router.choose(tried) == NODES[2]
 
 
 def test_single_node_cluster_retries_on_it() -> None:
     fleet = FakeFleet(NODES[:1])
-    fleet.quarantine = {NODES[0]: 1}
+    fleet.set({NODES[0]: Q})
     router = Router(fleet, NODES[:1])
     assert _attempts(router, 3) == [NODES[0]] * 3
+
+
+def test_select_is_a_filter_over_any_base_plan() -> None:
+    """The seam for other planners: ``select`` keeps the plan's relative order per pass."""
+    plan = (NODES[3], NODES[0], NODES[4], NODES[1], NODES[2])
+    health = {NODES[3]: (Q, 0), NODES[4]: (D, 2), NODES[2]: (Q, 0)}
+    assert select(plan, (), health) == (NODES[0], 0)
+    assert select(plan, [NODES[0]], health) == (NODES[1], 0)
+    assert select(plan, [NODES[0], NODES[1]], health) == (NODES[3], 0)
+    assert select(plan, [NODES[0], NODES[1], NODES[3]], health) == (NODES[2], 0)
+    assert round_robin_plan(NODES, 7) == NODES[2:] + NODES[:2]
 
 
 def test_fleet_started_once_per_process_and_again_after_forget() -> None:
@@ -227,17 +262,22 @@ def test_next_node_is_a_first_attempt() -> None:
     assert fleet.counter == 10
 
 
-def test_failures_go_to_shared_health_successes_release_only_quarantined() -> None:
+def test_outcomes_report_the_generation_captured_at_selection() -> None:
     fleet = FakeFleet()
+    fleet.health = {n: (State.ACTIVE, 7) for n in NODES}
     router = Router(fleet, NODES[:1])
-    router.report_success(NODES[0])
-    assert fleet.successes[NODES[0]] == 0  # healthy node: no shared write per success
-    router.report_failure(NODES[0], ConnectionRefusedError())
-    assert fleet.failures[NODES[0]] == 1
-    assert NODES[0] in fleet.quarantined()
-    assert router.choose(()) != NODES[0]
-    router.report_success(NODES[0])
-    assert NODES[0] not in fleet.quarantined()
+    node = router.choose(())
+    fleet.health = {n: (State.ACTIVE, 8) for n in NODES}  # went down and back meanwhile
+    router.report_failure(node, ConnectionRefusedError())
+    router.report_success(node)
+    assert fleet.reports == [("failure", node, 7), ("success", node, 7)]
+    # Another thread has its own attempt: it cannot report this one's generation.
+    seen: list[tuple[str, str, int | None]] = []
+    t = threading.Thread(target=lambda: router.report_success(node))
+    t.start()
+    t.join()
+    seen.append(fleet.reports[-1])
+    assert seen == [("success", node, None)]
 
 
 def test_empty_scope_verdict_raises_without_fallback_and_sends_nothing() -> None:
