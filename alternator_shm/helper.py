@@ -36,6 +36,7 @@ from alternator_shm._forksafe import ForkSafeLock
 from alternator_shm._version import __version__
 from alternator_shm.affinity import MODES as _AFFINITY_MODES
 from alternator_shm.affinity import Affinity
+from alternator_shm.balancing import BALANCING_MODES as _BALANCING_MODES
 from alternator_shm.discovery import Discovery, node_url
 from alternator_shm.errors import ConfigurationError, NoLiveNodesError
 from alternator_shm.fleet import FleetStats
@@ -95,6 +96,7 @@ class _Options:
     key_route_affinity: Literal["rmw", "any_write"] | None = None
     # Sorted (table, attribute) pairs: hashable, picklable, immune to the caller's edits.
     partition_keys: tuple[tuple[str, str], ...] | None = None
+    balancing: Literal["round_robin", "adaptive"] = "round_robin"
     botocore_config: Config | None = field(default=None, compare=False)
     session: boto3.Session | None = field(default=None, compare=False)
 
@@ -206,6 +208,10 @@ def _validate(seeds: Sequence[str], kw: dict[str, Any]) -> _Options:
         raise ConfigurationError("session must be a boto3.Session")
     _options.health_settings(kw["node_health"])  # raises ConfigurationError when invalid
     _check_affinity(kw)
+    if kw["balancing"] not in _BALANCING_MODES:
+        raise ConfigurationError(
+            f"balancing must be 'round_robin' or 'adaptive', got {kw['balancing']!r}"
+        )
     if kw["rack"] is not None and kw["datacenter"] is None:
         _log.debug("rack without datacenter: the rack is looked up in each seed's own DC")
     return _Options(**kw)
@@ -343,6 +349,7 @@ class Helper:
         shared: Literal["auto", "required", "off"] = "auto",
         key_route_affinity: Literal["rmw", "any_write"] | None = None,
         partition_keys: Mapping[str, str] | None = None,
+        balancing: Literal["round_robin", "adaptive"] = "round_robin",
         botocore_config: Config | None = None,
         session: boto3.Session | None = None,
     ) -> None:
@@ -434,7 +441,11 @@ class Helper:
                 identity=_identity.encode(_options.identity_options(o)),
             )
             self._router = Router(
-                self._fleet, [node_url(o.scheme, s, o.port) for s in o.seeds], fallback=o.fallback
+                self._fleet,
+                [node_url(o.scheme, s, o.port) for s in o.seeds],
+                fallback=o.fallback,
+                load=self._fleet,
+                balancing=o.balancing,
             )
             if o.key_route_affinity is not None:
                 self._affinity = Affinity(o.key_route_affinity, dict(o.partition_keys or ()))
