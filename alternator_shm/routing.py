@@ -29,12 +29,14 @@ import time
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from contextvars import ContextVar
-from typing import Protocol
+from typing import Any, Protocol
 
+from alternator_shm import balancing as _balancing
 from alternator_shm.errors import NoLiveNodesError
+from alternator_shm.fleet import events as _events
 from alternator_shm.fleet.health import State
 
-__all__ = ["FleetView", "Router", "active_nodes", "round_robin_plan", "select"]
+__all__ = ["FleetView", "LoadView", "Router", "active_nodes", "round_robin_plan", "select"]
 
 _log = logging.getLogger(__name__)
 
@@ -135,6 +137,16 @@ def attempt_generation(node: str) -> int | None:
     def empty_reason(self) -> str | None: ...
 
 
+class LoadView(Protocol):
+    """Host-wide per-node load (implemented by :class:`alternator_shm.fleet.SharedFleet`)."""
+
+    def begin_attempt(self, node: str) -> Any: ...
+
+    def end_attempt(self, attempt: Any, answered: bool) -> None: ...
+
+    def node_load(self, node: str) -> tuple[int, float | None]: ...
+
+
 class Router:
     """Chooses nodes for attempts and feeds connection outcomes back into shared health.
 
@@ -160,10 +172,18 @@ class Router:
         first_table_timeout: float = 5.0,
         fallback: bool = True,
         scope: str | None = None,
+        load: LoadView | None = None,
+        balancing: str = "round_robin",
     ) -> None:
+        if balancing not in _balancing.BALANCING_MODES:
+            raise ValueError(f"balancing must be one of {_balancing.BALANCING_MODES}")
+        if balancing == "adaptive" and load is None:
+            raise ValueError("adaptive balancing needs a load view")
         self._fleet = fleet
         self._scope_fallback = fallback
         self._scope = scope
+        self._load = load
+        self._adaptive = balancing == "adaptive"
         # Seeds lie outside a strict (fallback=False) datacenter / rack scope as far as we know.
         self._bootstrap = tuple(bootstrap) if fallback or scope is None else ()
         self._first_table_timeout = first_table_timeout
@@ -190,7 +210,8 @@ class Router:
             return nodes
         self._check_empty_verdict()
         if self._bootstrap:
-            _log.warning("no node table published yet; routing to the seed nodes")
+            _log.warning("no node table published yet; routing to the seed nodes",
+                         extra=_events.fields("seeds_fallback"))
             return self._bootstrap
         if self._scope is not None and not self._scope_fallback:
             raise NoLiveNodesError(
@@ -252,9 +273,50 @@ class Router:
                 self._active = (health, nodes, active)
             base = round_robin_plan(nodes, self._fleet.advance(), active)
             node, generation = select(base, tried, health)
+            if self._adaptive:
+                node, generation = self._adapt(base, node, generation, tried, health)
         _ATTEMPT.set((node, generation))
         self._fleet.record_pick(node)
         return node
+
+    def _adapt(
+        self,
+        base: Sequence[str],
+        node: str,
+        generation: int,
+        tried: Collection[str],
+        health: Mapping[str, Eligibility],
+    ) -> tuple[str, int]:
+        """``balancing="adaptive"``: the selected ACTIVE node, or one of the next ACTIVE untried
+        nodes of the plan if clearly cheaper (:mod:`alternator_shm.balancing`)."""
+        if health.get(node, _HEALTHY)[0] is not State.ACTIVE:
+            return node, generation
+        others: list[str] = []
+        after = False
+        for candidate in base:
+            if candidate == node:
+                after = True
+                continue
+            active = health.get(candidate, _HEALTHY)[0] is State.ACTIVE
+            if after and active and candidate not in tried:
+                others.append(candidate)
+                if len(others) == _balancing.CANDIDATES:
+                    break
+        assert self._load is not None
+        chosen = _balancing.better_than(node, others, self._load.node_load)
+        if chosen == node:
+            return node, generation
+        return chosen, health.get(chosen, _HEALTHY)[1]
+
+    def attempt_started(self, node: str) -> Any:
+        """The attempt to ``node`` goes on the wire now; pass the result to
+        :meth:`attempt_finished` exactly once."""
+        return self._load.begin_attempt(node) if self._load is not None else None
+
+    def attempt_finished(self, attempt: Any, answered: bool) -> None:
+        """``answered``: an HTTP answer (any status) came back, so its latency counts."""
+        if self._load is not None and attempt is not None:
+            self._load.end_attempt(attempt, answered)
 
     def forget_start(self) -> None:
         """After :meth:`Helper.close`, the next request rejoins the election."""
@@ -263,7 +325,8 @@ class Router:
 
     def report_failure(self, node: str, error: BaseException) -> None:
         """An attempt failed before a final HTTP response: a traffic failure, host-wide."""
-        _log.debug("attempt on %s failed: %s", node, type(error).__name__)
+        _log.debug("attempt on %s failed: %s", node, type(error).__name__,
+                   extra=_events.fields("node_failed", node, error=type(error).__name__))
         self._fleet.report_failure(node, attempt_generation(node))
 
     def report_success(self, node: str) -> None:
