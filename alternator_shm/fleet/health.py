@@ -347,6 +347,8 @@ class Health:
         self._ops = ops
         self.settings = settings
         self._slots: dict[str, tuple[int, int, int]] = {}  # node -> (key, index, tag)
+        # record_pick's cache: node -> (key word, key, status word, tag, picks offset)
+        self._picks: dict[str, tuple[int, int, int, int, int]] = {}
         self._cache: tuple[int, int, object, dict[str, Eligibility]] = (-1, -1, None, {})
         self._local: dict[str, Status] = {}  # nodes without a shared entry
         self._local_version = 0
@@ -476,9 +478,28 @@ class Health:
     # -- outcomes (any process) --------------------------------------------------------------------
 
     def record_pick(self, node: str) -> None:
+        # Hot path (every attempt): the entry found last time, re-validated by its key and
+        # claim tag exactly as _find does, with the word indices precomputed.
+        hit = self._picks.get(node)
+        words = self._words
+        if (
+            hit is not None
+            and words[hit[0]] == hit[1]
+            and (int(words[hit[2]]) >> _TAG_SHIFT) & _TAG_MASK == hit[3]
+        ):
+            self._ops.fetch_add(hit[4], 1)
+            return
         found = self._find(node)
-        if found is not None:
-            self._ops.fetch_add(_offset(found[1], layout.H_PICKS), 1)
+        if found is None:
+            return
+        key, i, tag = found
+        if len(self._picks) > 4 * _CAP:
+            self._picks.clear()
+        self._picks[node] = (
+            _word(i, layout.H_KEY), key, _word(i, layout.H_STATUS), tag,
+            _offset(i, layout.H_PICKS),
+        )
+        self._ops.fetch_add(_offset(i, layout.H_PICKS), 1)
 
     def report_failure(self, node: str, generation: int | None = None) -> Status | None:
         """A traffic attempt failed before a final HTTP response."""
