@@ -60,6 +60,9 @@ class _PickPath(Protocol):
 
     def record_pick(self, node: str) -> None: ...
 
+    @property
+    def rotation(self) -> int: ...
+
 
 class FleetView(Protocol):
     """What routing needs from the shared fleet state (see :mod:`alternator_shm.fleet`)."""
@@ -263,7 +266,9 @@ class Router:
             else:
                 active = active_nodes(nodes, health)
                 self._active = (health, nodes, active)
-            base = round_robin_plan(nodes, self._fleet.advance(), active)
+            rotation = getattr(self._fleet, "rotation", None)  # the segment's random offset
+            position = self._fleet.advance() + (rotation() if rotation is not None else 0)
+            base = round_robin_plan(nodes, position, active)
             node, generation = select(base, tried, health)
         _ATTEMPT.set((node, generation))
         self._fleet.record_pick(node)
@@ -285,7 +290,7 @@ class Router:
             else:
                 active = active_nodes(nodes, health)
                 self._active = (health, nodes, active)
-            position = path.advance()
+            position = path.advance() + path.rotation
         except Exception:  # the methods path reports it (fail-soft, typed)
             path.revoke()
             self._path = None

@@ -409,6 +409,16 @@ class FailSoftFleet:
                 return self._fallback(exc).advance()
         return self._run(lambda f: f.advance())
 
+    def rotation(self) -> int:
+        """The shared segment's rotation while shared; 0 for the local twin (its counter is
+        this process's own)."""
+        if self._alone is None and self._pid == _getpid():
+            try:
+                return self._shared.rotation()
+            except _SHM_ERRORS as exc:
+                self._fallback(exc)
+        return 0
+
     def pick_path(self) -> PickPath | None:
         """The shared fleet's :class:`PickPath` while this process routes through it; revoked
         when the process goes local (so a router holding it stops using it at once)."""

@@ -29,6 +29,7 @@ log = logging.getLogger("alternator_shm.fleet")
 _W = layout.word_index
 _getpid = os.getpid
 _COUNTER = _W(layout.COUNTER_OFF)
+_ROTATION = _W(layout.ROTATION_OFF)
 _identity_warned: set[tuple[int, str, str]] = set()  # (pid, shm_dir, namespace)
 
 
@@ -46,7 +47,7 @@ class PickPath:
 
     __slots__ = (
         "__weakref__", "_att", "_pid", "_state", "advance", "read", "record_pick", "revoked",
-        "view",
+        "rotation", "view",
     )
 
     def __init__(self, state: LocalState, att: Attachment, pid: int) -> None:
@@ -58,6 +59,7 @@ class PickPath:
         self.view = att.health.view
         self.advance = att.ops.advance
         self.record_pick = att.health.record_pick
+        self.rotation = int(att.seg.words[_ROTATION])  # fixed for the segment's life
 
     def usable(self) -> bool:
         """True while this process still routes through this very attachment."""
@@ -375,6 +377,12 @@ class SharedFleet:
             if att is not None and not state.stale:  # type: ignore[union-attr]
                 return att.ops.advance()
         return self._att().ops.advance()
+
+    def rotation(self) -> int:
+        """The segment's random rotation (written once at creation): routing picks
+        ``(advance() + rotation()) mod n``, so the hosts of a fleet deployed together start on
+        different nodes. ``advance()`` and the stats keep counting picks from 0."""
+        return int(self._att().seg.words[_ROTATION])
 
     @property
     def counter(self) -> int:
