@@ -1,21 +1,48 @@
-# The two quickstart commands: `make demo` and `make test`. Both install what they need first.
+# The two quickstart commands: `make demo` and `make test`.
+#
+# Both install into a project-local virtual environment (.venv, created with $(PYTHON) on first
+# use) or, when one is active (VIRTUAL_ENV is set), into that one: never into the global
+# site-packages. Any Python >= 3.10 works, Debian's system python3 included (it needs the
+# python3-venv package to create .venv).
 PYTHON ?= python3
+VENV := $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV),.venv)
+PY := $(VENV)/bin/python
 PIP_FLAGS ?= --quiet --disable-pip-version-check
+# Console scripts (alternator-shm, gunicorn, celery, ...) come from the venv too.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install demo test lint
+.PHONY: venv install install-demo demo test lint clean
 
-install:
-	$(PYTHON) -m pip install $(PIP_FLAGS) -e '.[test,lint]'
+venv:
+ifndef VIRTUAL_ENV
+	@if [ ! -x $(VENV)/bin/pip ]; then \
+	    $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null \
+	        || { echo "make: $(PYTHON) must be Python >= 3.10 (try PYTHON=python3.12)" >&2; exit 1; }; \
+	    echo "creating $(VENV) with $$($(PYTHON) --version)"; \
+	    rm -rf $(VENV); \
+	    $(PYTHON) -m venv $(VENV) >/dev/null 2>&1 || { rm -rf $(VENV); \
+	        echo "make: '$(PYTHON) -m venv' failed; on Debian/Ubuntu: apt-get install python3-venv" >&2; \
+	        exit 1; }; \
+	fi
+endif
 
-demo:
-	$(PYTHON) -m pip install $(PIP_FLAGS) -e '.[emulator]'
-	$(PYTHON) -m alternator_shm demo
+install: venv
+	$(PY) -m pip install $(PIP_FLAGS) -e '.[test,lint]'
+
+install-demo: venv
+	$(PY) -m pip install $(PIP_FLAGS) -e '.[emulator]'
+
+demo: install-demo
+	$(PY) -m alternator_shm demo
 
 test: install
-	$(PYTHON) -m pytest -n auto -p no:cacheprovider
-	$(PYTHON) -m ruff check alternator_shm tests scripts
-	$(PYTHON) -m mypy
+	$(PY) -m pytest -n auto -p no:cacheprovider
+	$(PY) -m ruff check alternator_shm tests scripts
+	$(PY) -m mypy
 
 lint: install
-	$(PYTHON) -m ruff check alternator_shm tests scripts
-	$(PYTHON) -m mypy
+	$(PY) -m ruff check alternator_shm tests scripts
+	$(PY) -m mypy
+
+clean:
+	rm -rf .venv build *.egg-info

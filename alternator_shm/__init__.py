@@ -1,8 +1,9 @@
 """alternator-shm: host-wide load balancing of boto3 DynamoDB traffic over ScyllaDB Alternator.
 
-Public names only; see API.md for the contract. ``Helper`` and the stats classes are imported
-on first access so that ``import alternator_shm`` stays cheap (no boto3 import) for tools such as
-the CLI's ``status`` command.
+Public names only (``help(alternator_shm.Helper)`` documents every option; the README has the
+guide and recipes). ``Helper`` and the stats classes are imported on first access so that
+``import alternator_shm`` stays cheap (no boto3 import) for tools such as the CLI's ``status``
+command.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Alternator answers ``GET /localnodes`` (no authentication) with a JSON list of the addresses of
 the live nodes of one datacenter: by default the contacted node's own, or the one named by
 ``?dc=``, optionally narrowed to one rack by ``?rack=``. An unknown dc or rack yields ``[]``;
-servers older than 2025.1 ignore both parameters (see ALTERNATOR_PROTOCOL.md §1).
+servers older than 2025.1 ignore both parameters.
 
 :class:`Discovery` turns that into the node table we route over:
 

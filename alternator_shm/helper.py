@@ -12,14 +12,15 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import boto3
+import botocore
 import botocore.session
+import botocore.utils
 from botocore.config import Config
 from botocore.credentials import (
     CredentialProvider,
@@ -27,9 +28,12 @@ from botocore.credentials import (
     Credentials,
     RefreshableCredentials,
 )
+from botocore.useragent import sanitize_user_agent_string_component
 
 from alternator_shm import _options
 from alternator_shm import discovery as _discovery
+from alternator_shm._forksafe import ForkSafeLock
+from alternator_shm._version import __version__
 from alternator_shm.affinity import MODES as _AFFINITY_MODES
 from alternator_shm.affinity import Affinity
 from alternator_shm.discovery import Discovery, node_url
@@ -208,7 +212,7 @@ def _validate(seeds: Sequence[str], kw: dict[str, Any]) -> _Options:
 
 
 def _check_affinity(kw: dict[str, Any]) -> None:
-    """``key_route_affinity`` and ``partition_keys`` (key-route-affinity.md; API.md)."""
+    """``key_route_affinity`` and ``partition_keys`` (spec: key-route-affinity.md)."""
     mode = kw["key_route_affinity"]
     if mode is not None and mode not in _AFFINITY_MODES:
         raise ConfigurationError(
@@ -289,8 +293,9 @@ class _GivenCredentials(CredentialProvider):
 class Helper:
     """Load-balances boto3 DynamoDB traffic over an Alternator cluster, host-wide.
 
-    See ``API.md`` for every option. Errors in options raise :class:`ConfigurationError`
-    immediately; nothing touches the network or shared memory until first use.
+    The options are those of :meth:`__init__` (the README's Options table lists them with their
+    defaults). Errors in options raise :class:`ConfigurationError` immediately; nothing touches
+    the network or shared memory until first use.
 
     ``shared`` says what happens when the host-wide shared memory cannot be used: ``"auto"``
     (default) balances in this process alone after one warning and rejoins the host's fleet by
@@ -342,7 +347,11 @@ class Helper:
             ),
             self._options.botocore_config,
         )
-        self._lock = threading.Lock()
+        # Re-created unlocked in every process (a fork while another thread holds it must not
+        # deadlock the child) and re-entrant (close() from a signal handler).
+        self._lock = ForkSafeLock()
+        self._transports: dict[TransportOptions, Transport] = {}
+        self._botocore_extra = f"Botocore/{botocore.__version__}"
         self._built = False
         self._fleet: FailSoftFleet | None = None
         self._router: Router | None = None
@@ -351,7 +360,7 @@ class Helper:
         self._discovery_obj: Discovery | None = None
         self._boto_session: boto3.Session | None = None
         self._affinity: Affinity | None = None
-        self._async_transport: AsyncTransport | None = None
+        self._async_transports: dict[TransportOptions, AsyncTransport] = {}
 
     # -- pickling: spawn / forkserver workers rebuild the Helper from its options -------------
 
@@ -378,28 +387,11 @@ class Helper:
             if self._built:
                 return
             o = self._options
-            tls = TransportOptions(
-                scheme=o.scheme,
-                ca_file=o.ca_file,
-                client_cert=o.client_cert,
-                ignore_server_certificate_error=o.ignore_server_certificate_error,
-                key_log_file=o.key_log_file,
-            )
-            connect_timeout, read_timeout = _timeouts(self._base_config)
-            self._api_transport = Transport(
-                replace(
-                    tls,
-                    connect_timeout=connect_timeout,
-                    read_timeout=read_timeout,
-                    max_pool_connections=_config_value(
-                        self._base_config, "max_pool_connections"
-                    )
-                    or 10,
-                )
-            )
+            base = self._transport_options(self._base_config, None, None)
+            self._api_transport = self._transport(base)
             self._discovery_transport = Transport(
                 replace(
-                    tls,
+                    base,
                     connect_timeout=_discovery.CONNECT_TIMEOUT,
                     read_timeout=_discovery.READ_TIMEOUT,
                     max_pool_connections=2,
@@ -463,10 +455,44 @@ class Helper:
                 self._boto_session = boto3.Session()
         return self._boto_session
 
-    def _client_kwargs(self, user_kwargs: dict[str, Any]) -> dict[str, Any]:
+    def _botocore_session(self) -> botocore.session.Session:
+        # boto3 exposes no public accessor; ``_session`` is the documented-in-practice way.
+        return self._session()._session
+
+    def _client_kwargs(
+        self, user_kwargs: dict[str, Any]
+    ) -> tuple[dict[str, Any], Config | None]:
+        """boto3 ``client()`` kwargs, and the user's own config (Helper's under the client's).
+
+        Options whose boto3 effect the Helper cannot have are refused here, naming the Helper
+        option to use instead.
+        """
+        o = self._options
         if "endpoint_url" in user_kwargs:
-            raise ConfigurationError("endpoint_url is chosen per attempt by the Helper")
-        kwargs: dict[str, Any] = {"region_name": self._options.region}
+            raise ConfigurationError(
+                "endpoint_url is chosen per attempt by the Helper; give the cluster as "
+                "Helper(seeds=[...], port=..., scheme=...)"
+            )
+        use_ssl = user_kwargs.get("use_ssl")
+        if use_ssl is not None and bool(use_ssl) != (o.scheme == "https"):
+            raise ConfigurationError(
+                f"use_ssl={use_ssl!r} contradicts the Helper's scheme={o.scheme!r}; "
+                f"use Helper(scheme={'https' if use_ssl else 'http'!r})"
+            )
+        user_config = user_kwargs.get("config")
+        if user_config is not None and not isinstance(user_config, Config):
+            raise ConfigurationError("config must be a botocore.config.Config")
+        mine = o.botocore_config
+        if mine is not None and user_config is not None:
+            user_config = mine.merge(user_config)
+        elif user_config is None:
+            user_config = mine
+        if user_config is not None and _config_value(user_config, "endpoint_discovery_enabled"):
+            raise ConfigurationError(
+                "endpoint_discovery_enabled would send calls to the endpoints DescribeEndpoints "
+                "names; the Helper routes every attempt itself (its nodes come from /localnodes)"
+            )
+        kwargs: dict[str, Any] = {"region_name": o.region}
         kwargs.update(user_kwargs)
         config = self._base_config
         if isinstance(kwargs.get("config"), Config):
@@ -475,42 +501,170 @@ class Helper:
         assert self._router is not None
         # A placeholder: every attempt's URL is set by the routing hook before signing.
         kwargs["endpoint_url"] = self._router_bootstrap()
-        creds = self._options.credentials
+        creds = o.credentials
         if isinstance(creds, tuple):
             kwargs.setdefault("aws_access_key_id", creds[0])
             kwargs.setdefault("aws_secret_access_key", creds[1])
             if len(creds) == 3:
                 kwargs.setdefault("aws_session_token", creds[2])
-        elif isinstance(creds, Credentials) and self._options.session is not None:
+        elif isinstance(creds, Credentials) and o.session is not None:
             frozen = creds.get_frozen_credentials()
             kwargs.setdefault("aws_access_key_id", frozen.access_key)
             kwargs.setdefault("aws_secret_access_key", frozen.secret_key)
             if frozen.token:
                 kwargs.setdefault("aws_session_token", frozen.token)
-        return kwargs
+        return kwargs, user_config
+
+    def _transport_options(
+        self, config: Config, user_config: Config | None, verify: Any
+    ) -> TransportOptions:
+        """What botocore's HTTP session would be built from, for one client (or the Helper).
+
+        TLS trust follows botocore's order: the client's ``verify``, then the Helper's
+        ``ca_file`` / ``ignore_server_certificate_error``, then ``ca_bundle`` of the session
+        (``AWS_CA_BUNDLE``, the shared config file), then ``REQUESTS_CA_BUNDLE``.
+        """
+        o = self._options
+        ca_file, ignore = o.ca_file, o.ignore_server_certificate_error
+        what = "verify"
+        if verify is None and ca_file is None and not ignore:
+            what = "ca_bundle (AWS_CA_BUNDLE or the shared config file) / REQUESTS_CA_BUNDLE"
+            verify = self._botocore_session().get_config_variable("ca_bundle") or (
+                os.environ.get("REQUESTS_CA_BUNDLE") or None
+            )
+        if verify is False:
+            ca_file, ignore = None, True
+        elif verify is True:
+            ca_file, ignore = None, False
+        elif isinstance(verify, (str, os.PathLike)):
+            ca_file, ignore = _check_file(what, verify), False
+        elif verify is not None:
+            raise ConfigurationError(
+                f"verify must be True, False, a CA bundle path or None, got {verify!r}"
+            )
+        cert: Any = None
+        if user_config is not None and _config_value(user_config, "client_cert") is not None:
+            cert = _config_value(user_config, "client_cert")
+        elif o.client_cert is not None:
+            cert = o.client_cert
+        client_cert: str | tuple[str, str] | None
+        if cert is None:
+            client_cert = None
+        elif isinstance(cert, (str, os.PathLike)):
+            client_cert = _check_file("client_cert", cert)
+        elif isinstance(cert, (tuple, list)) and len(cert) == 2:
+            client_cert = (
+                _check_file("client_cert", cert[0]),
+                _check_file("client_cert key", cert[1]),
+            )
+        else:
+            raise ConfigurationError("client_cert must be a path or (cert_path, key_path)")
+        keepalive = _config_value(config, "tcp_keepalive")
+        proxies = _config_value(config, "proxies")
+        proxies_config = _config_value(config, "proxies_config") or {}
+        pool = _config_value(config, "max_pool_connections") or 10
+        if isinstance(pool, bool) or not isinstance(pool, int) or pool < 1:
+            raise ConfigurationError(f"max_pool_connections must be an integer >= 1, got {pool!r}")
+        try:
+            frozen_proxies = (
+                None
+                if proxies is None
+                else tuple(sorted((str(k), str(v)) for k, v in dict(proxies).items()))
+            )
+            frozen_settings = tuple(
+                sorted(
+                    (str(k), tuple(v) if isinstance(v, list) else v)
+                    for k, v in dict(proxies_config).items()
+                )
+            )
+            hash(frozen_settings)
+        except (TypeError, ValueError) as e:
+            raise ConfigurationError(f"proxies / proxies_config must be flat mappings: {e}") from e
+        connect_timeout, read_timeout = _timeouts(self._base_config)
+        return TransportOptions(
+            scheme=o.scheme,
+            ca_file=ca_file,
+            client_cert=client_cert,
+            ignore_server_certificate_error=ignore,
+            key_log_file=o.key_log_file,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_pool_connections=pool,
+            tcp_keepalive=True if keepalive is None else bool(keepalive),
+            proxies=frozen_proxies,
+            proxies_config=frozen_settings,
+        )
+
+    def _transport(self, options: TransportOptions) -> Transport:
+        """The one transport of these options: clients configured alike share connections."""
+        with self._lock:
+            transport = self._transports.get(options)
+            if transport is None:
+                transport = self._transports[options] = Transport(options)
+            return transport
+
+    def _user_agent(self, client_config: Config, user_config: Config | None) -> str:
+        """The User-Agent of one client: our token plus the user's extras, as botocore builds it.
+
+        ``Config(user_agent=...)`` replaces the whole string in botocore (its "legacy" form,
+        followed by the extras); we send exactly what botocore computed for it. Otherwise our
+        token (the Helper's ``user_agent``) takes the place of botocore's own identification,
+        followed by ``app/<user_agent_appid>`` and the ``user_agent_extra`` values.
+        """
+        if user_config is not None and _config_value(user_config, "user_agent") is not None:
+            return str(_config_value(client_config, "user_agent"))
+        o = self._options
+        if o.user_agent is not None:
+            token = o.user_agent
+        elif o.optimize_headers:
+            token = ""  # optimize_headers drops our own identification, not the user's
+        else:
+            token = f"alternator-shm/{__version__}"
+        parts = [token] if token else []
+        appid = _config_value(client_config, "user_agent_appid")
+        if appid:
+            parts.append("app/" + sanitize_user_agent_string_component(appid, allow_hash=True))
+        session_extra = self._botocore_session().user_agent_extra
+        if session_extra and session_extra != self._botocore_extra:  # not boto3's own
+            parts.append(session_extra)
+        extra = _config_value(client_config, "user_agent_extra")
+        if extra:
+            parts.append(extra)
+        return " ".join(parts)
+
+    def _hook_options(self, config: Config, user_config: Config | None) -> HookOptions:
+        o = self._options
+        return HookOptions(
+            optimize_headers=o.optimize_headers,
+            user_agent=self._user_agent(config, user_config),
+            request_compression=o.request_compression,
+            response_compression=o.response_compression,
+        )
+
+    def _environment_proxies(self) -> bool:
+        """True if HTTP(S)_PROXY (after NO_PROXY) would send some seed through a proxy."""
+        o = self._options
+        return any(
+            botocore.utils.get_environ_proxies(node_url(o.scheme, seed, o.port))
+            for seed in o.seeds
+        )
 
     def _router_bootstrap(self) -> str:
         o = self._options
         return node_url(o.scheme, o.seeds[0], o.port)
 
-    def _hook_options(self) -> HookOptions:
-        o = self._options
-        return HookOptions(
-            optimize_headers=o.optimize_headers,
-            user_agent=o.user_agent,
-            request_compression=o.request_compression,
-            response_compression=o.response_compression,
-        )
-
-    def _install(self, client: Any) -> None:
-        assert self._router is not None and self._api_transport is not None
+    def _install(self, client: Any, user_config: Config | None, verify: Any) -> None:
+        assert self._router is not None
+        config = client.meta.config
+        transport = self._transport(self._transport_options(config, user_config, verify))
+        transport.prepare()  # a bad CA bundle, client cert or key log is refused now
         register_hooks(
             client.meta.events,
             router=self._router,
-            transport=self._api_transport,
-            options=self._hook_options(),
+            transport=transport,
+            options=self._hook_options(config, user_config),
             # The client's own merged config, so a per-client config= timeout applies too.
-            timeout=_timeouts(client.meta.config),
+            timeout=_timeouts(config),
             affinity=self._affinity,
             client=client,
         )
@@ -525,19 +679,19 @@ class Helper:
     def new_dynamodb_client(self, **client_kwargs: Any) -> DynamoDBClient:
         """A genuine botocore DynamoDB client whose every attempt is routed by this Helper."""
         self._ensure()
-        kwargs = self._client_kwargs(client_kwargs)
+        kwargs, user_config = self._client_kwargs(client_kwargs)
         with self._lock:  # boto3 sessions are not thread-safe while creating clients
             client = self._session().client("dynamodb", **kwargs)
-        self._install(client)
+        self._install(client, user_config, client_kwargs.get("verify"))
         return client
 
     def new_dynamodb_resource(self, **resource_kwargs: Any) -> DynamoDBServiceResource:
         """A genuine boto3 DynamoDB resource, routed like :meth:`new_dynamodb_client`."""
         self._ensure()
-        kwargs = self._client_kwargs(resource_kwargs)
+        kwargs, user_config = self._client_kwargs(resource_kwargs)
         with self._lock:
             resource = self._session().resource("dynamodb", **kwargs)
-        self._install(resource.meta.client)
+        self._install(resource.meta.client, user_config, resource_kwargs.get("verify"))
         return resource
 
     @asynccontextmanager
@@ -569,7 +723,7 @@ class Helper:
                 "own; pass credentials= (or rely on the default credential chain) instead"
             )
         self._ensure()
-        kwargs = self._client_kwargs(client_kwargs)
+        kwargs, user_config = self._client_kwargs(client_kwargs)
         creds = self._options.credentials
         if isinstance(creds, RefreshableCredentials):
             raise ConfigurationError(
@@ -582,20 +736,27 @@ class Helper:
             kwargs.setdefault("aws_secret_access_key", frozen.secret_key)
             if frozen.token:
                 kwargs.setdefault("aws_session_token", frozen.token)
-        assert self._router is not None and self._api_transport is not None
-        with self._lock:
-            if self._async_transport is None:
-                self._async_transport = AsyncTransport(self._api_transport.options)
-            transport = self._async_transport
+        assert self._router is not None
         fleet = self._fleet
         assert fleet is not None
         async with get_session().create_client("dynamodb", **kwargs) as client:
+            config = client.meta.config
+            options = self._transport_options(config, user_config, client_kwargs.get("verify"))
+            if options.proxies or (options.proxies is None and self._environment_proxies()):
+                raise ConfigurationError(
+                    "proxies (Config(proxies=...) or HTTP(S)_PROXY) are not supported by "
+                    "new_async_dynamodb_client yet; use new_dynamodb_client, or NO_PROXY"
+                )
+            with self._lock:
+                transport = self._async_transports.get(options)
+                if transport is None:
+                    transport = self._async_transports[options] = AsyncTransport(options)
             register_async_hooks(
                 client.meta.events,
                 router=self._router,
                 transport=transport,
-                options=self._hook_options(),
-                timeout=_timeouts(client.meta.config),
+                options=self._hook_options(config, user_config),
+                timeout=_timeouts(config),
                 table_ready=lambda: bool(fleet.nodes()),
                 affinity=self._affinity,
                 client=client,
@@ -676,17 +837,20 @@ class Helper:
 
         Once this returns the process no longer writes the shared table, even if its refresher
         thread is still inside a slow refresh: its leader epoch was revoked (``fleet.fencing``).
+        Takes no Helper lock: safe from a signal handler that interrupted this Helper's own
+        critical section, and while other threads are mid-request (they finish, or fail with
+        a botocore error; the Helper stays usable and re-attaches on next use).
         """
-        with self._lock:
-            if self._fleet is not None:
-                self._fleet.close()
-            if self._affinity is not None:
-                self._affinity.close()
-            if self._router is not None:
-                self._router.forget_start()
-            for transport in (self._api_transport, self._discovery_transport):
-                if transport is not None:
-                    transport.close()
+        fleet, router, affinity = self._fleet, self._router, self._affinity
+        if fleet is not None:
+            fleet.close()
+        if affinity is not None:
+            affinity.close()
+        if router is not None:
+            router.forget_start()
+        for transport in [*list(self._transports.values()), self._discovery_transport]:
+            if transport is not None:
+                transport.close()
 
     def __enter__(self) -> Helper:
         return self

@@ -7,7 +7,7 @@ figures from whichever process serves ``/metrics``; that is also why it works un
 prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``), where per-process custom
 collectors cannot be merged: register it next to the ``MultiProcessCollector``.
 
-Metric names and labels are fixed by the public API (``API.md``, "Metrics"):
+Metric names and labels are part of the public API (the README's metrics table):
 
 ==========================================================  =======  =========================
 name                                                        type     labels

@@ -1,24 +1,41 @@
 """Suite-wide hygiene: leave no test namespace behind in /dev/shm.
 
 Tests use unique namespaces (``t-<uuid>``, ``test-...``) and most clean up after themselves;
-this sweep removes whatever a failed or killed test left. ``cleanup`` only removes segments no
-process is attached to, so sweeping while other xdist workers still run is safe.
+this sweep removes whatever a failed or killed test left long ago. ``cleanup`` only removes
+segments no process is attached to, and the sweep only takes stale ones (see ``_STALE_S``).
 """
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from alternator_shm.fleet import cleanup, list_fleets
+from alternator_shm.fleet import FleetStats, cleanup, list_fleets
 
 _TEST_PREFIXES = ("t-", "test-", "demo-", "dbg-")
+
+
+# Only segments untouched this long are swept. Several test sessions share /dev/shm (xdist
+# workers of one run, and other runs by the same user): a namespace of a test still running
+# elsewhere may be unused for a moment (between two processes of one test), and sweeping it
+# then would break that test. No test keeps a namespace for anywhere near this long.
+_STALE_S = 15 * 60
+
+
+def _stale(stats: FleetStats) -> bool:
+    try:
+        st = os.stat(os.path.join(stats.shm_dir, stats.segment_name.lstrip("/")))
+    except OSError:
+        return False
+    return time.time() - max(st.st_mtime, st.st_ctime) > _STALE_S
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _sweep_test_namespaces() -> Iterator[None]:
     yield
     for stats in list_fleets():
-        if stats.namespace.startswith(_TEST_PREFIXES):
+        if stats.namespace.startswith(_TEST_PREFIXES) and _stale(stats):
             cleanup(stats.namespace)

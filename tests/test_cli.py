@@ -1,13 +1,17 @@
-"""The operator commands: ``status``, ``cleanup``, ``check``, ``--help`` and ``--version``.
+"""The operator commands: ``status``, ``cleanup``, ``check``, ``emulator``, ``--help``.
 
 ``status`` and ``cleanup`` are checked against a namespace made by a Helper in another process,
-both while that process is attached and after it exited; ``check`` against the emulator.
+both while that process is attached and after it exited; ``check`` against the emulator. Every
+user mistake must give one line on stderr and exit status 2, never a traceback; every command
+runs with the loopback guard, so an example address in a test can never reach a network.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -18,8 +22,10 @@ from typing import Any
 import pytest
 
 from alternator_shm import __version__
+from alternator_shm.cli import build_parser
+from alternator_shm.cli.status import leader_process
 from alternator_shm.emulator import Cluster
-from alternator_shm.fleet import cleanup
+from alternator_shm.fleet import cleanup, list_fleets
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -44,10 +50,30 @@ _WORKER = textwrap.dedent(
 ).replace("CALLS", str(CALLS))
 
 
-def _cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+GUARD_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "loopback_guard")
+
+
+def _env(*first: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([*first, GUARD_DIR, *filter(None, [
+        env.get("PYTHONPATH")])])
+    return env
+
+
+def _cli(*args: str, timeout: float = 30,
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "alternator_shm", *args],
                           capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+                          stdin=subprocess.DEVNULL, env=env or _env())
+
+
+def _usage_error(out: subprocess.CompletedProcess[str]) -> str:
+    """Assert the shape of a user error; return its one line."""
+    assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
+    assert "Traceback" not in out.stderr, out.stderr
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, out.stderr
+    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +118,8 @@ def _stop_worker(proc: subprocess.Popen[str]) -> None:
 
 def _status(namespace: str) -> dict[str, Any] | None:
     out = _cli("status", "--json", "--namespace", namespace)
+    if out.returncode == 2 and "no shared state for namespace" in out.stderr:
+        return None
     assert out.returncode == 0, out.stderr
     entries = json.loads(out.stdout)
     assert all(e["namespace"] == namespace for e in entries)
@@ -112,9 +140,16 @@ def test_status_shows_a_namespace_while_attached_and_after_exit(
         per_node = {url: v["picks"] for url, v in live["per_node"].items()}
         assert sorted(per_node.values()) == [CALLS // 3] * 3
         assert not any(v["quarantined"] for v in live["per_node"].values())
+        prom = _cli("status", "--format", "prometheus", "--namespace", namespace)
+        assert prom.returncode == 0, prom.stderr
+        assert f'alternator_shm_table_generation{{namespace="{namespace}"}}' in prom.stdout
         human = _cli("status", "--namespace", namespace)
         assert human.returncode == 0
         assert namespace in human.stdout and str(proc.pid) in human.stdout
+        # The leader's process, as the process table names it, with its start time.
+        assert f"leader pid {proc.pid} python" in human.stdout and "started" in human.stdout
+        assert live["leader_process"]["pid"] == proc.pid
+        assert live["leader_process"]["reused"] is False
         for node in cluster.nodes:
             assert node.url in human.stdout
     finally:
@@ -134,25 +169,49 @@ def test_cleanup_removes_only_unused_state(cluster: Cluster, namespace: str) -> 
     try:
         kept = _cli("cleanup", "--namespace", namespace)
         assert kept.returncode == 0
+        assert kept.stdout.startswith("kept") and namespace in kept.stdout
         assert _status(namespace) is not None, "cleanup removed a segment in use"
         # The attached worker still routes through its shared table.
         assert _status(namespace)["picks"] == CALLS  # type: ignore[index]
     finally:
         _stop_worker(proc)
+    # A bare cleanup removes nothing: it lists the namespaces and asks which.
+    bare = _cli("cleanup")
+    assert "--namespace NS" in _usage_error(bare) and namespace in bare.stdout
+    assert _status(namespace) is not None
     removed = _cli("cleanup", "--namespace", namespace)
     assert removed.returncode == 0
-    assert "removed" in removed.stdout
+    assert removed.stdout.startswith("removed") and namespace in removed.stdout
     assert _status(namespace) is None
-    again = _cli("cleanup", "--namespace", namespace)
-    assert again.returncode == 0 and "nothing to remove" in again.stdout
+    # Gone now: naming it again is a mistake, said so (not a silent success).
+    assert namespace in _usage_error(_cli("cleanup", "--namespace", namespace))
 
 
-def test_status_when_nothing_matches() -> None:
-    out = _cli("status", "--namespace", f"t-none-{uuid.uuid4().hex}")
+def test_cleanup_all_lists_what_it_removes(cluster: Cluster, tmp_path: Any) -> None:
+    shm = str(tmp_path)
+    empty = _cli("cleanup", "--all", "--shm-dir", shm)
+    assert empty.returncode == 0 and "no shared alternator-shm state" in empty.stdout
+    ns = f"t-{uuid.uuid4().hex}"
+    # Another process makes the segment and exits (this one must not stay attached).
+    subprocess.run([sys.executable, "-c",
+                    "import sys; from alternator_shm.fleet import SharedFleet; "
+                    "f = SharedFleet(sys.argv[1], shm_dir=sys.argv[2]); f.advance(); f.close()",
+                    ns, shm], check=True, timeout=30, env=_env())
+    out = _cli("cleanup", "--all", "--shm-dir", shm)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("removed: " + ns), out.stdout
+    assert list_fleets(shm) == []
+
+
+def test_status_when_nothing_matches(tmp_path: Any) -> None:
+    out = _cli("status", "--shm-dir", str(tmp_path))
     assert out.returncode == 0
     assert "no shared alternator-shm state" in out.stdout
-    js = _cli("status", "--json", "--namespace", f"t-none-{uuid.uuid4().hex}")
+    js = _cli("status", "--json", "--shm-dir", str(tmp_path))
     assert json.loads(js.stdout) == []
+    typo = f"t-none-{uuid.uuid4().hex}"
+    assert typo in _usage_error(_cli("status", "--namespace", typo))
+    assert typo in _usage_error(_cli("status", "--json", "--namespace", typo))
 
 
 def test_check_good_and_bad_datacenter(cluster: Cluster) -> None:
@@ -179,10 +238,148 @@ def test_check_good_and_bad_datacenter(cluster: Cluster) -> None:
 
 
 def test_check_unreachable_node() -> None:
-    # A loopback address with nothing listening: refused at once.
+    # A loopback address with nothing listening: refused at once. Nothing is reported fine.
     out = _cli("check", "127.0.0.1", "--port", "9", "--json")
-    assert out.returncode != 0
-    assert json.loads(out.stdout)["live_nodes"] == []
+    assert out.returncode == 1
+    report = json.loads(out.stdout)
+    assert report["live_nodes"] == [] and report["ok"] is False
+    assert report["scope_ok"] is None  # unknown, not "fine"
+    for scope in ([], ["--dc", "dc1"], ["--dc", "dc1", "--rack", "rack1"]):
+        human = _cli("check", "127.0.0.1", "--port", "9", *scope)
+        assert human.returncode == 1
+        assert "scope populated  unknown" in human.stdout and "PROBLEMS FOUND" in human.stdout
+
+
+def test_check_https_against_plain_http_is_a_tls_error(cluster: Cluster) -> None:
+    out = _cli("check", cluster.seeds[0], "--port", str(cluster.port), "--scheme", "https")
+    assert out.returncode == 1
+    assert "WRONG_VERSION_NUMBER" in out.stdout and "--scheme http" in out.stdout, out.stdout
+    assert "timed out" not in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["check", "http://10.0.0.1"], "10.0.0.1 --scheme http"),
+        (["check", "https://10.0.0.1:8000/x"], "10.0.0.1 --scheme https"),
+        (["check", "10.0.0.1:8000"], "10.0.0.1 --port 8000"),
+        (["check", "127.0.0.1", "--port", "70000"], "1..65535"),
+        (["check", "127.0.0.1", "--port", "http"], "port must be a number"),
+        (["check", "bad_host!"], "not a host name or IP"),
+        (["check", "127.0.0.1", "--scheme", "ftp"], "invalid choice"),
+        (["check"], "required"),
+        (["emulator", "--enforce-auth", "KEY"], "KEY:SECRET"),
+        (["emulator", "--enforce-auth", "KEY:"], "KEY:SECRET"),
+        (["emulator", "--nodes", "0"], "at least 1"),
+        (["emulator", "--nodes", "-3"], "at least 1"),
+        (["emulator", "--nodes", "2", "--dc", "dc1:1"], "not allowed with argument --nodes"),
+        (["emulator", "--dc", "dc1:0"], "DC:COUNT"),
+        (["emulator", "--port", "99999"], "1..65535"),
+        (["emulator", "--failure-detect-delay", "-1"], "0 or more seconds"),
+        (["emulator", "--profile", "7.0"], "invalid choice"),
+        (["demo", "--workers", "0"], "more than 0"),
+        (["demo", "--duration", "-1"], "more than 0"),
+        (["demo", "--backend", "dynamodb-local"], "invalid choice"),
+        (["status", "--bogus"], "unrecognized arguments"),
+        (["cleanup", "--all", "--namespace", "x"], "not allowed with argument"),
+        (["stauts"], "invalid choice"),
+        ([], "required: COMMAND"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2(args: list[str], expected: str) -> None:
+    line = _usage_error(_cli(*args))
+    assert expected in line, line
+
+
+def test_broken_pipe_is_quiet(tmp_path: Any) -> None:
+    # ``status | head -1``: the reader is gone before the command writes.
+    for args in (["status", "--shm-dir", str(tmp_path)], ["--help"], ["status", "--json"]):
+        proc = subprocess.Popen([sys.executable, "-m", "alternator_shm", *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL, env=_env())
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        proc.stderr.close()
+        proc.wait(timeout=30)
+        assert err == "", (args, err)
+
+
+def test_every_option_has_help_and_no_developer_note() -> None:
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions
+                      if isinstance(a, type(parser._subparsers._group_actions[0])))  # type: ignore[union-attr]
+    commands = subparsers.choices  # type: ignore[attr-defined]
+    assert set(commands) == {"demo", "emulator", "status", "check", "cleanup"}
+    for name, sub in [("", parser), *commands.items()]:
+        for action in sub._actions:
+            assert action.help and action.help != "==SUPPRESS==", (name, action.dest)
+    top = _cli("--help").stdout
+    for note in ("module", "argparse", "import", "configure"):
+        assert note not in top, top
+
+
+def test_emulator_command_runs_and_stops_on_sigterm() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alternator_shm", "emulator", "--dc", "dc1:2", "--dc", "dc2:1",
+         "--backend", "null", "--enforce-auth", "k:s", "--profile", "6.0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        env=_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("ready"):
+                break
+        text = "".join(lines)
+        assert "3 nodes, profile 6.0" in text, text + (proc.stderr.read() if proc.stderr else "")
+        assert text.count("dc=dc1") == 2 and text.count("dc=dc2") == 1
+        assert "credentials: k:s (enforced)" in text
+        proc.send_signal(signal.SIGTERM)  # our own child, by pid
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0 and "stopped" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_missing_emulator_extra_names_the_install_command(tmp_path: Any) -> None:
+    # A module named moto that fails to import the way an absent package does.
+    (tmp_path / "moto.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'moto'\", name='moto')\n")
+    env = _env(str(tmp_path))
+    for command in ("demo", "emulator"):
+        line = _usage_error(_cli(command, env=env))
+        assert f"alternator-shm {command} needs moto" in line, line
+        assert "pip install 'alternator-shm[emulator]'" in line, line
+    # The fixture: one line naming the same command, not a ModuleNotFoundError traceback.
+    (tmp_path / "test_uses_fixture.py").write_text(
+        "def test_it(alternator_cluster):\n    pass\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+         str(tmp_path / "test_uses_fixture.py")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 1, out.stdout
+    assert "the alternator_cluster fixture needs moto" in out.stdout, out.stdout
+    assert "pip install 'alternator-shm[emulator]'" in out.stdout
+    assert "ModuleNotFoundError" not in out.stdout
+
+
+def test_leader_process_names_the_process_and_notices_a_reused_pid() -> None:
+    from alternator_shm.fleet import FleetStats
+
+    fresh = FleetStats("t-x", "/x", os.getpid(), 1, (), 0, leader_since_age_s=0.0)
+    info = leader_process(fresh)
+    assert info is not None and info.name and info.started and not info.reused
+    assert "started" in info.describe()
+    # The pid's process started long after this "leadership" began: someone else's pid now.
+    old = dataclasses.replace(fresh, leader_since_age_s=10 * 86400.0)
+    reused = leader_process(old)
+    assert reused is not None and reused.reused and "REUSED" in reused.describe()
 
 
 def test_help_and_version() -> None:
@@ -205,9 +402,3 @@ def test_console_script_matches_module() -> None:
         pytest.skip("console script not installed next to this interpreter")
     out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30)
     assert out.stdout.strip() == f"alternator-shm {__version__}"
-
-
-def test_missing_command_is_an_error() -> None:
-    out = _cli()
-    assert out.returncode == 2
-    assert "usage:" in out.stderr

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import re
+import select
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -25,7 +30,7 @@ def test_demo_json_summary() -> None:
     assert summary["ok"] is True
     assert summary["failed_calls"] == 0
     assert summary["calls"] > 0
-    per_node = summary["requests_per_node"]
+    per_node = summary["attempts_per_node"]
     assert len(per_node) == 3 and all(count > 0 for count in per_node.values())
     assert sorted(summary["racks"].values()) == ["rack1", "rack1", "rack2"]
     # The leader process was SIGKILLed and another worker took over.
@@ -36,22 +41,69 @@ def test_demo_json_summary() -> None:
     # While every node was up the spread was even: only the calls in flight at the snapshot
     # (at most one per worker) may be unaccounted for.
     phase = summary["balanced_phase"]
-    assert sum(phase["per_node"].values()) > 0
+    assert sum(phase["attempts_per_node"].values()) > 0
     assert phase["max_minus_min"] <= summary["workers"] + 1, phase
     # Calls were all answered, and no node saw fewer requests than calls minus retries.
     assert sum(per_node.values()) >= summary["calls"]
 
 
 def test_demo_progress_lines_when_not_a_tty() -> None:
-    proc = _demo("--duration", "3", "--workers", "2", "--backend", "null")
+    proc = _demo("--duration", "4", "--workers", "2", "--backend", "null")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "summary" in out and "failed calls 0" in out
     # Periodic progress lines (no terminal control codes when stdout is not a TTY).
     assert out.count("t=") >= 2 and "\x1b[" not in out
-    assert "SIGKILL leader" in out
+    lines = out.splitlines()
+    assert all(len(line) <= 80 for line in lines), [ln for ln in lines if len(ln) > 80]
+    # After the SIGKILL, no line shows the killed pid as leader (a stale leader=N).
+    [kill] = [i for i, ln in enumerate(lines) if "SIGKILL leader pid" in ln]
+    killed = re.search(r"SIGKILL leader pid (\d+)", lines[kill]).group(1)  # type: ignore[union-attr]
+    assert not any(f"leader {killed} " in ln for ln in lines[kill + 1:]), lines[kill:]
+    # One word per thing: attempts (per node) vs calls; the summary is a table, not a dict.
+    summary = out[out.index("summary"):]
+    assert "attempts" in summary and "calls" in summary and "requests" not in out
+    assert "{" not in summary and "leader changes 1" in summary
+
+
+def test_demo_live_table_fits_80_columns_on_a_terminal() -> None:
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alternator_shm", "demo", "--duration", "3", "--workers", "2",
+         "--backend", "null"],
+        stdout=slave, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, close_fds=True,
+    )
+    os.close(slave)
+    chunks = []
+    deadline = time.monotonic() + 80
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1.0)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            elif proc.poll() is not None:
+                break
+        assert proc.wait(timeout=30) == 0
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    text = b"".join(chunks).decode(errors="replace")
+    assert "\x1b[" in text  # redrawn in place
+    plain = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text).replace("\r", "")
+    lines = plain.splitlines()
+    assert all(len(line) <= 80 for line in lines), [ln for ln in lines if len(ln) > 80]
+    assert "leader changes" in plain and "OK: no call failed" in plain
 
 
 def test_demo_rejects_bad_options() -> None:
     proc = _demo("--workers", "0")
     assert proc.returncode == 2
+    assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr

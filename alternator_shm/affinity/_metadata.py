@@ -30,6 +30,8 @@ from typing import Any
 
 import botocore.exceptions
 
+from alternator_shm._forksafe import ForkSafeLock
+
 __all__ = ["DescribeTable", "PartitionKeys"]
 
 _log = logging.getLogger(__name__)
@@ -112,7 +114,7 @@ class PartitionKeys:
         self._preset: dict[str, str] = dict(preset or {})  # a copy: immune to caller edits
         self._random = sleep_random
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()  # unlocked in a forked child, whoever held it
         self._found: dict[str, str] = {}
         self._cooldown: dict[str, float] = {}  # table -> clock() when lookups may resume
         self._running: dict[str, threading.Thread] = {}
@@ -150,7 +152,7 @@ class PartitionKeys:
     def _reset_after_fork(self) -> None:
         # The parent's lookup threads do not exist in the child, and the lock may have been
         # copied while held by one of them: start over with fresh ones (results are kept).
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()  # unlocked in a forked child, whoever held it
         self._running = {}
         self._stop = threading.Event()
 

@@ -1,9 +1,9 @@
 """Version profiles: the server behaviours a client can observe that changed between releases.
 
-Each flag cites the release that introduced it (see ALTERNATOR_PROTOCOL.md §1.1, §3.2-3.4 and
-PEERS_UPDATE_2026-11-30.md §3), so a test can reproduce what a client would meet against an
-older cluster. A cluster's effective profile is the version profile with its response-header
-options applied (:func:`with_header_options`); options a version does not have are refused.
+Each flag cites the release that introduced it, so a test can reproduce what a client would
+meet against an older cluster. A cluster's effective profile is the version profile with its
+response-header options applied (:func:`with_header_options`); options a version does not
+have are refused.
 """
 
 from __future__ import annotations

@@ -65,6 +65,18 @@ class _BadRequest(Exception):
     pass
 
 
+class _Unparsable(_BadRequest):
+    """Not HTTP at all (e.g. a TLS ClientHello sent to a plain-HTTP node)."""
+
+
+# Seastar's httpd answers a request it cannot parse at once, then closes; a TLS client thus
+# fails its handshake immediately ("wrong version number") instead of waiting for a timeout.
+_UNPARSABLE_REPLY = (b"HTTP/1.1 400 Bad Request\r\nContent-Length: 23\r\n"
+                     b"Connection: close\r\n\r\nCan't parse the request")
+# RFC 9110 token characters: what a request line (the method) must start with.
+_TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
 class FrontServer:
     """Serves one listening socket with ``handler`` until :meth:`kill` or :meth:`stop`."""
 
@@ -166,6 +178,9 @@ class FrontServer:
                 conn.settimeout(None)
                 peer = tls.getpeercert() or None
             reset = self._serve_requests(conn, peer)
+        except _Unparsable:
+            with contextlib.suppress(OSError):
+                conn.sendall(_UNPARSABLE_REPLY)
         except (OSError, _BadRequest, ValueError):
             reset = self.abort.is_set() and self._reset_on_close
         finally:
@@ -274,6 +289,8 @@ def _read_request(conn: socket.socket, buf: bytearray) -> Request | None:
         end = buf.find(b"\r\n\r\n")
         if end >= 0:
             break
+        if buf and buf[0] not in _TCHAR:
+            raise _Unparsable(f"not an HTTP request: {bytes(buf[:8])!r}")
         if len(buf) > _MAX_HEADER:
             raise _BadRequest("header block too large")
         if not _recv_more(conn, buf):

@@ -17,6 +17,7 @@ package installed costs other test suites nothing.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,19 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def _require_extra(kwargs: dict[str, Any]) -> None:
+    """Fail the test with one line naming the install command when the extra is missing."""
+    needed = ["moto", "werkzeug"] if kwargs.get("backend", "moto") == "moto" else []
+    if kwargs.get("https"):
+        needed.append("trustme")
+    for name in needed:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pytest.fail(f"the alternator_cluster fixture needs {name} (the emulator extra): "
+                        "pip install 'alternator-shm[emulator]'", pytrace=False)
+
+
 @pytest.fixture
 def alternator_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     """A running local Alternator cluster (3 nodes, moto, SigV4 enforced), stopped afterwards."""
@@ -45,5 +59,6 @@ def alternator_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     marker = request.node.get_closest_marker("alternator_cluster")
     if marker is not None:
         kwargs.update(marker.kwargs)
+    _require_extra(kwargs)
     with Cluster(**kwargs) as cluster:
         yield cluster

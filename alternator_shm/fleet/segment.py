@@ -8,7 +8,7 @@ On Linux they are **open-file-description (OFD) locks** (``F_OFD_SETLK``): they 
 open file description, so closing *another* descriptor of the same file (``status`` reading it
 under a differently spelled path, say) never drops them, unlike POSIX record locks, which belong
 to the process and all vanish when any of its fds on the file is closed. The price (measured in
-SHARED_STATE.md section 3.3): a fork child inherits the description, so a child that keeps the
+the project's design notes): a fork child inherits the description, so a child that keeps the
 inherited fd open keeps the parent's locks alive after the parent dies. Children close inherited
 fds (without unlocking) on first use; a child that never uses the library (a C-level fork) is
 covered by the heartbeat takeover of :mod:`fencing`. Elsewhere (macOS) POSIX record locks are used

@@ -40,7 +40,8 @@ def test_data_shared_across_nodes_and_restart() -> None:
 
 
 def test_kill_refuses_and_disappears_after_delay() -> None:
-    with Cluster(nodes=3, backend="null", failure_detect_delay=0.5) as cluster:
+    # The delay must outlast the first checks below on a loaded machine (no timing race).
+    with Cluster(nodes=3, backend="null", failure_detect_delay=3.0) as cluster:
         victim = cluster.nodes[2]
         victim.kill()
         assert victim.state == "DOWN"
@@ -108,7 +109,7 @@ def test_drain_is_removed_immediately_even_with_delay() -> None:
 
 def test_join_keeps_port_closed_until_delay() -> None:
     with Cluster(nodes=2, backend="null") as cluster:
-        node = cluster.add_node(dc="dc1", rack="rack3", join_delay=0.6)
+        node = cluster.add_node(dc="dc1", rack="rack3", join_delay=3.0)  # outlasts the checks
         assert node.state == "JOINING"
         assert _refused(node.ip, cluster.port)
         assert node.ip not in _listed(cluster)

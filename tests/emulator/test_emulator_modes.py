@@ -37,7 +37,9 @@ def test_https_with_ca_file() -> None:
 @pytest.mark.slow
 def test_process_per_node_sigkill_and_sigstop() -> None:
     with Cluster(nodes=3, process_per_node=True, users={"k": "s"}) as cluster:
-        c0, c1, c2 = (client(cluster, n, read_timeout=30) for n in cluster.nodes)
+        # A generous read timeout: a loaded host can take seconds to answer through the node
+        # processes, and a timed-out CreateTable retried is "Table already exists".
+        c0, c1, c2 = (client(cluster, n, read_timeout=60) for n in cluster.nodes)
         create_table(c0, "pp")
         c1.put_item(TableName="pp", Item={"p": {"S": "a"}})
         assert c2.get_item(TableName="pp", Key={"p": {"S": "a"}})["Item"] == {"p": {"S": "a"}}

@@ -77,7 +77,9 @@ def test_fork_after_init_children_pick_and_never_lead(make_fleet, ns) -> None:
     assert parent.wait_for_nodes(10) == NODES
     assert wait_until(lambda: parent.is_leader, 5)
     start = parent.counter
-    libc_fork = ctypes.CDLL(None, use_errno=True).fork
+    # PyDLL keeps the GIL across the call, as a C server forking from its own code does;
+    # CDLL would release it, and a child forked while another thread held the GIL hangs.
+    libc_fork = ctypes.PyDLL(None, use_errno=True).fork
     libc_fork.restype = ctypes.c_int
     forks = [os.fork, os.fork, os.fork, libc_fork]
     children = [Child(_child_picks, parent, 10_000, fork=f) for f in forks]

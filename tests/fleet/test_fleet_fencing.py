@@ -260,7 +260,7 @@ def _lead_with_a_c_forked_child(ns: str, ready_w: int) -> None:
     fleet.start()
     if not wait_until(lambda: fleet.is_leader, 10):
         raise RuntimeError("never led")
-    libc_fork = ctypes.CDLL(None, use_errno=True).fork
+    libc_fork = ctypes.PyDLL(None, use_errno=True).fork
     libc_fork.restype = ctypes.c_int
     pid = libc_fork()  # no atfork hooks: the child keeps the lock file's description open
     if pid == 0:

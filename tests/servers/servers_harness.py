@@ -30,6 +30,9 @@ APPS = Path(__file__).resolve().parent / "apps"
 API_OPERATIONS = frozenset({"PutItem", "GetItem"})
 REFRESH = 0.3  # refresh_interval (and idle_refresh_interval) of every server-test Helper
 PHASE_SECONDS = 2.0  # long enough that one poller vs. several is unmistakable
+# A rate (polls per refresh period) is only asserted over a window of at least this many
+# periods: a shorter phase can legitimately see no poll at all.
+MIN_RATE_PERIODS = 5
 
 
 @dataclass
@@ -230,6 +233,10 @@ def check_phase(phase: Phase, nodes: int = 3) -> None:
     assert spread <= 1, f"uneven split {phase.per_node}"
     # One refresher on the host: about one poll per refresh period, never one per worker.
     # (A poll per worker would be 3-4x this bound; the lower bound proves someone polls.)
+    # Only meaningful over several periods: the drivers keep a phase open that long.
+    assert phase.seconds >= MIN_RATE_PERIODS * REFRESH, (
+        f"test bug: a {phase.seconds:.2f}s phase is too short to assert a poll rate"
+    )
     bound = phase.seconds / REFRESH * 1.5 + 2
     assert 1 <= phase.polls <= bound, (
         f"{phase.polls} /localnodes polls in {phase.seconds:.1f}s (bound {bound:.0f})"
@@ -244,10 +251,11 @@ def drive_http(
     min_calls: int = 30,
     threads: int = 4,
 ) -> Drive:
-    """Concurrent GET /call requests until ``min_seconds`` passed (bounded by ``max_calls``).
+    """Concurrent GET /call requests for ``min_seconds`` (at most ``max_calls`` of them).
 
     Concurrency makes several workers serve at once, so the split is only exact if the
-    workers really share one counter.
+    workers really share one counter. The drive lasts ``min_seconds`` even when the calls
+    run out earlier (the fleet then idles), so the phase spans several refresh periods.
     """
     result = Drive()
     lock = threading.Lock()
@@ -286,6 +294,7 @@ def drive_http(
         t.start()
     for t in pool:
         t.join(timeout=60)
+    time.sleep(max(0.0, deadline - time.monotonic()))
     return result
 
 
@@ -329,13 +338,17 @@ def timed_batches(
     min_seconds: float = PHASE_SECONDS,
     max_batches: int = 8,
 ) -> Drive:
-    """Run batches of tasks until ``min_seconds`` passed (at least one, at most ``max_batches``)."""
+    """Batches of tasks for at least ``min_seconds`` (at least one, at most ``max_batches``).
+
+    Like :func:`drive_http`, the phase lasts ``min_seconds`` even if the batches end sooner.
+    """
     results: list[dict[str, Any]] = []
     deadline = time.monotonic() + min_seconds
     for batch in range(max_batches):
         results.extend(run_batch(batch))
         if time.monotonic() >= deadline:
             break
+    time.sleep(max(0.0, deadline - time.monotonic()))
     return merge_results(results)
 
 

@@ -372,3 +372,137 @@ def test_send_tls_failure_is_botocore_ssl_error(
     server = _tls_server(servers, ca)
     with pytest.raises(botocore.exceptions.SSLError):
         Transport(TransportOptions(scheme="https")).send(_prepared(server.url + "/"))
+
+
+# -- checksums of compressed answers -------------------------------------------------------------
+
+
+def _ddb_route(bad_crc: bool) -> Route:
+    import zlib
+
+    def route(handler: _Handler) -> Reply:
+        if handler.command == "GET":
+            return 200, {"Content-Type": "application/json"}, f'["{handler.server.host}"]'.encode()
+        body = b'{"Item": {"p": {"S": "k"}}}'
+        headers = {"Content-Type": "application/x-amz-json-1.0"}
+        if "gzip" in (handler.headers.get("Accept-Encoding") or ""):
+            body = gzip.compress(body)
+            headers["Content-Encoding"] = "gzip"
+        crc = zlib.crc32(body) & 0xFFFFFFFF  # over the bytes sent, as DynamoDB does
+        headers["x-amz-crc32"] = str(crc + 1 if bad_crc else crc)
+        return 200, headers, body
+
+    return route
+
+
+def _posts(server: _Server) -> int:
+    return sum(1 for r in server.requests if r[0] == "POST")
+
+
+@pytest.mark.parametrize("bad_crc", [False, True], ids=["good-crc", "bad-crc"])
+def test_crc32_is_checked_over_the_compressed_bytes(
+    servers: Callable[..., _Server], bad_crc: bool
+) -> None:
+    import uuid
+
+    import boto3
+    from botocore.config import Config
+
+    from alternator_shm import Helper, fleet
+
+    server = servers(_ddb_route(bad_crc))
+    config = Config(retries={"mode": "standard", "total_max_attempts": 3})
+    plain = boto3.client(
+        "dynamodb", endpoint_url=server.url, region_name="x", aws_access_key_id="k",
+        aws_secret_access_key="s", config=config,
+    )  # fmt: skip
+    plain_outcome: Any
+    try:
+        plain_outcome = plain.get_item(TableName="t", Key={"p": {"S": "k"}})["Item"]
+    except botocore.exceptions.BotoCoreError as e:
+        plain_outcome = type(e)
+    plain_posts = _posts(server)
+    server.requests.clear()
+    ns = f"t-{uuid.uuid4().hex}"
+    h = Helper([server.host], port=server.port, credentials=("k", "s"), namespace=ns,
+               response_compression=True, botocore_config=config)  # fmt: skip
+    try:
+        ours: Any
+        try:
+            ours = h.new_dynamodb_client().get_item(TableName="t", Key={"p": {"S": "k"}})["Item"]
+        except botocore.exceptions.BotoCoreError as e:
+            ours = type(e)
+    finally:
+        h.close()
+        fleet.cleanup(ns)
+    posts = [r for r in server.requests if r[0] == "POST"]
+    assert all("gzip" in r[2].get("Accept-Encoding", "") for r in posts)
+    assert (ours, len(posts)) == (plain_outcome, plain_posts)
+    assert len(posts) == (3 if bad_crc else 1)
+
+
+# -- TLS key log file ------------------------------------------------------------------------------
+
+
+def _key_log_server(servers: Callable[..., _Server], ca: trustme.CA) -> _Server:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server = servers(tls=context)
+    ca.issue_cert(server.host).configure_cert(context)
+    return server
+
+
+def test_key_log_created_0600_and_appended(
+    servers: Callable[..., _Server], ca: trustme.CA, tmp_path: Path
+) -> None:
+    server = _key_log_server(servers, ca)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    path = tmp_path / "keys.log"
+    old = os.umask(0o022)
+    try:
+        for _ in range(2):
+            t = Transport(TransportOptions(scheme="https", ca_file=str(ca_file),
+                                           key_log_file=str(path)))  # fmt: skip
+            assert t.request("GET", server.url + "/").status == 200
+            t.close()
+    finally:
+        os.umask(old)
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    lines = [line for line in path.read_text().splitlines() if not line.startswith("#")]
+    assert len({line.split()[1] for line in lines}) == 2  # two connections, both kept
+    path.chmod(0o644)
+    Transport(TransportOptions(scheme="https", ca_file=str(ca_file),
+                               key_log_file=str(path))).prepare()  # fmt: skip
+    assert os.stat(path).st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("via", ["option", "SSLKEYLOGFILE"])
+def test_key_log_symlink_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, via: str
+) -> None:
+    target = tmp_path / "elsewhere"
+    link = tmp_path / "keys.log"
+    link.symlink_to(target)
+    options = TransportOptions(scheme="https")
+    if via == "option":
+        options = TransportOptions(scheme="https", key_log_file=str(link))
+    else:
+        monkeypatch.setenv("SSLKEYLOGFILE", str(link))
+    with pytest.raises(ConfigurationError, match="symbolic link"):
+        Transport(options).prepare()
+    assert not target.exists()
+
+
+def test_sslkeylogfile_gets_the_same_rules(
+    servers: Callable[..., _Server], ca: trustme.CA, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    server = _key_log_server(servers, ca)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    path = tmp_path / "env-keys.log"
+    monkeypatch.setenv("SSLKEYLOGFILE", str(path))
+    t = Transport(TransportOptions(scheme="https", ca_file=str(ca_file)))
+    assert t.request("GET", server.url + "/").status == 200
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert "CLIENT" in path.read_text() or "SECRET" in path.read_text()

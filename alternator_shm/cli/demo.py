@@ -3,9 +3,12 @@
 The demo starts an embedded 3-node emulated cluster (two racks), then worker processes that
 each build their own :class:`~alternator_shm.Helper` on one namespace and issue PutItem/GetItem
 as fast as they can. Midway it SIGKILLs the worker that leads the refresh, kills a node, and
-later restarts the node. The numbers come from where they are true: requests per node from the
-nodes' own logs, the leader from the shared segment, retries and failures from the callers.
-It succeeds (exit status 0) only if no call failed.
+later restarts the node. The numbers come from where they are true: attempts per node from the
+nodes' own logs, the leader from the shared segment, calls, retries and failures from the
+callers. It succeeds (exit status 0) only if no call failed.
+
+Words, used one way only: a *call* is one boto3 operation (PutItem, GetItem); an *attempt* is
+one HTTP request a node receives. A call takes one attempt, plus one per retry.
 
 The workers are started with ``forkserver`` (``spawn`` where unavailable): this process runs
 the emulator's server threads, and forking a threaded process is what the library tells users
@@ -27,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
+from alternator_shm.cli._extras import require_emulator
+
 if TYPE_CHECKING:
     from multiprocessing.context import BaseContext
     from multiprocessing.process import BaseProcess
@@ -35,7 +40,7 @@ if TYPE_CHECKING:
 
     from alternator_shm.emulator import Cluster
 
-__all__ = ["configure_parser", "run"]
+__all__ = ["configure", "run"]
 
 TABLE = "demo"
 _TOPOLOGY = [("dc1", "rack1"), ("dc1", "rack2"), ("dc1", "rack1")]
@@ -50,13 +55,27 @@ _RESTART_NODE_AT = 0.70
 _SAMPLE_S = 0.2
 
 
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--duration", type=float, default=10.0,
+def _positive(kind: type[int] | type[float]) -> Callable[[str], Any]:
+    def parse(value: str) -> int | float:
+        try:
+            number = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+        if not 0 < number <= 3600:
+            raise argparse.ArgumentTypeError(f"must be more than 0 (and at most 3600), not {value}")
+        return number
+
+    return parse
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--duration", type=_positive(float), default=10.0, metavar="S",
                         help="seconds of traffic (default 10; the chaos is scheduled within)")
-    parser.add_argument("--workers", type=int, default=4, help="worker processes (default 4)")
+    parser.add_argument("--workers", type=_positive(int), default=4, metavar="N",
+                        help="worker processes (default 4)")
     parser.add_argument("--backend", choices=("moto", "null"), default="moto",
                         help="emulator storage: moto (real items) or null (instant answers)")
-    parser.add_argument("--refresh-interval", type=float, default=0.5,
+    parser.add_argument("--refresh-interval", type=_positive(float), default=0.5, metavar="S",
                         help="seconds between /localnodes polls by the elected refresher")
     parser.add_argument("--json", action="store_true",
                         help="print only a JSON summary (no live table)")
@@ -160,8 +179,20 @@ def _leader_pid(namespace: str) -> int | None:
     return None
 
 
+def _short(url: str) -> str:
+    """``http://127.1.2.3:41234`` -> ``127.1.2.3``: the port is the same for every node."""
+    return url.rsplit("//", 1)[-1].rsplit(":", 1)[0]
+
+
+def _leader_text(st: _State) -> str:
+    return f"pid {st.leader}" if st.leader is not None else "none (electing)"
+
+
 class _Display:
-    """A live table on a terminal (redrawn in place), or one line per second otherwise."""
+    """A live table on a terminal (redrawn in place), or one line per second otherwise.
+
+    Every line fits 80 columns.
+    """
 
     def __init__(self, out: IO[str], enabled: bool) -> None:
         self._out = out
@@ -175,7 +206,7 @@ class _Display:
         if not self._enabled:
             return
         if self._tty:
-            text = self._table(st)
+            text = self.table(st)
             if self._lines:
                 self._out.write(f"\x1b[{self._lines}F\x1b[J")
             self._out.write(text)
@@ -188,33 +219,36 @@ class _Display:
                 self._out.flush()
                 return
             self._last_line = st.elapsed()
-            nodes = " ".join(f"{n.rsplit('/', 1)[-1]}={c}" for n, c in st.per_node.items())
-            self._out.write(
-                f"t={st.elapsed():5.1f}s leader={st.leader} ok={st.ok} "
-                f"retried={st.retries} failed={st.failed} | {nodes}\n"
-            )
+            self._out.write(self.line(st))
         self._out.flush()
 
     @staticmethod
-    def _table(st: _State) -> str:
+    def line(st: _State) -> str:
+        """One progress line: the leader, the calls, and the attempts each node received."""
+        nodes = " ".join(f"n{i + 1} {c}" for i, c in enumerate(st.per_node.values()))
+        leader = st.leader if st.leader is not None else "none"
+        return (f"t={st.elapsed():5.1f}s leader {leader} calls {st.ok} failed {st.failed} "
+                f"retries {st.retries} | {nodes}\n")
+
+    @staticmethod
+    def table(st: _State) -> str:
         total = sum(st.per_node.values()) or 1
         lines = [
-            f"alternator-shm demo  namespace {st.namespace}  "
-            f"t={min(st.elapsed(), st.duration):4.1f}/{st.duration:.0f}s",
-            f"  {'node':28} {'rack':6} {'state':6} {'requests':>9} {'share':>6}",
+            f"alternator-shm demo  t={min(st.elapsed(), st.duration):4.1f}/{st.duration:.0f}s"
+            f"  namespace {st.namespace}",
+            f"  {'':3} {'node':22} {'rack':6} {'state':8} {'attempts':>9} {'share':>6}",
         ]
-        for node, count in st.per_node.items():
+        for i, (node, count) in enumerate(st.per_node.items()):
             lines.append(
-                f"  {node:28} {st.node_rack.get(node, ''):6} {st.node_state.get(node, ''):6} "
-                f"{count:>9} {100.0 * count / total:5.1f}%"
+                f"  n{i + 1:<2} {_short(node):22} {st.node_rack.get(node, ''):6} "
+                f"{st.node_state.get(node, ''):8} {count:>9} {100.0 * count / total:5.1f}%"
             )
-        lines.append(
-            f"  leader pid {st.leader}  leader changes {max(len(st.leaders) - 1, 0)}  "
-            f"calls {st.ok}  retried elsewhere {st.retries}  failed {st.failed}"
-        )
+        changes = max(len(st.leaders) - 1, 0)
+        lines.append(f"  leader {_leader_text(st)}   leader changes {changes}")
+        lines.append(f"  calls ok {st.ok}   failed {st.failed}   retries {st.retries}")
         for ev in st.events[-4:]:
             lines.append(f"  {ev.at:5.1f}s  {ev.what}")
-        return "\n".join(lines) + "\n"
+        return "\n".join(line[:80] for line in lines) + "\n"
 
 
 def _settings(cluster: Cluster, namespace: str, refresh: float) -> dict[str, Any]:
@@ -306,10 +340,14 @@ def _sample(st: _State, cluster: Cluster, workers: _Workers, final: bool = False
     st.node_state = {n.url: "up" if n.state == "NORMAL" else n.state.lower()
                      for n in cluster.nodes}
     st.ok, st.failed, st.retries = workers.totals()
-    leader = _leader_pid(st.namespace)
-    if leader is None and final:
+    if final:
         return  # the workers have stopped: keep showing the last leader
-    if leader is not None and leader != st.leader and workers.ours(leader) is not None:
+    # The lock may still name a killed worker for a moment; show only a live one of ours.
+    leader = _leader_pid(st.namespace)
+    if leader is None or workers.ours(leader) is None:
+        st.leader = None
+        return
+    if leader != st.leader and (not st.leaders or leader != st.leaders[-1]):
         if st.leaders:
             st.note(f"new leader pid {leader} (was {st.leaders[-1]})")
         st.leaders.append(leader)
@@ -333,15 +371,16 @@ def _run_traffic(st: _State, cluster: Cluster, workers: _Workers, display: _Disp
                     steps.insert(0, (0.0, step))
                 else:
                     os.kill(proc.pid, signal.SIGKILL)  # type: ignore[arg-type]
+                    st.leader = None
                     st.note(f"SIGKILL leader pid {proc.pid}; started a replacement worker")
                     workers.spawn()
             elif step == "kill-node":
                 st.balanced_phase = _api_counts(cluster)
                 victim.kill()
-                st.note(f"killed node {victim.url} ({victim.rack})")
+                st.note(f"killed node {_short(victim.url)} ({victim.rack})")
             else:
                 victim.start()
-                st.note(f"restarted node {victim.url}")
+                st.note(f"restarted node {_short(victim.url)}")
         display.update(st)
         time.sleep(_SAMPLE_S)
 
@@ -360,47 +399,53 @@ def _summary(st: _State, backend: str) -> dict[str, Any]:
         "retried_attempts": st.retries,
         "leader_pids": st.leaders,
         "leader_changes": max(len(st.leaders) - 1, 0),
-        "requests_per_node": st.per_node,
+        "attempts_per_node": st.per_node,
         "racks": st.node_rack,
-        "balanced_phase": {"per_node": st.balanced_phase, "max_minus_min": spread},
+        "balanced_phase": {"attempts_per_node": st.balanced_phase, "max_minus_min": spread},
         "events": [{"t": e.at, "event": e.what} for e in st.events],
     }
 
 
 def _print_summary(summary: dict[str, Any], out: IO[str]) -> None:
-    total = sum(summary["requests_per_node"].values()) or 1
-    print("\nsummary", file=out)
-    print(f"  {'node':28} {'rack':6} {'requests':>9} {'share':>6}", file=out)
-    for node, count in summary["requests_per_node"].items():
-        print(f"  {node:28} {summary['racks'].get(node, ''):6} {count:>9} "
-              f"{100.0 * count / total:5.1f}%", file=out)
+    per_node: dict[str, int] = summary["attempts_per_node"]
+    total = sum(per_node.values()) or 1
+    lines = ["", "summary",
+             f"  {'':3} {'node':22} {'rack':6} {'attempts':>9} {'share':>6}"]
+    for i, (node, count) in enumerate(per_node.items()):
+        lines.append(f"  n{i + 1:<2} {_short(node):22} {summary['racks'].get(node, ''):6} "
+                     f"{count:>9} {100.0 * count / total:5.1f}%")
     phase = summary["balanced_phase"]
-    print(f"  while every node was up: {phase['per_node']} "
-          f"(max - min = {phase['max_minus_min']})", file=out)
-    print(f"  calls {summary['calls']}  leader changes {summary['leader_changes']} "
-          f"{summary['leader_pids']}  attempts retried elsewhere {summary['retried_attempts']}  "
-          f"failed calls {summary['failed_calls']}", file=out)
-    print("  " + ("OK: no call failed" if summary["ok"] else "FAILED: some calls failed"),
-          file=out)
+    if phase["attempts_per_node"]:
+        counts = phase["attempts_per_node"].values()
+        split = ", ".join(f"n{i + 1} {c}" for i, c in enumerate(counts))
+        lines.append(f"  before the node kill: {split} (max - min = {phase['max_minus_min']})")
+    pids = ", ".join(map(str, summary["leader_pids"])) or "none"
+    lines.append(f"  leader pids {pids}   leader changes {summary['leader_changes']}")
+    lines.append(f"  calls {summary['calls']}   failed calls {summary['failed_calls']}   "
+                 f"retries {summary['retried_attempts']} (attempts sent to another node)")
+    lines.append("  " + ("OK: no call failed" if summary["ok"] else "FAILED: some calls failed"))
+    for line in lines:
+        print(line, file=out)
 
 
 def run(args: argparse.Namespace) -> int:
+    require_emulator("alternator-shm demo", backend=args.backend)
     from alternator_shm.emulator import Cluster
     from alternator_shm.fleet import cleanup
 
-    if args.workers < 1 or args.duration <= 0:
-        print("--workers must be >= 1 and --duration > 0", file=sys.stderr)
-        return 2
     out = sys.stdout
     namespace = f"demo-{uuid.uuid4().hex[:12]}"
     users = {"demo": f"demo-{uuid.uuid4().hex[:8]}"}
     with Cluster(nodes=3, topology=_TOPOLOGY, users=users, backend=args.backend,
                  failure_detect_delay=0.0) as cluster:
         if not args.json:
-            print(f"emulated cluster: {', '.join(n.url for n in cluster.nodes)} "
-                  f"(racks {', '.join(n.rack for n in cluster.nodes)}); backend {args.backend}",
-                  file=out)
+            print(f"emulated cluster, backend {args.backend}, port {cluster.port}:", file=out)
+            for i, n in enumerate(cluster.nodes):
+                print(f"  n{i + 1} {_short(n.url)} ({n.dc}, {n.rack})", file=out)
             print(f"starting {args.workers} worker processes on namespace {namespace}",
+                  file=out)
+            print("calls: boto3 operations; retries: extra attempts of a call, each sent to\n"
+                  "another node; n1..n3: the attempts each node received",
                   file=out, flush=True)
         _create_table(cluster)
         workers = _Workers(_context(), _settings(cluster, namespace, args.refresh_interval),
