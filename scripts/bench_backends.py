@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# ruff: noqa: E501 - the markdown table rows below are long on purpose
 """Which counter backend a process gets, and what each costs per call.
 
 The ``atomic`` backend has two implementations, tried in this order (fleet/counter.py): the
@@ -32,6 +33,28 @@ VARIANTS = [
     ("flock", {"ALTERNATOR_SHM_NO_ATOMIC_EXT": "1", "ALTERNATOR_SHM_NO_LIBATOMIC": "1"}),
 ]
 NODES = [f"http://127.0.0.{i}:8000" for i in range(1, 6)]
+
+BASES = """## Which backend a deployment gets
+
+| base | C compiler at `pip install` | `libatomic.so.1` | backend |
+|---|---|---|---|
+| glibc, full image (`python:3.x`, has gcc) | yes | yes (`libatomic1`, pulled in by gcc) | atomic, extension |
+| glibc slim (`python:3.x-slim`), installed from a wheel with the extension | no | no | atomic, extension |
+| glibc slim, installed from the sdist | no: extension skipped | no | **flock** |
+| glibc slim + `apt-get install libatomic1` | no | yes | atomic, libatomic |
+| musl (`python:3.x-alpine`) from the sdist | no (unless `build-base`) | no (unless `apk add libatomic`) | **flock** |
+| musl + `apk add build-base` (or a musllinux wheel) | yes | yes (gcc pulls it in) | atomic, extension |
+
+Facts behind it: on Debian 12 `dpkg -S libatomic.so.1` names `libatomic1` (source gcc-12,
+priority *optional*; its only reverse dependency here is `libgcc-12-dev`), so slim images do not
+have it. The extension is built with `optional=True` (setup.py): without a compiler the install
+still succeeds (checked with `CC=/bin/false python setup.py build_ext --inplace`: a warning, no
+`.so`, `atomic_impl()` then answers `libatomic`, or None with `ALTERNATOR_SHM_NO_LIBATOMIC=1`).
+Publishing manylinux and musllinux wheels (cibuildwheel) gives every base the extension.
+Mixed attachers are safe: the extension and libatomic are both real atomic instructions on the
+same word (tests/fleet/test_fleet_atomic_impl.py); a segment created with `flock` stays `flock`
+for every attacher.
+"""
 
 
 def _child(calls: int) -> None:
@@ -99,7 +122,7 @@ def main() -> None:
         "row, fresh namespace; timer overhead (~60-100 ns) included.\n\n"
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}, {platform.platform()}; load average at the end: {load}."
-        "\n\n" + table + "\n"
+        "\n\n" + table + "\n\n" + BASES
     )
     Path(args.out).write_text(text)
 
