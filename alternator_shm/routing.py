@@ -29,7 +29,7 @@ import time
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from contextvars import ContextVar
-from typing import Protocol
+from typing import Any, Protocol
 
 from alternator_shm.errors import NoLiveNodesError
 from alternator_shm.fleet.health import State
@@ -47,6 +47,18 @@ _ATTEMPT: ContextVar[tuple[str, int] | None] = ContextVar("alternator_shm_attemp
 
 class _PickPath(Protocol):
     """Bound per-attempt calls a fleet may offer (``pick_path()``: fleet.shared.PickPath)."""
+
+    @property
+    def revoked(self) -> bool: ...
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def state(self) -> Any: ...
+
+    @property
+    def att(self) -> object: ...
 
     def usable(self) -> bool: ...
 
@@ -247,11 +259,11 @@ class Router:
         """
         if not plan and not tried:
             path = self._path
-            if path is not None and path.usable():
+            if path is not None:
                 node = self._choose_fast(path)
                 if node is not None:
                     return node
-            elif self._started_pid == os.getpid():
+            if self._path is None and self._started_pid == os.getpid():
                 get_path = getattr(self._fleet, "pick_path", None)
                 self._path = get_path() if get_path is not None else None
         if plan:
@@ -279,6 +291,15 @@ class Router:
         without a frame per fleet layer. None (nothing advanced) when the slow path must
         decide: no table yet, or the shared state failed (the fleet's own fallback handles it).
         """
+        state = path.state  # PickPath.usable(), inlined: one frame less per pick
+        if (
+            path.revoked
+            or path.pid != os.getpid()
+            or state.att is not path.att
+            or state.stale
+        ):
+            self._path = None
+            return None
         try:
             nodes = path.read()
             if not nodes:

@@ -39,21 +39,21 @@ class PickPath:
     A pick through :class:`SharedFleet`'s public methods re-checks the pid and the attachment
     in each of them (and again in a wrapper such as the fail-soft fleet): about a dozen Python
     frames for one table read, one health read, one atomic add and one pick record. A router
-    takes one of these instead and calls :meth:`usable` (one pid check, three attribute loads)
-    before each pick; the guarantees are those of the wrapped objects (the table reader still
-    accepts only a validated table, re-validated whenever the publish word changes). Whoever
-    hands one out may :meth:`revoke` it (the fail-soft wrapper, when it goes local).
+    takes one of these instead and checks :meth:`usable` (one pid check, three attribute loads;
+    routing inlines it) before each pick; the guarantees are those of the wrapped objects (the
+    table reader still accepts only a validated table, re-validated whenever the publish word
+    changes). Whoever hands one out may :meth:`revoke` it (the fail-soft wrapper going local).
     """
 
     __slots__ = (
-        "__weakref__", "_att", "_pid", "_state", "advance", "read", "record_pick", "revoked",
-        "rotation", "view",
+        "__weakref__", "advance", "att", "pid", "read", "record_pick", "revoked", "rotation",
+        "state", "view",
     )
 
     def __init__(self, state: LocalState, att: Attachment, pid: int) -> None:
-        self._state = state
-        self._att = att
-        self._pid = pid
+        self.state = state
+        self.att = att
+        self.pid = pid
         self.revoked = False
         self.read = att.reader.read
         self.view = att.health.view
@@ -63,11 +63,11 @@ class PickPath:
 
     def usable(self) -> bool:
         """True while this process still routes through this very attachment."""
-        state = self._state
+        state = self.state
         return (
             not self.revoked
-            and self._pid == _getpid()
-            and state.att is self._att
+            and self.pid == _getpid()
+            and state.att is self.att
             and not state.stale
         )
 
