@@ -265,7 +265,7 @@ def test_status_command_reports_each_node_state(capsys: pytest.CaptureFixture[st
     import argparse
     import json
 
-    from alternator_shm._status import run_status
+    from alternator_shm.cli.status import run as run_status
 
     with (
         Cluster(nodes=3, users=USERS, backend="null", failure_detect_delay=60.0) as c,
@@ -276,13 +276,13 @@ def test_status_command_reports_each_node_state(capsys: pytest.CaptureFixture[st
         victim.kill()
         _calls(h, 40)
         assert wait_for(lambda: _states(h)[victim.url] == "down", 5)
-        args = argparse.Namespace(namespace=h.namespace, shm_dir="/dev/shm", json=False)
+        args = argparse.Namespace(namespace=[h.namespace], shm_dir="/dev/shm", format="text")
         run_status(args)
         text = capsys.readouterr().out
         line = next(x for x in text.splitlines() if victim.url in x)
         assert "DOWN (generation 1)" in line
         assert sum("ACTIVE" in x for x in text.splitlines()) == 2
-        run_status(argparse.Namespace(namespace=h.namespace, shm_dir="/dev/shm", json=True))
+        run_status(argparse.Namespace(namespace=[h.namespace], shm_dir="/dev/shm", format="json"))
         (data,) = json.loads(capsys.readouterr().out)
         assert data["node_health"] is True
         assert {u: v["state"] for u, v in data["per_node"].items()} == _states(h)
