@@ -757,7 +757,7 @@ class Helper:
                 transport=transport,
                 options=self._hook_options(config, user_config),
                 timeout=_timeouts(config),
-                table_ready=lambda: bool(fleet.nodes()),
+                table_ready=self._router.table_ready,
                 affinity=self._affinity,
                 client=client,
             )

@@ -246,6 +246,14 @@ class Router:
                 "checked again at every refresh)"
             )
 
+    def table_ready(self) -> bool:
+        """True if a table is published (non-blocking; the async hooks' readiness check), read
+        through the pick path when there is one (the pick that follows reads the same cache)."""
+        path = self._path
+        if path is not None and path.usable():
+            return bool(path.read())
+        return bool(self._fleet.nodes())
+
     def nodes(self) -> tuple[str, ...]:
         """The discovered node table (every node, whatever its health), as routing sees it."""
         return self._table()
