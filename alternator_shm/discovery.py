@@ -49,6 +49,7 @@ from urllib3.connection import HTTPConnection
 
 from alternator_shm._version import __version__
 from alternator_shm.errors import ConfigurationError, DiscoveryError
+from alternator_shm.fleet import events as _events
 from alternator_shm.transport import Transport
 
 __all__ = [
@@ -686,7 +687,8 @@ class Discovery:
             message = f"no nodes found in {', '.join(s.describe() for s in empty)}"
             if state.failed:
                 message += f"; unreachable: {_describe_failures(state.failed)}"
-        log.warning("discovery failed: %s", message)
+        log.warning("discovery failed: %s", message,
+                    extra=_events.fields("discovery_failed", error=message))
         raise DiscoveryError(message)
 
     def _log_verdict(self, scope: Scope, empty: list[Scope], failed: dict[str, str]) -> None:
@@ -705,7 +707,8 @@ class Discovery:
             return
         self._logged = verdict
         if verdict:
-            log.warning("discovery: %s", verdict)
+            log.warning("discovery: %s", verdict,
+                        extra=_events.fields("discovery_fallback", scope=scope.describe()))
         else:
             log.info("discovery: routing to the configured scope, %s", scope.describe())
 

@@ -36,6 +36,7 @@ from alternator_shm._forksafe import ForkSafeLock
 from alternator_shm._version import __version__
 from alternator_shm.affinity import MODES as _AFFINITY_MODES
 from alternator_shm.affinity import Affinity
+from alternator_shm.balancing import BALANCING_MODES as _BALANCING_MODES
 from alternator_shm.discovery import Discovery, node_url
 from alternator_shm.errors import ConfigurationError, NoLiveNodesError
 from alternator_shm.fleet import FleetStats
@@ -95,6 +96,7 @@ class _Options:
     key_route_affinity: Literal["rmw", "any_write"] | None = None
     # Sorted (table, attribute) pairs: hashable, picklable, immune to the caller's edits.
     partition_keys: tuple[tuple[str, str], ...] | None = None
+    balancing: Literal["round_robin", "adaptive"] = "round_robin"
     botocore_config: Config | None = field(default=None, compare=False)
     session: boto3.Session | None = field(default=None, compare=False)
 
@@ -206,6 +208,10 @@ def _validate(seeds: Sequence[str], kw: dict[str, Any]) -> _Options:
         raise ConfigurationError("session must be a boto3.Session")
     _options.health_settings(kw["node_health"])  # raises ConfigurationError when invalid
     _check_affinity(kw)
+    if kw["balancing"] not in _BALANCING_MODES:
+        raise ConfigurationError(
+            f"balancing must be 'round_robin' or 'adaptive', got {kw['balancing']!r}"
+        )
     if kw["rack"] is not None and kw["datacenter"] is None:
         _log.debug("rack without datacenter: the rack is looked up in each seed's own DC")
     return _Options(**kw)
@@ -265,11 +271,24 @@ def _config_value(config: Config, name: str) -> Any:
 
 
 def _timeouts(config: Config) -> tuple[float, float]:
-    """(connect, read) seconds of a config: our transport sends, so it must honour them."""
-    return (
-        float(_config_value(config, "connect_timeout")),
-        float(_config_value(config, "read_timeout")),
-    )
+    """(connect, read) seconds of a config: our transport sends, so it must honour them.
+
+    ``None`` means "no timeout" to botocore; it is refused here (``ConfigurationError``) rather
+    than honoured: a node that hangs would then hold the call forever instead of letting the
+    Helper move on to another node. Zero / negative values keep botocore's own effect (urllib3
+    refuses them when the call is sent; aiobotocore takes them as "no timeout").
+    """
+    values: list[float] = []
+    for name in ("connect_timeout", "read_timeout"):
+        value = _config_value(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigurationError(
+                f"Config({name}={value!r}) is not supported: give a number of seconds "
+                "(per client config=, or Helper(botocore_config=...)); with no timeout a "
+                "hung node would hold the call instead of the Helper trying another"
+            )
+        values.append(float(value))
+    return values[0], values[1]
 
 
 def _default_namespace(o: _Options) -> str:
@@ -330,6 +349,7 @@ class Helper:
         shared: Literal["auto", "required", "off"] = "auto",
         key_route_affinity: Literal["rmw", "any_write"] | None = None,
         partition_keys: Mapping[str, str] | None = None,
+        balancing: Literal["round_robin", "adaptive"] = "round_robin",
         botocore_config: Config | None = None,
         session: boto3.Session | None = None,
     ) -> None:
@@ -347,6 +367,7 @@ class Helper:
             ),
             self._options.botocore_config,
         )
+        _timeouts(self._base_config)  # a botocore_config timeout we cannot honour: refused now
         # Re-created unlocked in every process (a fork while another thread holds it must not
         # deadlock the child) and re-entrant (close() from a signal handler).
         self._lock = ForkSafeLock()
@@ -420,7 +441,11 @@ class Helper:
                 identity=_identity.encode(_options.identity_options(o)),
             )
             self._router = Router(
-                self._fleet, [node_url(o.scheme, s, o.port) for s in o.seeds], fallback=o.fallback
+                self._fleet,
+                [node_url(o.scheme, s, o.port) for s in o.seeds],
+                fallback=o.fallback,
+                load=self._fleet,
+                balancing=o.balancing,
             )
             if o.key_route_affinity is not None:
                 self._affinity = Affinity(o.key_route_affinity, dict(o.partition_keys or ()))
@@ -562,7 +587,9 @@ class Helper:
         keepalive = _config_value(config, "tcp_keepalive")
         proxies = _config_value(config, "proxies")
         proxies_config = _config_value(config, "proxies_config") or {}
-        pool = _config_value(config, "max_pool_connections") or 10
+        pool = _config_value(config, "max_pool_connections")
+        if pool is None:
+            pool = 10
         if isinstance(pool, bool) or not isinstance(pool, int) or pool < 1:
             raise ConfigurationError(f"max_pool_connections must be an integer >= 1, got {pool!r}")
         try:
@@ -642,12 +669,13 @@ class Helper:
         )
 
     def _environment_proxies(self) -> bool:
-        """True if HTTP(S)_PROXY (after NO_PROXY) would send some seed through a proxy."""
+        """True if HTTP(S)_PROXY (after NO_PROXY) would send a seed or a known node through a
+        proxy (NO_PROXY may name the seeds only; discovered nodes count as much)."""
         o = self._options
-        return any(
-            botocore.utils.get_environ_proxies(node_url(o.scheme, seed, o.port))
-            for seed in o.seeds
-        )
+        urls = [node_url(o.scheme, seed, o.port) for seed in o.seeds]
+        if self._fleet is not None:
+            urls.extend(self._fleet.nodes())
+        return any(botocore.utils.get_environ_proxies(url) for url in urls)
 
     def _router_bootstrap(self) -> str:
         o = self._options
@@ -751,6 +779,7 @@ class Helper:
                 transport = self._async_transports.get(options)
                 if transport is None:
                     transport = self._async_transports[options] = AsyncTransport(options)
+            transport.prepare()  # a bad CA bundle, client cert or key log is refused now
             register_async_hooks(
                 client.meta.events,
                 router=self._router,

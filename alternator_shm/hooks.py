@@ -32,7 +32,7 @@ from __future__ import annotations
 import gzip
 import re
 import weakref
-from collections.abc import Collection, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Collection, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -131,6 +131,12 @@ class _Handlers:
         describe_table: DescribeTable | None = None,
     ) -> None:
         self._router = router
+        # Host-wide in-flight and latency per node (routing.Router); optional, so a router
+        # without load tracking (a test's fake) still works.
+        self._started: Callable[[str], Any] | None = getattr(router, "attempt_started", None)
+        self._finished: Callable[[Any, bool], None] | None = getattr(
+            router, "attempt_finished", None
+        )
         self._affinity = affinity
         self._describe_table = describe_table
         self._transport = transport
@@ -228,19 +234,33 @@ class _Handlers:
     ) -> botocore.awsrequest.AWSResponse:
         node = self.prepare_send(request)
         assert self._transport is not None
+        attempt = self.attempt_started(node)
+        answered = False
         try:
             response = self._transport.send(
                 request, timeout=self._timeout, decode_content=self._decode
             )
+            answered = True
         except (botocore.exceptions.HTTPClientError, botocore.exceptions.ConnectionError) as e:
             # Refused, reset, timed out, TLS failure: the node, not the request, is at fault.
             self._router.report_failure(node, e)
             raise
+        finally:
+            self.attempt_finished(attempt, answered)
         # A final answer proves the node serves -- unless it is one of the 5xx that may come
         # from an overloaded or shutting-down node: those count neither way.
         if response.status_code not in HEALTH_NEUTRAL_STATUSES:
             self._router.report_success(node)
         return response
+
+    def attempt_started(self, node: str) -> Any:
+        """Count the attempt in flight on ``node`` host-wide (a few µs of shared memory)."""
+        return self._started(node) if self._started is not None else None
+
+    def attempt_finished(self, attempt: Any, answered: bool) -> None:
+        """End of an attempt from :meth:`attempt_started`; ``answered``: its latency counts."""
+        if self._finished is not None:
+            self._finished(attempt, answered)
 
     def prepare_send(self, request: botocore.awsrequest.AWSPreparedRequest) -> str:
         """Set the wire headers of a signed attempt; return the node it goes to.

@@ -16,6 +16,7 @@ name                                                        type     labels
 ``alternator_shm_node_failures_total``                       counter  namespace, node
 ``alternator_shm_node_state``                                gauge    namespace, node, state
 ``alternator_shm_node_in_flight``                            gauge    namespace, node
+``alternator_shm_node_latency_seconds``                      gauge    namespace, node
 ``alternator_shm_leader_pid``                                gauge    namespace
 ``alternator_shm_table_generation``                          gauge    namespace
 ``alternator_shm_refresh_age_seconds``                       gauge    namespace
@@ -111,6 +112,11 @@ class AlternatorCollector:
             "Attempts now outstanding on the node, host-wide.",
             labels=("namespace", "node"),
         )
+        latency = GaugeMetricFamily(
+            "alternator_shm_node_latency_seconds",
+            "Recent mean attempt latency of the node, host-wide (absent before an answer).",
+            labels=("namespace", "node"),
+        )
         leader = GaugeMetricFamily(
             "alternator_shm_leader_pid",
             "Pid of the process refreshing the node table (absent: no leader).",
@@ -144,6 +150,9 @@ class AlternatorCollector:
                 flying = getattr(ns_stats, "in_flight", None)
                 if flying is not None:
                     in_flight.add_metric((ns, node), float(flying))
+                latency_ms = getattr(ns_stats, "latency_ms", None)
+                if latency_ms is not None:
+                    latency.add_metric((ns, node), latency_ms / 1000.0)
             if fleet.leader_pid is not None:
                 leader.add_metric((ns,), float(fleet.leader_pid))
             generation.add_metric((ns,), float(fleet.generation))
@@ -152,7 +161,9 @@ class AlternatorCollector:
             refresh_failures.add_metric(
                 (ns,), float(max(0, fleet.refresh_attempts - fleet.refreshes))
             )
-        yield from (picks, failures, state, in_flight, leader, generation, age, refresh_failures)
+        yield from (
+            picks, failures, state, in_flight, latency, leader, generation, age, refresh_failures
+        )
 
 
 def exposition(fleets: Iterable[FleetStats]) -> str:

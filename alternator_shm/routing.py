@@ -31,10 +31,12 @@ from collections.abc import Collection, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, Protocol
 
+from alternator_shm import balancing as _balancing
 from alternator_shm.errors import NoLiveNodesError
+from alternator_shm.fleet import events as _events
 from alternator_shm.fleet.health import State
 
-__all__ = ["FleetView", "Router", "active_nodes", "round_robin_plan", "select"]
+__all__ = ["FleetView", "LoadView", "Router", "active_nodes", "round_robin_plan", "select"]
 
 _log = logging.getLogger(__name__)
 
@@ -166,6 +168,16 @@ def attempt_generation(node: str) -> int | None:
     def empty_reason(self) -> str | None: ...
 
 
+class LoadView(Protocol):
+    """Host-wide per-node load (implemented by :class:`alternator_shm.fleet.SharedFleet`)."""
+
+    def begin_attempt(self, node: str) -> Any: ...
+
+    def end_attempt(self, attempt: Any, answered: bool) -> None: ...
+
+    def node_load(self, node: str) -> tuple[int, float | None]: ...
+
+
 class Router:
     """Chooses nodes for attempts and feeds connection outcomes back into shared health.
 
@@ -185,9 +197,17 @@ class Router:
         *,
         first_table_timeout: float = 5.0,
         fallback: bool = True,
+        load: LoadView | None = None,
+        balancing: str = "round_robin",
     ) -> None:
+        if balancing not in _balancing.BALANCING_MODES:
+            raise ValueError(f"balancing must be one of {_balancing.BALANCING_MODES}")
+        if balancing == "adaptive" and load is None:
+            raise ValueError("adaptive balancing needs a load view")
         self._fleet = fleet
         self._scope_fallback = fallback
+        self._load = load
+        self._adaptive = balancing == "adaptive"
         self._bootstrap = tuple(bootstrap)
         self._first_table_timeout = first_table_timeout
         self._started_pid = -1
@@ -215,7 +235,8 @@ class Router:
             return nodes
         self._check_empty_verdict()
         if self._bootstrap:
-            _log.warning("no node table published yet; routing to the seed nodes")
+            _log.warning("no node table published yet; routing to the seed nodes",
+                         extra=_events.fields("seeds_fallback"))
             return self._bootstrap
         raise NoLiveNodesError("no live node is known: discovery has not published a table")
 
@@ -265,7 +286,7 @@ class Router:
         round-robin base plan, does not advance the shared counter (so round-robin calls stay
         exactly even among themselves) and goes through the same health filter.
         """
-        if not plan and not tried:
+        if not plan and not tried and not self._adaptive:  # adaptive: the full path below
             path = self._path
             if path is not None:
                 node = self._choose_fast(path)
@@ -290,6 +311,8 @@ class Router:
             position = self._fleet.advance() + (rotation() if rotation is not None else 0)
             base = round_robin_plan(nodes, position, active)
             node, generation = select(base, tried, health)
+            if self._adaptive:
+                node, generation = self._adapt(base, node, generation, tried, health)
         _ATTEMPT.set((node, generation))
         self._fleet.record_pick(node)
         return node
@@ -338,6 +361,45 @@ class Router:
             self._fleet.record_pick(node)
         return node
 
+    def _adapt(
+        self,
+        base: Sequence[str],
+        node: str,
+        generation: int,
+        tried: Collection[str],
+        health: Mapping[str, Eligibility],
+    ) -> tuple[str, int]:
+        """``balancing="adaptive"``: the selected ACTIVE node, or one of the next ACTIVE untried
+        nodes of the plan if clearly cheaper (:mod:`alternator_shm.balancing`)."""
+        if health.get(node, _HEALTHY)[0] is not State.ACTIVE:
+            return node, generation
+        others: list[str] = []
+        after = False
+        for candidate in base:
+            if candidate == node:
+                after = True
+                continue
+            active = health.get(candidate, _HEALTHY)[0] is State.ACTIVE
+            if after and active and candidate not in tried:
+                others.append(candidate)
+                if len(others) == _balancing.CANDIDATES:
+                    break
+        assert self._load is not None
+        chosen = _balancing.better_than(node, others, self._load.node_load)
+        if chosen == node:
+            return node, generation
+        return chosen, health.get(chosen, _HEALTHY)[1]
+
+    def attempt_started(self, node: str) -> Any:
+        """The attempt to ``node`` goes on the wire now; pass the result to
+        :meth:`attempt_finished` exactly once."""
+        return self._load.begin_attempt(node) if self._load is not None else None
+
+    def attempt_finished(self, attempt: Any, answered: bool) -> None:
+        """``answered``: an HTTP answer (any status) came back, so its latency counts."""
+        if self._load is not None and attempt is not None:
+            self._load.end_attempt(attempt, answered)
+
     def forget_start(self) -> None:
         """After :meth:`Helper.close`, the next request rejoins the election."""
         self._path = None
@@ -346,7 +408,8 @@ class Router:
 
     def report_failure(self, node: str, error: BaseException) -> None:
         """An attempt failed before a final HTTP response: a traffic failure, host-wide."""
-        _log.debug("attempt on %s failed: %s", node, type(error).__name__)
+        _log.debug("attempt on %s failed: %s", node, type(error).__name__,
+                   extra=_events.fields("node_failed", node, error=type(error).__name__))
         self._fleet.report_failure(node, attempt_generation(node))
 
     def report_success(self, node: str) -> None:

@@ -277,6 +277,9 @@ def open_key_log(path: str, what: str = "key_log_file") -> int:
     :class:`ConfigurationError` naming ``what`` (the option or variable that gave the path).
     """
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+    # O_NONBLOCK: a FIFO without a reader fails at once (ENXIO) instead of blocking the open
+    # forever; a regular file is unaffected (this descriptor is only checked, then closed).
+    flags |= getattr(os, "O_NONBLOCK", 0)
     try:
         fd = os.open(path, flags, 0o600)
     except OSError as e:

@@ -53,13 +53,19 @@ class _AsyncHandlers:
     ) -> Any:
         handlers = self._handlers
         node = handlers.prepare_send(request)
+        attempt = handlers.attempt_started(node)
+        answered = False
         try:
             response = await self._transport.send(
                 request, timeout=handlers.timeout, decode_content=handlers.decode
             )
+            answered = True
         except (botocore.exceptions.HTTPClientError, botocore.exceptions.ConnectionError) as e:
             handlers.router.report_failure(node, e)
             raise
+        finally:
+            # Also on cancellation: an abandoned attempt is no longer in flight for us.
+            handlers.attempt_finished(attempt, answered)
         if response.status_code not in HEALTH_NEUTRAL_STATUSES:  # 500/502/503/504: neutral
             handlers.router.report_success(node)
         return response

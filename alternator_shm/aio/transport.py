@@ -32,9 +32,11 @@ from typing import Any
 import aiohttp
 import botocore.awsrequest
 import botocore.exceptions
+import botocore.utils
 from aiobotocore.awsrequest import AioAWSResponse
 from urllib3.util import SKIP_HEADER
 
+from alternator_shm.errors import ConfigurationError
 from alternator_shm.transport import TransportOptions, _socket_options, _ssl_context
 
 __all__ = ["AsyncTransport"]
@@ -157,6 +159,12 @@ class AsyncTransport:
                 log.warning("TLS server certificate verification is disabled")
         return self._ssl
 
+    def prepare(self) -> None:
+        """Build the TLS context now, so a bad CA bundle, client certificate or key log is
+        refused (``ConfigurationError``) when the client is created, as for the sync client."""
+        self._check_pid()
+        self._ssl_context()
+
     def _session(self) -> aiohttp.ClientSession:
         self._check_pid()
         loop = asyncio.get_running_loop()
@@ -230,6 +238,15 @@ class AsyncTransport:
         ``decode_content`` a gzip / deflate body is decoded and ``Content-Encoding`` dropped.
         """
         url = request.url
+        if self.options.proxies is None and botocore.utils.get_environ_proxies(url):
+            # The sync client reads HTTP(S)_PROXY / NO_PROXY per attempt (each node is an
+            # endpoint of its own, as botocore reads them per endpoint); a proxy we cannot use
+            # must stop the call, never be bypassed silently (a node discovered after the
+            # client was created, or the environment changed since).
+            raise ConfigurationError(
+                f"HTTP(S)_PROXY applies to {url} but new_async_dynamodb_client does not "
+                "support proxies yet; use new_dynamodb_client, or add the node to NO_PROXY"
+            )
         connect_timeout, read_timeout = timeout
         try:
             session = self._session()
@@ -268,7 +285,11 @@ class AsyncTransport:
             raise botocore.exceptions.ConnectionClosedError(
                 error=e, request=request, endpoint_url=url
             ) from e
-        except (botocore.exceptions.HTTPClientError, botocore.exceptions.ConnectionError):
+        except (
+            botocore.exceptions.HTTPClientError,
+            botocore.exceptions.ConnectionError,
+            ConfigurationError,  # TLS material that went bad in a forked child: not retried
+        ):
             raise
         except Exception as e:
             raise botocore.exceptions.HTTPClientError(error=e) from e

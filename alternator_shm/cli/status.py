@@ -44,6 +44,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--namespace", action="append", metavar="NS",
                         help="only this namespace (repeatable; default: all of this user)")
     add_shm_dir(parser)
+    parser.add_argument("--watch", action="store_true",
+                        help="live view like top: states, in-flight, latency, picks/s "
+                             "(q or Ctrl-C quits)")
+    parser.add_argument("--interval", type=float, default=1.0, metavar="S",
+                        help="seconds between screens with --watch (default 1)")
+    parser.add_argument("--iterations", type=int, default=None, metavar="N",
+                        help="with --watch: quit after N screens")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +153,13 @@ def _print_human(fleets: list[FleetStats]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.watch:
+        from alternator_shm._watch import watch
+
+        if not args.interval > 0:
+            raise UsageError("--interval must be > 0")
+        return watch(lambda: select(list_fleets(args.shm_dir), args.namespace),
+                     interval=args.interval, iterations=args.iterations)
     fleets = select(list_fleets(args.shm_dir), args.namespace)
     if args.format == "prometheus":
         try:

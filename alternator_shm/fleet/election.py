@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 
+from alternator_shm.fleet import events as _events
 from alternator_shm.fleet import fencing, layout
 from alternator_shm.fleet.segment import Segment
 
@@ -112,7 +113,9 @@ class Election:
                     seg.lock.unlock(layout.LOCK_LEADER)
                     return False
                 self._become(owner, epoch, fencing.MODE_LOCK)
-                log.info("pid %d leads the refresh of %s (epoch %d)", seg.pid, seg.name, epoch)
+                log.info("pid %d leads the refresh of %s (epoch %d)", seg.pid, seg.name, epoch,
+                         extra=_events.fields("leader_elected", segment=seg.name, epoch=epoch,
+                                              takeover=False))
                 return True
             if stale_after_ns is None or not fencing.heartbeat_is_stale(seg.words, stale_after_ns):
                 return False
@@ -129,6 +132,8 @@ class Election:
             log.warning(
                 "pid %d took over the refresh of %s from a wedged leader (heartbeat older than "
                 "%.1fs; epoch %d)", seg.pid, seg.name, stale_after_ns / 1e9, epoch,
+                extra=_events.fields("leader_elected", segment=seg.name, epoch=epoch,
+                                     takeover=True),
             )
             return True
 
@@ -138,7 +143,8 @@ class Election:
         self._mode = mode
 
     def _stand_down(self, seg: Segment, why: str) -> None:
-        log.warning("pid %d stops leading %s: %s", seg.pid, seg.name, why)
+        log.warning("pid %d stops leading %s: %s", seg.pid, seg.name, why,
+                    extra=_events.fields("leader_resigned", segment=seg.name, reason=why))
         self._release(seg)
         self._cooldown_until = time.monotonic() + _STAND_DOWN_COOLDOWN
 
@@ -168,7 +174,8 @@ class Election:
             epoch = self._epoch
             self._release(seg)
             fencing.vacate(seg, epoch)
-            log.info("pid %d stopped leading %s", seg.pid, seg.name)
+            log.info("pid %d stopped leading %s", seg.pid, seg.name,
+                     extra=_events.fields("leader_resigned", segment=seg.name, reason="closed"))
 
     def forget(self) -> None:
         """The lock file was replaced: whatever we held on the old one means nothing now."""

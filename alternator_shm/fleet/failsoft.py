@@ -35,6 +35,7 @@ from typing import Any, Literal, TypeVar
 from alternator_shm.errors import SharedStateError
 from alternator_shm.fleet import segment
 from alternator_shm.fleet.health import Eligibility, HealthSettings, Status
+from alternator_shm.fleet.load import Attempt, LocalAttempt
 from alternator_shm.fleet.shared import PickPath, SharedFleet
 from alternator_shm.fleet.standalone import StandaloneFleet
 from alternator_shm.fleet.stats import FleetStats
@@ -477,6 +478,19 @@ class FailSoftFleet:
 
     def empty_reason(self) -> str | None:
         return self._run(lambda f: f.empty_reason())
+
+    # -- load (fleet/load.py) ---------------------------------------------------------------------
+
+    def begin_attempt(self, node: str) -> Attempt | LocalAttempt:
+        """Count an attempt in flight on the fleet in force (shared: host-wide)."""
+        return self._run(lambda f: f.begin_attempt(node))
+
+    def end_attempt(self, attempt: Attempt | LocalAttempt, answered: bool) -> None:
+        """Ends on the fleet that counted it, even if this process switched meanwhile."""
+        attempt.finish(answered)
+
+    def node_load(self, node: str) -> tuple[int, float | None]:
+        return self._run(lambda f: f.node_load(node))
 
     def stats(self) -> FleetStats:
         """The shared fleet's snapshot (``mode="shared"``), or the twin's (``mode="local"``)."""

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 
 from alternator_shm.endpoints import canonical_endpoint
 from alternator_shm.errors import ConfigurationError
+from alternator_shm.fleet import events as _events
 from alternator_shm.fleet import layout
 from alternator_shm.fleet.counter import SharedWords
 
@@ -714,8 +715,11 @@ def _log_transition(node: str, old: Status, new: Status, obs: Observation) -> No
         log.warning(
             "node %s is DOWN after %d consecutive failures (generation %d): no traffic until "
             "%s probes succeed", node, new.failures, new.generation, "its recovery",
+            extra=_events.fields("node_down", node, failures=new.failures),
         )
     elif new.state is State.ACTIVE and old.state is not State.ACTIVE:
-        log.info("node %s is ACTIVE (%s)", node, obs.value)
+        log.info("node %s is ACTIVE (%s)", node, obs.value,
+                 extra=_events.fields("node_recovered", node, observation=obs.value))
     elif new.state is State.QUARANTINED and old.state is State.DOWN:
-        log.info("node %s recovered to quarantine after successful probes", node)
+        log.info("node %s recovered to quarantine after successful probes", node,
+                 extra=_events.fields("node_recovered", node, observation=obs.value))

@@ -106,7 +106,15 @@ PAYLOAD_MAX: Final = SLOT_SIZE - S_PAYLOAD
 FORMAT_LINES: Final = 1  # UTF-8 node strings separated by "\n"
 MAX_NODES: Final = 1024
 
-TOTAL_SIZE: Final = SLOTS_OFF + SLOT_COUNT * SLOT_SIZE
+# -- load: attempts in flight and latency per node (owned by fleet/load.py) -----------------------
+# Load entry i belongs to the node of health entry i: two words per node, 16 KiB in all.
+LOAD_OFF: Final = SLOTS_OFF + SLOT_COUNT * SLOT_SIZE
+LOAD_ENTRY: Final = 16
+L_IN_FLIGHT: Final = 0x00  # two halves (one per epoch parity): u16 epoch tag << 16 | u16 count
+L_LATENCY: Final = 0x08  # estimate us (28 bits) | samples (4) | monotonic ms of last sample (32)
+LOAD_SIZE: Final = HEALTH_CAPACITY * LOAD_ENTRY
+
+TOTAL_SIZE: Final = LOAD_OFF + LOAD_SIZE
 
 # -- counter backends (recorded in the header; every attacher must use the same one) -------------
 BACKEND_FLOCK: Final = 1
@@ -132,6 +140,11 @@ def health_offset(index: int) -> int:
     return HEALTH_OFF + index * HEALTH_ENTRY
 
 
+def load_offset(index: int) -> int:
+    """Start of load entry ``index`` (the node of health entry ``index``)."""
+    return LOAD_OFF + index * LOAD_ENTRY
+
+
 def word_index(offset: int) -> int:
     """Index of the aligned 8-byte word at ``offset`` in a ``'Q'`` view of the segment."""
     return offset // WORD
@@ -139,4 +152,5 @@ def word_index(offset: int) -> int:
 
 assert TOTAL_SIZE % 4096 == 0
 assert TOTAL_SIZE <= 256 * 1024
+assert L_LATENCY + WORD <= LOAD_ENTRY
 assert HEALTH_ENTRY % WORD == 0 and SLOT_SIZE % WORD == 0

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from alternator_shm.fleet import events as _events
 from alternator_shm.fleet import fencing, identity, layout, table
 from alternator_shm.fleet.health import HealthSettings
 from alternator_shm.fleet.local import Attachment, LocalState
@@ -131,12 +132,20 @@ def refresh_once(
                     logging.WARNING if failures == 1 or failures % 10 == 0 else logging.DEBUG,
                     "refresh of %s failed (%d in a row), keeping the last table: %s",
                     att.seg.name, failures, exc,
+                    extra=_events.fields("refresh_failed", segment=att.seg.name,
+                                         failures=failures, error=error_text),
                 )
             raise
         changed = False
         att.health.admit(nodes)  # new nodes enter admission quarantine before anyone routes
-        if prober is not None:
+        if prober is not None and int(words[_W(layout.PUBLISH_OFF)]) >> 1 == 0:
+            # Only the host's first table waits for its nodes' admission probes, so the first
+            # wave of calls already splits over active nodes. Later, a new node simply stays
+            # quarantined until its probe answers: waiting here would age the whole table
+            # (up to the admission wait) for the sake of one node.
             prober.admit(att.health, nodes)  # ... and are probed before the table shows them
+        elif prober is not None:
+            prober.cycle(att.health, nodes)  # start the new nodes' probes without waiting
 
         def record_success() -> None:
             nonlocal changed
@@ -160,7 +169,8 @@ def refresh_once(
             raise FencedOut("lost the leadership during the refresh; nothing was published")
         if changed:
             log.info("published %d nodes to %s (epoch %d)", len(nodes), att.seg.name,
-                     fence.epoch)
+                     fence.epoch, extra=_events.fields("table_published", segment=att.seg.name,
+                                                       nodes=len(nodes), epoch=fence.epoch))
         return nodes
 
 

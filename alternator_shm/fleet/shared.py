@@ -12,6 +12,7 @@ from alternator_shm.errors import DiscoveryError, SharedStateError
 from alternator_shm.fleet import identity, layout, segment
 from alternator_shm.fleet.counter import CounterLockBusy
 from alternator_shm.fleet.health import Eligibility, HealthSettings, State, Status
+from alternator_shm.fleet.load import Attempt, Load
 from alternator_shm.fleet.local import (
     Attachment,
     LocalState,
@@ -133,6 +134,7 @@ class SharedFleet:
         self._owner = object()  # this object's leadership token
         self._identity_pid = -1  # pid in which the recorded options were compared with ours
         self._lock = threading.RLock()
+        self._load: tuple[Attachment, Load] | None = None
 
     def __repr__(self) -> str:
         return f"SharedFleet({self.namespace!r}, segment={self.segment_name!r})"
@@ -440,6 +442,40 @@ class SharedFleet:
         return identity.differences(
             self._config.identity, identity.read(att.seg.mm, att.seg.words)
         )
+
+    # -- load (fleet/load.py) ---------------------------------------------------------------------
+
+    def _load_of(self, att: Attachment) -> Load:
+        cached = self._load
+        if cached is not None and cached[0] is att:
+            return cached[1]
+        with self._lock:
+            cached = self._load
+            if cached is None or cached[0] is not att:
+                cached = self._load = (att, Load(att.seg.words, att.ops))
+            return cached[1]
+
+    def begin_attempt(self, node: str) -> Attempt:
+        """An attempt to ``node`` starts: count it in flight host-wide until :meth:`end_attempt`.
+
+        A few CAS on the mapping; a node without a health entry is not counted.
+        """
+        att = self._att()
+        return self._load_of(att).begin(att.health.slot(node, create=True))
+
+    def end_attempt(self, attempt: Attempt, answered: bool) -> None:
+        """The attempt is over; ``answered`` (any HTTP answer) adds its latency to the node's."""
+        attempt.finish(answered)
+
+    def node_load(self, node: str) -> tuple[int, float | None]:
+        """(attempts in flight host-wide, latency estimate in ms decayed since its last sample,
+        None before the first answer) of ``node``, for adaptive balancing."""
+        att = self._att()
+        index = att.health.slot(node, create=False)
+        if index is None:
+            return 0, None
+        load = self._load_of(att)
+        return load.in_flight(index), load.latency_ms(index)
 
     # -- diagnostics ----------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from alternator_shm.fleet import table
 from alternator_shm.fleet.health import Eligibility, State, Status
+from alternator_shm.fleet.load import Attempt, LocalAttempt, LocalLoad
 from alternator_shm.fleet.stats import FleetStats, NodeStats
 
 __all__ = ["StandaloneFleet"]
@@ -91,6 +92,7 @@ class StandaloneFleet:
         self._counter = 0
         self._counter_at_refresh = 0
         self._health: dict[str, _Health] = {}
+        self._load = LocalLoad()  # in flight and latency per node (resets itself after a fork)
         self._health_version = 0  # bumped on every quarantine change
         self._qcache: tuple[int, tuple[str, ...], dict[str, int]] = (-1, (), {})
         self._last_attempt_ns = 0
@@ -414,6 +416,18 @@ class StandaloneFleet:
 
     # -- diagnostics ----------------------------------------------------------------------------
 
+    # -- load (fleet/load.py's process-local twin) -----------------------------------------------
+
+    def begin_attempt(self, node: str) -> LocalAttempt:
+        """Count an attempt in flight on ``node`` (this process only)."""
+        return self._load.begin_attempt(node)
+
+    def end_attempt(self, attempt: LocalAttempt | Attempt, answered: bool) -> None:
+        attempt.finish(answered)
+
+    def node_load(self, node: str) -> tuple[int, float | None]:
+        return self._load.node_load(node)
+
     def stats(self) -> FleetStats:
         """The same snapshot as the shared fleet's, with ``mode="local"``."""
         now = time.monotonic_ns()
@@ -421,12 +435,15 @@ class StandaloneFleet:
         with self._lock:
             entries = {n: self._health.get(n) or _Health() for n in nodes}
             slots = len(self._health)
+        loads = self._load.node_loads(nodes)
         per_node = {
             n: NodeStats(
                 e.picks,
                 e.failures,
                 e.quarantined_since_ns != 0,
                 state="quarantined" if e.quarantined_since_ns else "active",
+                in_flight=loads[n].in_flight,
+                latency_ms=loads[n].latency_ms,
             )
             for n, e in entries.items()
         }

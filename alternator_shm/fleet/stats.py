@@ -12,7 +12,7 @@ import stat
 import time
 from dataclasses import dataclass, field
 
-from alternator_shm.fleet import health, layout, segment, table
+from alternator_shm.fleet import health, layout, load, segment, table
 from alternator_shm.fleet.refresher import read_error
 
 __all__ = ["FleetStats", "NodeStats", "snapshot", "unusable"]
@@ -40,6 +40,10 @@ class NodeStats:
     consecutive_failures: int = 0
     successes: int = 0
     last_update_age_s: float | None = None  # since the last accepted health observation
+    #: attempts now outstanding on the node, host-wide (fleet/load.py)
+    in_flight: int = 0
+    #: recent mean attempt latency, host-wide, in ms (smoothed); None before the first answer
+    latency_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,7 @@ def snapshot(
     read = table.read_published(mm, words)
     w, nodes = read if read is not None else (int(words[_W(layout.PUBLISH_OFF)]), ())
     counters = health.node_counters(words, nodes)
+    loads = load.node_loads(words, nodes)
     per_node = {
         n: NodeStats(
             picks=c.picks,
@@ -134,6 +139,8 @@ def snapshot(
             consecutive_failures=c.consecutive_failures,
             successes=c.successes,
             last_update_age_s=_age(now, c.updated_ns),
+            in_flight=loads[n].in_flight,
+            latency_ms=loads[n].latency_ms,
         )
         for n, c in counters.items()
     }

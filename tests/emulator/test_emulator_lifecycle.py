@@ -23,6 +23,10 @@ def _refused(ip: str, port: int) -> bool:
         socket.create_connection((ip, port), timeout=2).close()
     except ConnectionRefusedError:
         return True
+    except ConnectionResetError:
+        # Accepted, then reset before connect() returned (the "reset" hold on a busy host):
+        # the port is open, so not refused.
+        return False
     return False
 
 
@@ -151,6 +155,8 @@ def _reset_on_request(ip: str, port: int) -> bool:
         sock = socket.create_connection((ip, port), timeout=5)
     except ConnectionRefusedError:
         return False
+    except ConnectionResetError:
+        return True  # accepted and reset before connect() even returned
     try:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         return sock.recv(100) == b""

@@ -492,8 +492,24 @@ def test_retries_per_client(cluster: Any) -> None:
         ({"config": "not a config"}, "Config"),
         ({"verify": 3}, "verify"),
         ({"config": Config(client_cert="/nonexistent.pem")}, "client_cert"),
+        # plain boto3 takes 0 as "no limit" (urllib3 maxsize=0); ours has no such pool: refused,
+        # never silently turned into the default 10.
+        ({"config": Config(max_pool_connections=0)}, "max_pool_connections"),
+        # botocore's "no timeout": refused (typed), never a bare TypeError.
+        ({"config": Config(read_timeout=None)}, "read_timeout"),
+        ({"config": Config(connect_timeout=None)}, "connect_timeout"),
     ],
-    ids=["endpoint_url", "use_ssl", "endpoint_discovery", "config-type", "verify-type", "cert"],
+    ids=[
+        "endpoint_url",
+        "use_ssl",
+        "endpoint_discovery",
+        "config-type",
+        "verify-type",
+        "cert",
+        "pool-0",
+        "read-timeout-none",
+        "connect-timeout-none",
+    ],
 )
 def test_refused_at_client_creation(cluster: Any, kwargs: dict[str, Any], names: str) -> None:
     with make_helper(cluster) as h:

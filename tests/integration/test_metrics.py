@@ -90,6 +90,14 @@ def test_collector_reports_host_wide_figures(cluster: Any, table: str) -> None:
         assert 0.0 <= age.value < 60.0
         (refresh_failures,) = samples["alternator_shm_refresh_failures_total"]
         assert refresh_failures.value == 0.0
+        # Host-wide load (fleet/load.py): nothing in flight now, a latency per answered node.
+        flying = samples["alternator_shm_node_in_flight"]
+        assert {s.labels["node"] for s in flying} == set(picks)
+        assert {s.value for s in flying} == {0.0}
+        latency = {
+            s.labels["node"]: s.value for s in samples["alternator_shm_node_latency_seconds"]
+        }
+        assert set(latency) == set(picks) and all(0.0 < v < 60.0 for v in latency.values())
         # The CLI's text rendering is the same collector.
         assert _samples(exposition([stats]), h.namespace).keys() == samples.keys()
 

@@ -506,3 +506,93 @@ def test_sslkeylogfile_gets_the_same_rules(
     assert t.request("GET", server.url + "/").status == 200
     assert os.stat(path).st_mode & 0o777 == 0o600
     assert "CLIENT" in path.read_text() or "SECRET" in path.read_text()
+
+
+@pytest.mark.parametrize("bad_crc", [False, True], ids=["good-crc", "bad-crc"])
+def test_async_crc32_is_checked_over_the_compressed_bytes(
+    servers: Callable[..., _Server], bad_crc: bool
+) -> None:
+    """The async client (aiohttp) treats a compressed answer's checksum as the sync one does:
+    a good checksum is one request; a bad one behaves as plain aiobotocore on the same server."""
+    import asyncio
+    import uuid
+
+    from aiobotocore.session import get_session
+    from botocore.config import Config
+
+    from alternator_shm import Helper, fleet
+
+    server = servers(_ddb_route(bad_crc))
+    config = Config(retries={"mode": "standard", "total_max_attempts": 3})
+
+    async def plain() -> Any:
+        async with get_session().create_client(
+            "dynamodb", endpoint_url=server.url, region_name="x", aws_access_key_id="k",
+            aws_secret_access_key="s", config=config,
+        ) as ddb:  # fmt: skip
+            try:
+                return (await ddb.get_item(TableName="t", Key={"p": {"S": "k"}}))["Item"]
+            except botocore.exceptions.BotoCoreError as e:
+                return type(e)
+
+    plain_outcome = asyncio.run(plain())
+    plain_posts = _posts(server)
+    server.requests.clear()
+    ns = f"t-{uuid.uuid4().hex}"
+    h = Helper([server.host], port=server.port, credentials=("k", "s"), namespace=ns,
+               response_compression=True, botocore_config=config)  # fmt: skip
+
+    async def ours() -> Any:
+        async with h.new_async_dynamodb_client() as ddb:
+            try:
+                return (await ddb.get_item(TableName="t", Key={"p": {"S": "k"}}))["Item"]
+            except botocore.exceptions.BotoCoreError as e:
+                return type(e)
+
+    try:
+        h.live_nodes()
+        outcome = asyncio.run(ours())
+    finally:
+        h.close()
+        fleet.cleanup(ns)
+    posts = [r for r in server.requests if r[0] == "POST"]
+    assert all("gzip" in r[2].get("Accept-Encoding", "") for r in posts)
+    assert (outcome, len(posts)) == (plain_outcome, plain_posts)
+    if not bad_crc:
+        assert (outcome, len(posts)) == ({"p": {"S": "k"}}, 1)
+
+
+@pytest.mark.parametrize("via", ["option", "SSLKEYLOGFILE"])
+def test_key_log_fifo_is_refused_without_hanging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, via: str
+) -> None:
+    # A FIFO with no reader: a blocking open() for writing would wait forever, so the client
+    # creation would hang; it must be refused at once like any other non-regular file.
+    import threading
+
+    fifo = tmp_path / "keys.fifo"
+    os.mkfifo(fifo)
+    options = TransportOptions(scheme="https")
+    if via == "option":
+        options = TransportOptions(scheme="https", key_log_file=str(fifo))
+    else:
+        monkeypatch.setenv("SSLKEYLOGFILE", str(fifo))
+    outcome: list[BaseException | None] = []
+
+    def prepare() -> None:
+        try:
+            Transport(options).prepare()
+            outcome.append(None)
+        except BaseException as e:
+            outcome.append(e)
+
+    thread = threading.Thread(target=prepare, daemon=True)
+    thread.start()
+    thread.join(10)  # a non-blocking refusal takes microseconds
+    if thread.is_alive():
+        # Unblock the stuck open() (a reader appears) so the thread ends, then fail.
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        thread.join(30)
+        os.close(reader)
+        pytest.fail("opening a FIFO key log blocked")
+    assert len(outcome) == 1 and isinstance(outcome[0], ConfigurationError), outcome

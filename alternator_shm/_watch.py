@@ -1,0 +1,157 @@
+"""``alternator-shm status --watch``: a live, ``top``-like view of every namespace on the host.
+
+Once per interval it re-reads the shared segments (read-only, like ``status``) and redraws::
+
+    alternator-shm  14:03:07  every 1.0 s  (q or Ctrl-C quits)
+
+    namespace alt-3f2a...  mode shared  leader 4121  generation 7  refreshed 0.4s ago
+      node                              state        in-flight  latency ms  picks/s  failures
+      http://10.0.0.1:8000              active               3         2.1      412         0
+      http://10.0.0.3:8000              active              14        61.8       35         0
+
+``picks/s`` is the difference of each node's shared pick counter between two redraws (every
+process of the host), so the first screen shows ``-``. ``in-flight`` and ``latency ms`` are the
+host-wide figures of :mod:`alternator_shm.fleet.load`. Quits on ``q``, Ctrl-C or after
+``iterations`` screens (for scripts and tests); the terminal is always restored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+from alternator_shm.fleet import FleetStats
+
+__all__ = ["render", "watch"]
+
+_CLEAR = "\x1b[H\x1b[2J"
+
+
+def _state(node: Any) -> str:
+    state = getattr(node, "state", None)
+    if isinstance(state, str):
+        return state
+    return "quarantined" if node.quarantined else "active"
+
+
+def _age(value: float | None) -> str:
+    return "never" if value is None else f"{value:.1f}s ago"
+
+
+def render(
+    fleets: list[FleetStats],
+    previous: dict[tuple[str, str], int] | None,
+    elapsed: float,
+    *,
+    interval: float,
+    now: float | None = None,
+) -> tuple[str, dict[tuple[str, str], int]]:
+    """One screen of text, and the pick counters to diff against on the next screen."""
+    clock = time.strftime("%H:%M:%S", time.localtime(now))
+    lines = [f"alternator-shm  {clock}  every {interval:.1f} s  (q or Ctrl-C quits)", ""]
+    picks: dict[tuple[str, str], int] = {}
+    if not fleets:
+        lines.append("no shared alternator-shm state for this user on this host")
+    for st in fleets:
+        problem = getattr(st, "problem", None)
+        if problem is not None:  # listed by status too: its processes balance alone
+            lines += [f"namespace {st.namespace or '?'}  UNUSABLE: {problem}", ""]
+            continue
+        leader = st.leader_pid if st.leader_pid is not None else "none"
+        mode = getattr(st, "mode", "shared")
+        lines.append(
+            f"namespace {st.namespace}  mode {mode}  leader {leader}  generation {st.generation}"
+            f"  refreshed {_age(st.last_refresh_age_s)}"
+            + (f"  refresh failures {st.consecutive_refresh_failures}"
+               if st.consecutive_refresh_failures else "")
+        )
+        lines.append(
+            f"  {'node':40} {'state':12} {'in-flight':>9} {'latency ms':>10} {'picks/s':>8} "
+            f"{'failures':>9}"
+        )
+        for node in st.nodes:
+            ns = st.per_node.get(node)
+            if ns is None:
+                continue
+            picks[(st.namespace, node)] = ns.picks
+            before = None if previous is None else previous.get((st.namespace, node))
+            rate = "-" if before is None or elapsed <= 0 else f"{(ns.picks - before) / elapsed:.0f}"
+            latency = getattr(ns, "latency_ms", None)
+            lines.append(
+                f"  {node:40} {_state(ns):12} {getattr(ns, 'in_flight', 0):>9} "
+                f"{'-' if latency is None else f'{latency:.1f}':>10} {rate:>8} "
+                f"{ns.failures:>9}"
+            )
+        lines.append("")
+    return "\n".join(lines) + "\n", picks
+
+
+@contextlib.contextmanager
+def _keys(stream: IO[str]) -> Iterator[Callable[[float], str]]:
+    """A ``wait(timeout) -> key`` reading single keys from a terminal (cbreak mode, restored
+    on exit); on anything else it only sleeps."""
+    fd = -1
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        fd = stream.fileno()
+    if fd < 0 or not os.isatty(fd):
+
+        def sleep(timeout: float) -> str:
+            time.sleep(timeout)
+            return ""
+
+        yield sleep
+        return
+    import termios
+    import tty
+
+    saved = termios.tcgetattr(fd)
+    tty.setcbreak(fd)
+
+    def wait(timeout: float) -> str:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        return os.read(fd, 1).decode("utf-8", "replace") if ready else ""
+
+    try:
+        yield wait
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def watch(
+    read: Callable[[], list[FleetStats]],
+    *,
+    interval: float = 1.0,
+    iterations: int | None = None,
+    out: IO[str] | None = None,
+    keys: IO[str] | None = None,
+) -> int:
+    """Redraw every ``interval`` seconds until ``q``, Ctrl-C or ``iterations`` screens."""
+    out = sys.stdout if out is None else out
+    keys = sys.stdin if keys is None else keys
+    clear = out.isatty()
+    previous: dict[tuple[str, str], int] | None = None
+    last = time.monotonic()
+    shown = 0
+    try:
+        with _keys(keys) as wait:
+            while iterations is None or shown < iterations:
+                now = time.monotonic()
+                screen, previous = render(read(), previous, now - last, interval=interval)
+                last = now
+                out.write((_CLEAR if clear else "") + screen)
+                out.flush()
+                shown += 1
+                if iterations is not None and shown >= iterations:
+                    break
+                deadline = time.monotonic() + interval
+                while (left := deadline - time.monotonic()) > 0:
+                    if wait(left) in ("q", "Q", "\x03"):  # \x03: Ctrl-C without a signal
+                        return 0
+    except KeyboardInterrupt:
+        out.write("\n")
+    return 0
