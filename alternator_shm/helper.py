@@ -444,6 +444,8 @@ class Helper:
                 self._fleet,
                 [node_url(o.scheme, s, o.port) for s in o.seeds],
                 fallback=o.fallback,
+                scope=(self._discovery_obj.scopes[0].describe()
+                       if o.datacenter or o.rack else None),
                 load=self._fleet,
                 balancing=o.balancing,
             )

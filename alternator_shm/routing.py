@@ -188,6 +188,11 @@ class Router:
     A table published empty on purpose (discovery's verdict "the configured scope lists no live
     node", see :meth:`FleetView.empty_reason`) is an answer: with ``fallback=False`` every call
     raises :class:`NoLiveNodesError` naming the scope and sends nothing.
+
+    ``scope`` names a configured datacenter / rack scope (None: the whole cluster). With
+    ``fallback=False`` and a scope the seeds are never a bootstrap: their datacenter and rack are
+    unknown until discovery answers, so a call sent to them could leave the scope; it raises
+    :class:`NoLiveNodesError` instead.
     """
 
     def __init__(
@@ -197,6 +202,7 @@ class Router:
         *,
         first_table_timeout: float = 5.0,
         fallback: bool = True,
+        scope: str | None = None,
         load: LoadView | None = None,
         balancing: str = "round_robin",
     ) -> None:
@@ -206,9 +212,11 @@ class Router:
             raise ValueError("adaptive balancing needs a load view")
         self._fleet = fleet
         self._scope_fallback = fallback
+        self._scope = scope
         self._load = load
         self._adaptive = balancing == "adaptive"
-        self._bootstrap = tuple(bootstrap)
+        # Seeds lie outside a strict (fallback=False) datacenter / rack scope as far as we know.
+        self._bootstrap = tuple(bootstrap) if fallback or scope is None else ()
         self._first_table_timeout = first_table_timeout
         self._started_pid = -1
         # (pid, deadline, done): the process's one wait for its first table, shared by every
@@ -238,6 +246,12 @@ class Router:
             _log.warning("no node table published yet; routing to the seed nodes",
                          extra=_events.fields("seeds_fallback"))
             return self._bootstrap
+        if self._scope is not None and not self._scope_fallback:
+            raise NoLiveNodesError(
+                f"no live node is known in {self._scope}: discovery has not published a table "
+                "yet, and with fallback=False nothing is sent to the seeds (their datacenter "
+                "and rack are unknown until discovery answers)"
+            )
         raise NoLiveNodesError("no live node is known: discovery has not published a table")
 
     def _wait_first_table(self, pid: int) -> tuple[str, ...]:

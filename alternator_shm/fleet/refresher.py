@@ -29,7 +29,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from alternator_shm.fleet import events as _events
@@ -75,6 +75,36 @@ class Fence:
         return fencing.commit(self.seg, self.epoch, write, self.still_mine)  # type: ignore[arg-type]
 
 
+#: While a refresh runs, its leader still stamps the heartbeat this often (seconds), so a live
+#: leader in a slow but bounded refresh (discovery's 4 s budget is longer than the 2 s takeover
+#: threshold) is not taken for a wedged one...
+_REFRESH_HEARTBEAT_EVERY = 0.25
+#: ... but only this long (seconds: discovery's fetch budget plus margin): a refresh that runs
+#: longer is wedged, and its heartbeat goes stale so that a follower takes over.
+_REFRESH_HEARTBEAT_CAP = 6.0
+
+
+@contextlib.contextmanager
+def _heartbeat_during(fence: Fence, words: memoryview) -> Iterator[None]:
+    """Stamp the heartbeat (fenced) from a daemon thread while the body runs. A SIGSTOPped
+    process stops this thread too, so a stopped leader is still taken over in time."""
+    done = threading.Event()
+
+    def tick() -> None:
+        end = time.monotonic() + _REFRESH_HEARTBEAT_CAP
+        while not done.wait(_REFRESH_HEARTBEAT_EVERY) and time.monotonic() < end:
+            if not fence.commit(lambda: words.__setitem__(_W(layout.HEARTBEAT_OFF),
+                                                          time.monotonic_ns())):
+                return  # taken over or closed: nothing more to stamp
+
+    thread = threading.Thread(target=tick, name="alternator-shm-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+
+
 def _set_error(att: Attachment, text: str) -> None:
     raw = text.encode("utf-8", "replace")[: layout.ERROR_MAX]
     att.seg.mm[layout.ERROR_OFF : layout.ERROR_OFF + len(raw)] = raw
@@ -111,7 +141,8 @@ def refresh_once(
             raise FencedOut("not the current leader")
         counter_now = int(words[_W(layout.COUNTER_OFF)])
         try:
-            result = refresh()
+            with _heartbeat_during(fence, words):
+                result = refresh()
             note = table.validate_note(getattr(result, "note", ""))
             nodes = table.validate_nodes(result, note)
         except BaseException as exc:

@@ -161,3 +161,43 @@ def test_fallback_logs_one_warning_naming_the_scope_used(
                 if r.name == "alternator_shm.discovery" and r.levelno == logging.WARNING]
     assert len(warnings) == 1, warnings
     assert "datacenter 'nope'" in warnings[0] and "whole cluster" in warnings[0], warnings
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a scoped (dc/rack) table that one partial node narrowed is never re-checked against the "
+    "seeds: only nodes of the previous table are asked to confirm, so with seeds=[A, B, C] and "
+    "A answering first with [A], the table stays [A] while A's view lasts (issue 11 #1, "
+    "about 1 first table in 3 with random order)"))
+def test_seeds_outvote_a_partial_view_that_became_the_table(cluster: Any) -> None:
+    """The stuck state: the published table is [A] (A answered first, listing only itself).
+
+    B and C are seeds and list the whole datacenter; the next refresh must not keep A's word.
+    """
+    dc1 = [n for n in cluster.nodes if n.dc == "dc1"]
+    partial = dc1[0]
+    partial.set_view([partial.ip])
+    d = _discovery(cluster, datacenter="dc1")
+    known = node_urls(cluster, [partial])
+    for _ in range(3):
+        result = d.fetch(known, previous_note=scope_note(d.scopes[0]))
+        assert sorted(result) == node_urls(cluster, dc1)
+
+
+def test_no_table_yet_without_fallback_sends_nothing_outside_the_scope(cluster: Any) -> None:
+    """``fallback=False`` with a scope, and discovery not answering at all: the calls went to
+    the seeds (here all in dc1) although the scope is dc2 — outside the scope the user asked
+    for. The seeds' datacenter is unknown until discovery answers, so nothing may be sent."""
+    dc1 = [n for n in cluster.nodes if n.dc == "dc1"]
+    for node in cluster.nodes:
+        node.inject_fault("localnodes_500")
+    with make_helper(cluster, seeds=[n.ip for n in dc1], datacenter="dc2",
+                     fallback=False) as h:
+        client = h.new_dynamodb_client()
+        for _ in range(3):
+            with pytest.raises(NoLiveNodesError, match="datacenter 'dc2'"):
+                client.get_item(TableName=TABLE, Key=KEY)
+    assert sum(api_counts(cluster).values()) == 0, api_counts(cluster)
+    # The cluster scope (no datacenter, no rack) holds every seed: bootstrapping there is fine.
+    with make_helper(cluster, seeds=[n.ip for n in dc1], fallback=False) as h:
+        h.new_dynamodb_client().get_item(TableName=TABLE, Key=KEY)
+    assert sum(api_counts(cluster).values()) == 1, api_counts(cluster)
