@@ -788,7 +788,7 @@ class Helper:
                 transport=transport,
                 options=self._hook_options(config, user_config),
                 timeout=_timeouts(config),
-                table_ready=lambda: bool(fleet.nodes()),
+                table_ready=self._router.table_ready,
                 affinity=self._affinity,
                 client=client,
             )
@@ -844,9 +844,12 @@ class Helper:
 
     def next_node(self) -> str:
         """Advance the shared counter once and return that node's URL."""
-        self._ensure()
-        assert self._router is not None
-        return self._router.next_node()
+        router = self._router
+        if router is None:
+            self._ensure()
+            router = self._router
+            assert router is not None
+        return router.choose(())
 
     def stats(self) -> FleetStats:
         """A snapshot of the shared state: leader, generation, nodes, per-node picks, refresh.

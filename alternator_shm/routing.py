@@ -47,6 +47,37 @@ _HEALTHY: Eligibility = (State.ACTIVE, 0)
 _ATTEMPT: ContextVar[tuple[str, int] | None] = ContextVar("alternator_shm_attempt", default=None)
 
 
+class _PickPath(Protocol):
+    """Bound per-attempt calls a fleet may offer (``pick_path()``: fleet.shared.PickPath)."""
+
+    @property
+    def revoked(self) -> bool: ...
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def state(self) -> Any: ...
+
+    @property
+    def att(self) -> object: ...
+
+    def usable(self) -> bool: ...
+
+    def revoke(self) -> None: ...
+
+    def read(self) -> tuple[str, ...]: ...
+
+    def view(self, nodes: tuple[str, ...]) -> Mapping[str, Eligibility]: ...
+
+    def advance(self) -> int: ...
+
+    def record_pick(self, node: str) -> None: ...
+
+    @property
+    def rotation(self) -> int: ...
+
+
 class FleetView(Protocol):
     """What routing needs from the shared fleet state (see :mod:`alternator_shm.fleet`)."""
 
@@ -193,6 +224,8 @@ class Router:
         self._first_wait: tuple[int, float, bool] = (-1, 0.0, False)
         # (health view, table, its active nodes): recomputed only when either object changes
         self._active: tuple[object, object, tuple[str, ...]] = (None, None, ())
+        # the fleet's bound per-attempt calls (fleet.shared.PickPath), when it offers them
+        self._path: _PickPath | None = None
 
     def _table(self) -> tuple[str, ...]:
         pid = os.getpid()
@@ -248,6 +281,14 @@ class Router:
                 "checked again at every refresh)"
             )
 
+    def table_ready(self) -> bool:
+        """True if a table is published (non-blocking; the async hooks' readiness check), read
+        through the pick path when there is one (the pick that follows reads the same cache)."""
+        path = self._path
+        if path is not None and path.usable():
+            return bool(path.read())
+        return bool(self._fleet.nodes())
+
     def nodes(self) -> tuple[str, ...]:
         """The discovered node table (every node, whatever its health), as routing sees it."""
         return self._table()
@@ -259,6 +300,15 @@ class Router:
         round-robin base plan, does not advance the shared counter (so round-robin calls stay
         exactly even among themselves) and goes through the same health filter.
         """
+        if not plan and not tried and not self._adaptive:  # adaptive: the full path below
+            path = self._path
+            if path is not None:
+                node = self._choose_fast(path)
+                if node is not None:
+                    return node
+            if self._path is None and self._started_pid == os.getpid():
+                get_path = getattr(self._fleet, "pick_path", None)
+                self._path = get_path() if get_path is not None else None
         if plan:
             # The plan's nodes are table nodes; read it lazily (select stops at its answer).
             node, generation = select(plan, tried, self._fleet.health_view_of(self._table()))
@@ -271,12 +321,58 @@ class Router:
             else:
                 active = active_nodes(nodes, health)
                 self._active = (health, nodes, active)
-            base = round_robin_plan(nodes, self._fleet.advance(), active)
+            rotation = getattr(self._fleet, "rotation", None)  # the segment's random offset
+            position = self._fleet.advance() + (rotation() if rotation is not None else 0)
+            base = round_robin_plan(nodes, position, active)
             node, generation = select(base, tried, health)
             if self._adaptive:
                 node, generation = self._adapt(base, node, generation, tried, health)
         _ATTEMPT.set((node, generation))
         self._fleet.record_pick(node)
+        return node
+
+    def _choose_fast(self, path: _PickPath) -> str | None:
+        """A first round-robin attempt through ``path``: the same steps as :meth:`choose`
+        without a frame per fleet layer. None (nothing advanced) when the slow path must
+        decide: no table yet, or the shared state failed (the fleet's own fallback handles it).
+        """
+        state = path.state  # PickPath.usable(), inlined: one frame less per pick
+        if (
+            path.revoked
+            or path.pid != os.getpid()
+            or state.att is not path.att
+            or state.stale
+        ):
+            self._path = None
+            return None
+        try:
+            nodes = path.read()
+            if not nodes:
+                return None
+            health = path.view(nodes)
+            memo = self._active
+            if memo[0] is health and memo[1] is nodes:
+                active = memo[2]
+            else:
+                active = active_nodes(nodes, health)
+                self._active = (health, nodes, active)
+            position = path.advance() + path.rotation
+        except Exception:  # the methods path reports it (fail-soft, typed)
+            path.revoke()
+            self._path = None
+            return None
+        if active is nodes:  # every node ACTIVE: the plan's head is the answer
+            node = nodes[position % len(nodes)]
+            generation = health.get(node, _HEALTHY)[1]
+        else:
+            node, generation = select(round_robin_plan(nodes, position, active), (), health)
+        _ATTEMPT.set((node, generation))
+        try:
+            path.record_pick(node)
+        except Exception:  # stats only; the methods path handles the failure
+            path.revoke()
+            self._path = None
+            self._fleet.record_pick(node)
         return node
 
     def _adapt(
@@ -320,6 +416,7 @@ class Router:
 
     def forget_start(self) -> None:
         """After :meth:`Helper.close`, the next request rejoins the election."""
+        self._path = None
         self._started_pid = -1
         self._first_wait = (-1, 0.0, False)
 

@@ -28,6 +28,7 @@ import logging
 import os
 import random
 import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
@@ -35,7 +36,7 @@ from alternator_shm.errors import SharedStateError
 from alternator_shm.fleet import segment
 from alternator_shm.fleet.health import Eligibility, HealthSettings, Status
 from alternator_shm.fleet.load import Attempt, LocalAttempt
-from alternator_shm.fleet.shared import SharedFleet
+from alternator_shm.fleet.shared import PickPath, SharedFleet
 from alternator_shm.fleet.standalone import StandaloneFleet
 from alternator_shm.fleet.stats import FleetStats
 
@@ -183,6 +184,8 @@ class FailSoftFleet:
         # None: routing through the shared fleet. Otherwise the local twin, in this process.
         self._alone: StandaloneFleet | None = self._standalone if shared == "off" else None
         self._last_nodes: tuple[str, ...] = ()
+        # pick paths handed out: revoked when this process goes local
+        self._paths: weakref.WeakSet[PickPath] = weakref.WeakSet()
         self._started = False
         self._pid = _getpid()
         self._lock = threading.RLock()
@@ -230,6 +233,8 @@ class FailSoftFleet:
                 fix_for(exc, self.shm_dir),
             )
             self._alone = alone
+            for path in list(self._paths):
+                path.revoke()
             started = self._started
         if started:
             alone.start()
@@ -404,6 +409,28 @@ class FailSoftFleet:
             except _SHM_ERRORS as exc:
                 return self._fallback(exc).advance()
         return self._run(lambda f: f.advance())
+
+    def rotation(self) -> int:
+        """The shared segment's rotation while shared; 0 for the local twin (its counter is
+        this process's own)."""
+        if self._alone is None and self._pid == _getpid():
+            try:
+                return self._shared.rotation()
+            except _SHM_ERRORS as exc:
+                self._fallback(exc)
+        return 0
+
+    def pick_path(self) -> PickPath | None:
+        """The shared fleet's :class:`PickPath` while this process routes through it; revoked
+        when the process goes local (so a router holding it stops using it at once)."""
+        if self._alone is None and self._pid == _getpid():
+            path = self._shared.pick_path()
+            if path is not None:
+                self._paths.add(path)
+                if self._alone is not None:  # went local meanwhile
+                    path.revoke()
+            return path
+        return None
 
     def record_pick(self, node: str) -> None:
         if self._alone is None and self._pid == _getpid():

@@ -41,7 +41,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from alternator_shm.endpoints import canonical_endpoint
@@ -348,6 +348,8 @@ class Health:
         self._ops = ops
         self.settings = settings
         self._slots: dict[str, tuple[int, int, int]] = {}  # node -> (key, index, tag)
+        # record_pick's cache: node -> (key word, key, status word, tag, add 1 to its picks)
+        self._picks: dict[str, tuple[int, int, int, int, Callable[[], object]]] = {}
         self._cache: tuple[int, int, object, dict[str, Eligibility]] = (-1, -1, None, {})
         self._local: dict[str, Status] = {}  # nodes without a shared entry
         self._local_version = 0
@@ -477,9 +479,30 @@ class Health:
     # -- outcomes (any process) --------------------------------------------------------------------
 
     def record_pick(self, node: str) -> None:
+        # Hot path (every attempt): the entry found last time, re-validated by its key and
+        # claim tag exactly as _find does, with the word indices precomputed.
+        hit = self._picks.get(node)
+        words = self._words
+        if (
+            hit is not None
+            and words[hit[0]] == hit[1]
+            and (int(words[hit[2]]) >> _TAG_SHIFT) & _TAG_MASK == hit[3]
+        ):
+            hit[4]()  # fetch_add(picks word, 1), bound
+            return
         found = self._find(node)
-        if found is not None:
-            self._ops.fetch_add(_offset(found[1], layout.H_PICKS), 1)
+        if found is None:
+            return
+        key, i, tag = found
+        if len(self._picks) > 4 * _CAP:
+            self._picks.clear()
+        offset = _offset(i, layout.H_PICKS)
+        adder = getattr(self._ops, "adder", None)  # AtomicWords: a C-level bound add
+        add: Callable[[], object] = (
+            adder(offset) if adder is not None else functools.partial(self._ops.fetch_add, offset)
+        )
+        self._picks[node] = (_word(i, layout.H_KEY), key, _word(i, layout.H_STATUS), tag, add)
+        add()
 
     def report_failure(self, node: str, generation: int | None = None) -> Status | None:
         """A traffic attempt failed before a final HTTP response."""

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Final
 
-LAYOUT_VERSION: Final = 2
-MAGIC: Final = 0x52524C42_0000_0002  # "RRLB" + layout; written last by the initialiser
+LAYOUT_VERSION: Final = 3  # 3: ROTATION_OFF (old processes would ignore it: no sharing)
+MAGIC: Final = 0x52524C42_0000_0003  # "RRLB" + layout; written last by the initialiser
 ENDIAN_PROBE: Final = 0x0102030405060708
 WORD: Final = 8
 
@@ -30,6 +30,9 @@ ABI_OFF: Final = 0x020  # u64 abi tag
 ENDIAN_OFF: Final = 0x028  # u64 endian probe
 CREATED_OFF: Final = 0x030  # u64 creation wall-clock ns (diagnostics only)
 HEALTH_GEOMETRY_OFF: Final = 0x038  # u32 health capacity, u32 health entry size
+# u64 random, written once at creation: routing picks (counter + rotation) mod n, so hosts
+# deployed together do not all start on the same node (scripts/sim_many_hosts.py)
+ROTATION_OFF: Final = 0x040
 
 PUBLISH_OFF: Final = 0x080  # (generation << 1) | active slot; own line
 # -- fencing (owned by fleet/fencing.py; written only under the commit lock, byte LOCK_COMMIT) --

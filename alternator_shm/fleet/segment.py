@@ -415,6 +415,7 @@ def _initialise(mm: mmap.mmap, words: memoryview, namespace: str, backend: int) 
     words[w(layout.ABI_OFF)] = _abi_tag()
     words[w(layout.ENDIAN_OFF)] = layout.ENDIAN_PROBE
     words[w(layout.CREATED_OFF)] = time.time_ns()
+    words[w(layout.ROTATION_OFF)] = int.from_bytes(os.urandom(8), "little")
     raw = namespace.encode("utf-8")[: layout.NAMESPACE_MAX]
     u32[layout.NAMESPACE_LEN_OFF // 4] = len(raw)
     mm[layout.NAMESPACE_OFF : layout.NAMESPACE_OFF + len(raw)] = raw

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -24,14 +23,57 @@ from alternator_shm.fleet.local import (
 from alternator_shm.fleet.refresher import RefreshConfig, Refresher, read_error
 from alternator_shm.fleet.stats import FleetStats, snapshot, unusable
 
-__all__ = ["SharedFleet", "cleanup", "list_fleets"]
+__all__ = ["PickPath", "SharedFleet", "cleanup", "list_fleets"]
 
 log = logging.getLogger("alternator_shm.fleet")
 
 _W = layout.word_index
 _getpid = os.getpid
 _COUNTER = _W(layout.COUNTER_OFF)
+_ROTATION = _W(layout.ROTATION_OFF)
 _identity_warned: set[tuple[int, str, str]] = set()  # (pid, shm_dir, namespace)
+
+
+class PickPath:
+    """The per-attempt calls of one attachment, bound once (routing's fast path).
+
+    A pick through :class:`SharedFleet`'s public methods re-checks the pid and the attachment
+    in each of them (and again in a wrapper such as the fail-soft fleet): about a dozen Python
+    frames for one table read, one health read, one atomic add and one pick record. A router
+    takes one of these instead and checks :meth:`usable` (one pid check, three attribute loads;
+    routing inlines it) before each pick; the guarantees are those of the wrapped objects (the
+    table reader still accepts only a validated table, re-validated whenever the publish word
+    changes). Whoever hands one out may :meth:`revoke` it (the fail-soft wrapper going local).
+    """
+
+    __slots__ = (
+        "__weakref__", "advance", "att", "pid", "read", "record_pick", "revoked", "rotation",
+        "state", "view",
+    )
+
+    def __init__(self, state: LocalState, att: Attachment, pid: int) -> None:
+        self.state = state
+        self.att = att
+        self.pid = pid
+        self.revoked = False
+        self.read = att.reader.read
+        self.view = att.health.view
+        self.advance = att.ops.advance
+        self.record_pick = att.health.record_pick
+        self.rotation = int(att.seg.words[_ROTATION])  # fixed for the segment's life
+
+    def usable(self) -> bool:
+        """True while this process still routes through this very attachment."""
+        state = self.state
+        return (
+            not self.revoked
+            and self.pid == _getpid()
+            and state.att is self.att
+            and not state.stale
+        )
+
+    def revoke(self) -> None:
+        self.revoked = True
 
 
 class SharedFleet:
@@ -208,6 +250,18 @@ class SharedFleet:
             self._check_identity()
         return nodes
 
+    def pick_path(self) -> PickPath | None:
+        """This process's :class:`PickPath` once attached and a table was seen (so the identity
+        check already ran in this process); None otherwise (use the methods)."""
+        pid = _getpid()
+        state = self._state
+        if self._pid != pid or state is None or self._identity_pid != pid:
+            return None
+        att = state.att
+        if att is None or state.stale:
+            return None
+        return PickPath(state, att, pid)
+
     def _check_identity(self) -> None:
         """Once per process, when a table is first seen: warn if the leader that refreshes and
         probes it runs with other options than ours (an explicit namespace shared by Helpers
@@ -326,6 +380,12 @@ class SharedFleet:
                 return att.ops.advance()
         return self._att().ops.advance()
 
+    def rotation(self) -> int:
+        """The segment's random rotation (written once at creation): routing picks
+        ``(advance() + rotation()) mod n``, so the hosts of a fleet deployed together start on
+        different nodes. ``advance()`` and the stats keep counting picks from 0."""
+        return int(self._att().seg.words[_ROTATION])
+
     @property
     def counter(self) -> int:
         """The shared counter's current value (no increment)."""
@@ -334,8 +394,10 @@ class SharedFleet:
     def record_pick(self, node: str) -> None:
         """Count a pick of ``node`` in its shared health entry (stats only)."""
         # stats only: skipped while a stopped process holds the flock counter lock
-        with contextlib.suppress(CounterLockBusy):
+        try:  # noqa: SIM105 - no context manager on the hot path
             self._att().health.record_pick(node)
+        except CounterLockBusy:
+            pass
 
     def report_failure(self, node: str, generation: int | None = None) -> Status | None:
         """A traffic attempt to ``node`` failed before a final HTTP response (host-wide).

@@ -1,0 +1,17 @@
+"""Optional C accelerator for the lock-free counter (everything else is in pyproject.toml).
+
+``optional=True``: an install without a C compiler still succeeds and falls back to libatomic
+through ctypes, then to the flock backend (see ``alternator_shm/fleet/counter.py``).
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "alternator_shm.fleet._atomic",
+            sources=["alternator_shm/fleet/_atomic.c"],
+            optional=True,
+        )
+    ]
+)
