@@ -312,6 +312,9 @@ class Router:
         if plan:
             # The plan's nodes are table nodes; read it lazily (select stops at its answer).
             node, generation = select(plan, tried, self._fleet.health_view_of(self._table()))
+            note = getattr(self._fleet, "note_activity", None)
+            if note is not None:
+                note()  # no counter advance, but traffic: keep the refresher's active period
         else:
             nodes = self._table()
             health = self._fleet.health_view_of(nodes)

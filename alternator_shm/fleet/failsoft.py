@@ -410,6 +410,17 @@ class FailSoftFleet:
                 return self._fallback(exc).advance()
         return self._run(lambda f: f.advance())
 
+    def note_activity(self) -> None:
+        """See :meth:`SharedFleet.note_activity`."""
+        if self._alone is None and self._pid == _getpid():
+            try:
+                self._shared.note_activity()
+                return
+            except _SHM_ERRORS as exc:
+                self._fallback(exc).note_activity()
+                return
+        self._run(lambda f: f.note_activity())
+
     def rotation(self) -> int:
         """The shared segment's rotation while shared; 0 for the local twin (its counter is
         this process's own)."""

@@ -51,6 +51,9 @@ FAILURES_OFF: Final = 0x130  # consecutive refresh failures
 REFRESHES_OFF: Final = 0x138  # successful refreshes
 ATTEMPTS_OFF: Final = 0x140  # refresh attempts (success or failure)
 COUNTER_AT_REFRESH_OFF: Final = 0x148  # counter value at the last refresh (active vs idle)
+# monotonic ns of the last attempt that did not advance the counter (key-route affinity plans):
+# traffic too, so the refresher keeps its active period (plain store: a hint, not a count)
+ACTIVITY_OFF: Final = 0x158
 ERROR_LEN_OFF: Final = 0x150  # u32 length of the last refresh error text, u32 reserved
 
 COUNTER_OFF: Final = 0x180  # the round-robin counter; own line

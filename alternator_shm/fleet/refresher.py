@@ -309,7 +309,11 @@ class Refresher:
 
     def _interval(self, words: memoryview) -> float:
         config = self._config
-        moved = words[_W(layout.COUNTER_OFF)] != words[_W(layout.COUNTER_AT_REFRESH_OFF)]
+        moved = (
+            words[_W(layout.COUNTER_OFF)] != words[_W(layout.COUNTER_AT_REFRESH_OFF)]
+            # affinity-routed attempts do not advance the counter but are traffic all the same
+            or words[_W(layout.ACTIVITY_OFF)] > words[_W(layout.LAST_ATTEMPT_OFF)]
+        )
         return config.refresh_interval if moved else config.idle_refresh_interval
 
     def _backoff(self, failures: int) -> float:

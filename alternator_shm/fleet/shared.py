@@ -31,6 +31,7 @@ _W = layout.word_index
 _getpid = os.getpid
 _COUNTER = _W(layout.COUNTER_OFF)
 _ROTATION = _W(layout.ROTATION_OFF)
+_ACTIVITY = _W(layout.ACTIVITY_OFF)
 _identity_warned: set[tuple[int, str, str]] = set()  # (pid, shm_dir, namespace)
 
 
@@ -379,6 +380,11 @@ class SharedFleet:
             if att is not None and not state.stale:  # type: ignore[union-attr]
                 return att.ops.advance()
         return self._att().ops.advance()
+
+    def note_activity(self) -> None:
+        """An attempt that did not advance the counter (an affinity plan): still traffic, so
+        the refresher keeps ``refresh_interval`` instead of ``idle_refresh_interval``."""
+        self._att().seg.words[_ACTIVITY] = time.monotonic_ns()
 
     def rotation(self) -> int:
         """The segment's random rotation (written once at creation): routing picks

@@ -91,6 +91,7 @@ class StandaloneFleet:
         self._table: tuple[int, tuple[str, ...], str] = (0, (), "")
         self._counter = 0
         self._counter_at_refresh = 0
+        self._activity = False  # an attempt that did not advance the counter (affinity)
         self._health: dict[str, _Health] = {}
         self._load = LocalLoad()  # in flight and latency per node (resets itself after a fork)
         self._health_version = 0  # bumped on every quarantine change
@@ -257,6 +258,7 @@ class StandaloneFleet:
             log.info("process-local table of %s: generation %d, %d nodes", self.namespace,
                      generation + 1, len(nodes))
         self._counter_at_refresh = counter_now
+        self._activity = False  # activity since this refresh is what counts next time
         self._last_success_ns = time.monotonic_ns()
         self._failures = 0
         self._error = None
@@ -298,7 +300,7 @@ class StandaloneFleet:
             return bool(now - self._last_attempt_ns >= delay * 1e9)
         if self._table[0] == 0:
             return True  # nothing ever published (an empty table with a note is an answer)
-        moved = self._counter != self._counter_at_refresh
+        moved = self._counter != self._counter_at_refresh or self._activity
         interval = self._refresh_interval if moved else self._idle_interval
         return now - self._last_success_ns >= interval * 1e9
 
@@ -325,6 +327,10 @@ class StandaloneFleet:
                 self._release(node, since)
 
     # -- the counter and health -------------------------------------------------------------
+
+    def note_activity(self) -> None:
+        """Affinity-routed attempts do not advance the counter but keep the active period."""
+        self._activity = True
 
     def advance(self) -> int:
         """Counter fetch-and-add 1; returns the previous value. One call per attempt."""
