@@ -8,7 +8,12 @@ Two ways in, both ending with a new epoch in the segment (:mod:`fencing`):
 * a takeover: a SIGSTOPped or wedged leader keeps its lock, so when the heartbeat is older than
   ``max(3 x refresh_interval, 2 s)`` one follower -- the one that gets the takeover byte and then
   still sees the same stale epoch under the commit lock -- takes over with a newer epoch. It keeps
-  trying the lock byte and holds it once the old holder is gone.
+  trying the lock byte and holds it once the old holder is gone. Meanwhile it holds the *deputy*
+  byte (its epoch recorded in the segment): a takeover leader cannot hold the leader lock, so
+  without it, its own death (the chaos test SIGKILLs leaders every second) would be noticed only
+  by a second stale heartbeat, and the table would age meanwhile. A follower that gets the deputy
+  byte while the current epoch is still the deputy's knows the deputy is gone and takes over at
+  once.
 
 A leader checks its epoch at every step and stands down (gives the lock byte back) as soon as it
 sees a newer one, e.g. when it resumes after SIGCONT. It never writes in between: every write is
@@ -66,6 +71,7 @@ class Election:
         self._owner: object | None = None
         self._epoch = 0
         self._mode = fencing.MODE_NONE
+        self._deputy = False  # we hold byte LOCK_DEPUTY (a takeover leader only)
         self._cooldown_until = 0.0
 
     def owner_is(self, owner: object) -> bool:
@@ -87,8 +93,8 @@ class Election:
         """One election step for ``owner``; True if it leads (with a current epoch) afterwards.
 
         Leading: stand down if a newer epoch exists; in takeover mode, try to get the lock byte.
-        Not leading: take the lock byte (new epoch), or, if ``stale_after_ns`` is given and the
-        leader's heartbeat is older than that, take over.
+        Not leading: take the lock byte (new epoch), or, if ``stale_after_ns`` is given, take
+        over when the leader's heartbeat is older than that or the takeover leader is gone.
         """
         with self._lock:
             if self._owner is not None:
@@ -97,13 +103,8 @@ class Election:
                 if fencing.current_epoch(seg.words) != self._epoch:
                     self._stand_down(seg, "a newer leader epoch exists (we were taken over)")
                     return False
-                if self._mode == fencing.MODE_TAKEOVER and seg.lock.try_lock(layout.LOCK_LEADER):
-                    if fencing.commit(seg, self._epoch, lambda: seg.words.__setitem__(
-                            _W(layout.LEADER_MODE_OFF), fencing.MODE_LOCK)):
-                        self._mode = fencing.MODE_LOCK
-                        log.info("the takeover leader of %s now holds the leader lock", seg.name)
-                    else:
-                        seg.lock.unlock(layout.LOCK_LEADER)
+                if self._mode == fencing.MODE_TAKEOVER:
+                    self._takeover_step(seg)
                 return True
             if time.monotonic() < self._cooldown_until:
                 return False
@@ -117,25 +118,65 @@ class Election:
                          extra=_events.fields("leader_elected", segment=seg.name, epoch=epoch,
                                               takeover=False))
                 return True
-            if stale_after_ns is None or not fencing.heartbeat_is_stale(seg.words, stale_after_ns):
+            if stale_after_ns is None:
+                return False
+            return self._try_take_over(owner, seg, stale_after_ns)
+
+    def _takeover_step(self, seg: Segment) -> None:
+        """A takeover leader's step: hold the leader lock once its old holder is gone (then the
+        deputy byte is not needed), else hold the deputy byte if it did not get it at once."""
+        if seg.lock.try_lock(layout.LOCK_LEADER):
+            if fencing.commit(seg, self._epoch, lambda: seg.words.__setitem__(
+                    _W(layout.LEADER_MODE_OFF), fencing.MODE_LOCK)):
+                self._mode = fencing.MODE_LOCK
+                self._drop_deputy(seg)
+                log.info("the takeover leader of %s now holds the leader lock", seg.name)
+            else:
+                seg.lock.unlock(layout.LOCK_LEADER)
+        elif not self._deputy and seg.lock.try_lock(layout.LOCK_DEPUTY):
+            if fencing.hold_deputy(seg, self._epoch):
+                self._deputy = True
+            else:
+                seg.lock.unlock(layout.LOCK_DEPUTY)
+
+    def _try_take_over(self, owner: object, seg: Segment, stale_after_ns: int) -> bool:
+        """Take over from a leader whose heartbeat is stale, or at once from a takeover leader
+        that is gone: it held the deputy byte, which the kernel freed when it died (SIGKILL
+        included) or that it gave back on ``close()``. Without this, a takeover leader killed
+        before its first refresh left the table ageing for another heartbeat threshold."""
+        deputy = seg.lock.try_lock(layout.LOCK_DEPUTY)
+        try:
+            orphaned = deputy and fencing.deputy_orphaned(seg.words)
+            if not orphaned and not fencing.heartbeat_is_stale(seg.words, stale_after_ns):
                 return False
             seen = fencing.current_epoch(seg.words)
             if not seg.lock.try_lock(layout.LOCK_TAKEOVER):
                 return False  # another follower is taking over right now
             try:
-                epoch = fencing.take_over(seg, seen, stale_after_ns)
+                epoch = fencing.take_over(seg, seen, stale_after_ns, deputy)
             finally:
                 seg.lock.unlock(layout.LOCK_TAKEOVER)
             if epoch is None:
                 return False
             self._become(owner, epoch, fencing.MODE_TAKEOVER)
-            log.warning(
-                "pid %d took over the refresh of %s from a wedged leader (heartbeat older than "
-                "%.1fs; epoch %d)", seg.pid, seg.name, stale_after_ns / 1e9, epoch,
-                extra=_events.fields("leader_elected", segment=seg.name, epoch=epoch,
-                                     takeover=True),
-            )
-            return True
+            self._deputy, deputy = deputy, False  # keep the byte while we lead by takeover
+        finally:
+            if deputy:
+                seg.lock.unlock(layout.LOCK_DEPUTY)
+        why = ("the previous takeover leader is gone" if orphaned
+               else f"a wedged leader: heartbeat older than {stale_after_ns / 1e9:.1f}s")
+        log.warning(
+            "pid %d took over the refresh of %s (%s; epoch %d)",
+            seg.pid, seg.name, why, epoch,
+            extra=_events.fields("leader_elected", segment=seg.name, epoch=epoch,
+                                 takeover=True),
+        )
+        return True
+
+    def _drop_deputy(self, seg: Segment) -> None:
+        if self._deputy and seg.lock.fd >= 0:
+            seg.lock.unlock(layout.LOCK_DEPUTY)
+        self._deputy = False
 
     def _become(self, owner: object, epoch: int, mode: int) -> None:
         self._owner = owner
@@ -155,6 +196,7 @@ class Election:
             self._owner = None
         if self._mode == fencing.MODE_LOCK and seg.lock.fd >= 0:
             seg.lock.unlock(layout.LOCK_LEADER)  # same fd, never close (other bytes would go)
+        self._drop_deputy(seg)
         self._mode = fencing.MODE_NONE
 
     def still_mine(self, owner: object, epoch: int) -> bool:
@@ -170,6 +212,7 @@ class Election:
             if seg is None or seg.lock.fd < 0:
                 self._owner = None
                 self._mode = fencing.MODE_NONE
+                self._deputy = False
                 return
             epoch = self._epoch
             self._release(seg)
@@ -182,3 +225,4 @@ class Election:
         with self._lock:
             self._owner = None
             self._mode = fencing.MODE_NONE
+            self._deputy = False

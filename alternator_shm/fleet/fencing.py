@@ -45,7 +45,9 @@ __all__ = [
     "commit",
     "commit_section",
     "current_epoch",
+    "deputy_orphaned",
     "heartbeat_is_stale",
+    "hold_deputy",
     "stale_after_ns",
     "stamp_is_stale",
     "take_over",
@@ -142,20 +144,40 @@ def claim(seg: Segment) -> int | None:
         return epoch
 
 
-def take_over(seg: Segment, seen_epoch: int, max_age_ns: int) -> int | None:
-    """Replace a wedged leader: a new epoch if the epoch is still ``seen_epoch`` and its
-    heartbeat is still stale *under the commit lock* (so of several followers trying at once,
-    exactly one succeeds); else None."""
+def deputy_orphaned(words: memoryview) -> bool:
+    """True if the current leader took over holding byte ``LOCK_DEPUTY`` (see :mod:`election`).
+    Only meaningful to a caller that has just taken that byte itself: then its holder is gone
+    (SIGKILLed or closed), so its successor need not wait for a stale heartbeat."""
+    return (
+        int(words[_W(layout.LEADER_MODE_OFF)]) == MODE_TAKEOVER
+        and int(words[_W(layout.DEPUTY_EPOCH_OFF)]) == int(words[_EPOCH])
+    )
+
+
+def take_over(seg: Segment, seen_epoch: int, max_age_ns: int, deputy: bool = False) -> int | None:
+    """Replace a wedged or vanished leader: a new epoch if the epoch is still ``seen_epoch`` and,
+    *under the commit lock* (so of several followers trying at once, exactly one succeeds), its
+    heartbeat is still stale or -- when the caller holds ``LOCK_DEPUTY`` (``deputy``) -- the
+    takeover leader that held that byte is gone; else None."""
     with commit_section(seg) as ok:
         if not ok:
             return None
         words = seg.words
-        if int(words[_EPOCH]) != seen_epoch or not heartbeat_is_stale(words, max_age_ns):
+        if int(words[_EPOCH]) != seen_epoch:
+            return None
+        if not heartbeat_is_stale(words, max_age_ns) and not (deputy and deputy_orphaned(words)):
             return None
         epoch = seen_epoch + 1
         _write_leader(words, epoch, MODE_TAKEOVER, time.monotonic_ns())
+        if deputy:
+            words[_W(layout.DEPUTY_EPOCH_OFF)] = epoch
         words[_W(layout.TAKEOVERS_OFF)] = int(words[_W(layout.TAKEOVERS_OFF)]) + 1
         return epoch
+
+
+def hold_deputy(seg: Segment, epoch: int) -> bool:
+    """A takeover leader that got ``LOCK_DEPUTY`` only after its takeover records it (fenced)."""
+    return commit(seg, epoch, lambda: seg.words.__setitem__(_W(layout.DEPUTY_EPOCH_OFF), epoch))
 
 
 def _always() -> bool:
@@ -184,7 +206,13 @@ def vacate(seg: Segment, epoch: int) -> bool:
         words = seg.words
         if int(words[_EPOCH]) != epoch:
             return False
+        seat_handed_on = deputy_orphaned(words)  # we took over holding the deputy byte
         words[_EPOCH] = epoch + 1
-        words[_W(layout.LEADER_MODE_OFF)] = MODE_NONE
+        if seat_handed_on:
+            # a takeover leader hands its seat on at once: the next follower to get the
+            # deputy byte sees the new epoch as orphaned (no stale heartbeat to wait for)
+            words[_W(layout.DEPUTY_EPOCH_OFF)] = epoch + 1
+        else:
+            words[_W(layout.LEADER_MODE_OFF)] = MODE_NONE
         words[_W(layout.LEADER_PID_OFF)] = 0
         return True

@@ -40,6 +40,10 @@ EPOCH_OFF: Final = 0x088  # the leader epoch (fencing token); bumped by every ne
 PUBLISHED_EPOCH_OFF: Final = 0x090  # epoch of the writer of the last commit (never decreases)
 LEADER_MODE_OFF: Final = 0x098  # 0 none, 1 holds the leader lock, 2 took over a wedged leader
 TAKEOVERS_OFF: Final = 0x0A0  # takeovers of a wedged leader (diagnostics)
+# the epoch of the takeover leader that holds byte LOCK_DEPUTY: when that byte is free while the
+# epoch and mode are still its, the takeover leader is gone (killed or closed): no need to wait
+# for its heartbeat to go stale
+DEPUTY_EPOCH_OFF: Final = 0x0A8
 
 LEADER_PID_OFF: Final = 0x100
 LEADER_START_OFF: Final = 0x108  # /proc/<pid>/stat starttime ticks: (pid, start) is reuse-proof
@@ -131,6 +135,7 @@ LOCK_INIT: Final = 1  # exclusive, brief: serialises creation, repair and cleanu
 LOCK_ATTACHED: Final = 2  # shared by every attached process; exclusive only for cleanup
 LOCK_TAKEOVER: Final = 3  # exclusive, brief: the one follower attempting a takeover
 LOCK_COMMIT: Final = 4  # exclusive, brief: epoch check + write of fenced words (fencing.py)
+LOCK_DEPUTY: Final = 5  # exclusive, held by a takeover leader (it cannot hold LOCK_LEADER)
 
 
 def slot_offset(index: int) -> int:

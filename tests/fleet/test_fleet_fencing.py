@@ -143,6 +143,114 @@ def test_sigstopped_leader_is_taken_over_by_one_follower_and_stands_down(make_fl
         os.close(ready_w)
 
 
+DEPUTY_TABLE = ("http://127.0.0.9:8000",)
+
+
+def _take_over(ns: str, ready_w: int, then: str, go: str = "") -> None:
+    """A follower that takes over from a stopped leader (2 s stale threshold) and reports 'T'.
+    ``then``: "hang" (stay inside its first refresh, heartbeat still stamped), "close" (close
+    the fleet once file ``go`` exists, report 'C') or "lead" (keep leading)."""
+    def refresh() -> tuple[str, ...]:
+        if then == "hang":
+            os.write(ready_w, b"T")
+            time.sleep(60)
+        return DEPUTY_TABLE
+
+    fleet = SharedFleet(ns, refresh=refresh, poll_interval=0.02, refresh_interval=0.05,
+                        idle_refresh_interval=0.05)
+    fleet.start()
+    if then == "hang":
+        time.sleep(120)
+        return
+    if not wait_until(lambda: fleet.is_leader and fleet.nodes() == DEPUTY_TABLE, 30):
+        raise RuntimeError("never took over")
+    os.write(ready_w, b"T")
+    if then == "close":
+        wait_until(lambda: os.path.exists(go), 60, 0.01)
+        fleet.close()
+        os.write(ready_w, b"C")
+    time.sleep(120)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gone", ["killed inside its first refresh", "closed"])
+def test_a_takeover_leader_that_is_gone_is_replaced_without_a_second_stale_heartbeat(
+    make_fleet, ns, gone, tmp_path
+) -> None:
+    """Chaos finding: the leader lock is still held by a SIGSTOPped leader, so a takeover
+    leader's own death (SIGKILL before it published anything) was only noticed when its
+    heartbeat went stale in turn: the table aged by a second threshold meanwhile."""
+    ready_r, ready_w = os.pipe()
+    stopped = Child(_lead, ns, ready_w, CHILD_TABLE)
+    deputy: Child | None = None
+    try:
+        assert _read_byte(ready_r, 20) == b"L"
+        os.kill(stopped.pid, signal.SIGSTOP)
+        go = str(tmp_path / "go")
+        deputy = Child(_take_over, ns, ready_w, "hang" if gone.startswith("killed") else "close",
+                       go)
+        assert _read_byte(ready_r, 30) == b"T", "the follower never took over"
+        # our threshold is 30 s (3 x 10 s): only the deputy byte can let us in before that
+        me = make_fleet(refresh=lambda: NODES, refresh_interval=10.0, idle_refresh_interval=10.0)
+        me.start()
+        time.sleep(0.3)
+        assert not me.is_leader
+        if gone == "closed":
+            open(go, "w").close()
+            assert _read_byte(ready_r, 10) == b"C"
+        else:
+            deputy.kill()
+        assert wait_until(lambda: me.is_leader, 10, 0.01), "waited for a stale heartbeat"
+        st = me.stats()
+        assert st.leader_mode == "takeover" and st.leader_pid == os.getpid()
+        os.kill(stopped.pid, signal.SIGCONT)  # the old lock holder stands down ...
+        assert _read_byte(ready_r, 10) == b"F"
+        assert wait_until(lambda: me.stats().leader_mode == "lock", 10, 0.01)  # ... we hold it
+    finally:
+        _cont_and_kill(stopped.pid)
+        stopped.kill()
+        if deputy is not None:
+            deputy.kill()
+        os.close(ready_r)
+        os.close(ready_w)
+
+
+@pytest.mark.slow
+def test_a_takeover_leader_without_the_deputy_byte_is_not_displaced(make_fleet, ns) -> None:
+    """A stopped deputy keeps its byte; the follower that takes over from it (stale heartbeat)
+    leads without the byte. When the stopped deputy then dies, its freed byte must not make a
+    live leader look gone."""
+    ready_r, ready_w = os.pipe()
+    stopped = Child(_lead, ns, ready_w, CHILD_TABLE)
+    children: list[Child] = []
+    try:
+        assert _read_byte(ready_r, 20) == b"L"
+        os.kill(stopped.pid, signal.SIGSTOP)
+        first = Child(_take_over, ns, ready_w, "lead")
+        children.append(first)
+        assert _read_byte(ready_r, 30) == b"T"
+        os.kill(first.pid, signal.SIGSTOP)
+        second = Child(_take_over, ns, ready_w, "lead")
+        children.append(second)
+        assert _read_byte(ready_r, 30) == b"T"
+        me = make_fleet(refresh=lambda: NODES, refresh_interval=10.0, idle_refresh_interval=10.0)
+        me.start()
+        epoch = me.stats().leader_epoch
+        assert me.stats().leader_pid == second.pid
+        first.kill()  # frees the deputy byte of an epoch that is no longer current
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            st = me.stats()
+            assert not me.is_leader and st.leader_epoch == epoch, "a live leader was displaced"
+            time.sleep(0.01)
+    finally:
+        for child in (stopped, *children):
+            _cont_and_kill(child.pid)
+            child.kill()
+        os.close(ready_r)
+        os.close(ready_w)
+
+
 def _asker(ns: str, timeout: float) -> str:
     fleet = SharedFleet(ns)  # a pure reader: cannot take over, must not lie either
     t0 = time.monotonic()

@@ -4,13 +4,14 @@ emulator nodes are killed and restarted.
 
 Promises checked: 0 acknowledged writes lost, 0 failed calls, 0 stuck processes, never a
 publish from a fenced-out (older-epoch) writer, and a table never older than
-``3 x refresh_interval + 2 s + FETCH_TIMEOUT`` while some unstopped process runs.
+``3 x refresh_interval + 2 s`` while some unstopped process runs (the largest age seen is
+printed with the report).
 
-The issue asks for ``3 x refresh_interval + 2 s``; on this 2-core machine, with 8 workers, the
-emulator and other tests sharing the cores, a live leader's refresh itself sometimes takes
-seconds (measured table ages up to 5.5 s), so the bound asserted here adds one discovery
-budget (``discovery.FETCH_TIMEOUT``, the longest a live leader's refresh may legitimately
-take). The largest age seen is printed with the report; the tighter goal is not met yet.
+Ages of 4.5 to 5.5 s were once seen here under load: a follower took over from the SIGSTOPped
+leader (which still held the leader lock), and the chaos loop SIGKILLed that takeover leader
+before its first refresh returned; nothing could notice its death but a second stale heartbeat.
+A takeover leader now holds the deputy byte (see ``fleet/election.py``), so its death is seen
+at the next poll.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import pytest
 from botocore.config import Config
 from test_helper_support import cluster_credentials, make_helper
 
-from alternator_shm.discovery import FETCH_TIMEOUT
 from alternator_shm.emulator import Cluster
 from alternator_shm.fleet import SharedFleet
 
@@ -38,7 +38,7 @@ TABLE = "chaos"
 WORKERS = 8
 DURATION = 30.0
 REFRESH = 0.5
-MAX_AGE = 3 * REFRESH + 2.0 + FETCH_TIMEOUT
+MAX_AGE = 3 * REFRESH + 2.0
 
 
 def _worker(helper: Any, ident: int, deadline: float, log_path: str, ready: Any) -> None:
