@@ -35,7 +35,6 @@ import ssl
 import stat
 import threading
 import weakref
-import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +51,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.ssl_ import create_urllib3_context, is_ipaddress
 
 from alternator_shm import _forksafe
+from alternator_shm._decode import decode_answer
 from alternator_shm._forksafe import ForkSafeLock
 from alternator_shm.errors import ConfigurationError
 
@@ -382,20 +382,6 @@ def _timeout(value: float | tuple[float, float] | None) -> urllib3.Timeout | Non
     return urllib3.Timeout(connect=value, read=value)
 
 
-def _decode(raw: bytes, encoding: str) -> bytes | None:
-    """Decode a gzip / deflate body; None for an encoding we did not ask for."""
-    if encoding in ("gzip", "x-gzip"):
-        return zlib.decompress(raw, 16 + zlib.MAX_WBITS)
-    if encoding == "deflate":
-        try:
-            return zlib.decompress(raw)
-        except zlib.error:  # raw deflate without the zlib wrapper, as urllib3 accepts
-            return zlib.decompress(raw, -zlib.MAX_WBITS)
-    if encoding == "identity":
-        return raw
-    return None
-
-
 class _ProcessState:
     """The connections of one process: never used by another one."""
 
@@ -637,11 +623,9 @@ class Transport:
         ``SSLError``, ``ProxyConnectionError``, ``ConnectionClosedError``, else
         ``HTTPClientError``), which botocore's standard and legacy retry modes both retry.
 
-        With ``decode_content`` a gzip / deflate body is decoded and ``Content-Encoding``
-        removed. An ``x-amz-crc32`` checksum is verified first, over the bytes as received: a
-        match is dropped with the encoding (botocore would otherwise compare it with the
-        decoded body, fail, and retry a good answer); a mismatch is left for botocore, which
-        then rejects and retries the answer as it would without compression.
+        With ``decode_content`` a compressed body is decoded for botocore, its checksum checked
+        over the bytes as received (:func:`alternator_shm._decode.decode_answer`; an
+        undecodable body raises ``UndecodableAnswerError``, a ``ConnectionClosedError``).
         """
         url = request.url
         manager, proxy = self._route(url)
@@ -697,20 +681,8 @@ class Transport:
             raise botocore.exceptions.HTTPClientError(error=e) from e
 
         headers: Any = response.headers
-        encoding = headers.get("content-encoding")
-        if decode_content and encoding:
-            try:
-                decoded = _decode(data, encoding.strip().lower())
-            except zlib.error as e:
-                raise botocore.exceptions.HTTPClientError(error=e) from e
-            if decoded is not None:
-                headers = urllib3.HTTPHeaderDict(headers)
-                crc = headers.get("x-amz-crc32")
-                if crc is not None and crc.strip() == str(zlib.crc32(data) & 0xFFFFFFFF):
-                    del headers["x-amz-crc32"]
-                del headers["content-encoding"]
-                headers["content-length"] = str(len(decoded))
-                data = decoded
+        if decode_content:
+            data = decode_answer(request, data, headers)
         return botocore.awsrequest.AWSResponse(url, response.status, headers, _BufferedBody(data))
 
     def close(self) -> None:
