@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from alternator_shm.fleet import table
 from alternator_shm.fleet.health import Eligibility, State, Status
 from alternator_shm.fleet.load import Attempt, LocalAttempt, LocalLoad
+from alternator_shm.fleet.schedule import Schedule, seconds
 from alternator_shm.fleet.stats import FleetStats, NodeStats
 
 __all__ = ["StandaloneFleet"]
@@ -73,8 +74,10 @@ class StandaloneFleet:
         backoff_max: float = 30.0,
         reason: str | None = None,
     ) -> None:
-        if min(refresh_interval, idle_refresh_interval, poll_interval, quarantine) <= 0:
-            raise ValueError("intervals must be positive")
+        schedule = Schedule(
+            refresh_interval, idle_refresh_interval, poll_interval, backoff_initial, backoff_max
+        )
+        seconds("quarantine", quarantine)
         self.namespace = namespace
         self.reason = reason  # why this process balances alone (FleetStats.mode_reason)
         self._refresh = refresh
@@ -84,7 +87,7 @@ class StandaloneFleet:
         self._poll = poll_interval
         self._quarantine_ns = int(quarantine * 1e9)
         self._probe_interval_ns = int(probe_interval * 1e9)
-        self._backoff_initial = poll_interval if backoff_initial is None else backoff_initial
+        self._backoff_initial = schedule.first_backoff
         self._backoff_max = backoff_max
         # The table: one attribute holding (generation, nodes, note), so readers see one
         # consistent triple. The note is the refresh result's (see table.validate_note).
