@@ -9,16 +9,13 @@ evidence is the item the call returns and the attempts the nodes logged.
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import botocore.exceptions
 import pytest
-from test_helper_support import all_api_entries, make_helper
+from test_helper_support import all_api_entries, create_table, make_helper, module_cluster
 
 from alternator_shm import Helper
-from alternator_shm.emulator import Cluster
 from alternator_shm.errors import UndecodableAnswerError
 
 USERS = {"decode-key": "decode-secret"}
@@ -27,35 +24,15 @@ KEY = {"p": {"S": "k"}}
 MODES = ["sync", "async"]
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    # Two nodes: a fault injected once on each is met by two attempts, the third succeeds
-    # within the default 3 attempts.
-    with Cluster(nodes=2, users=USERS, backend="moto") as c:
-        yield c
+# Two nodes: a fault injected once on each is met by two attempts, the third succeeds
+# within the default 3 attempts.
+cluster = module_cluster(nodes=2, users=USERS, backend="moto")
+pytestmark = pytest.mark.usefixtures("clean_cluster")
 
 
 @pytest.fixture(scope="module")
 def table(cluster: Any) -> str:
-    name = f"decode_{uuid.uuid4().hex[:8]}"
-    with make_helper(cluster) as h:
-        ddb = h.new_dynamodb_client()
-        ddb.create_table(
-            TableName=name,
-            KeySchema=[{"AttributeName": "p", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "p", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        ddb.put_item(TableName=name, Item=ITEM)
-    return name
-
-
-@pytest.fixture(autouse=True)
-def _clean(cluster: Any) -> Iterator[None]:
-    cluster.clear_logs()
-    yield
-    for node in cluster.nodes:
-        node.clear_faults()
+    return create_table(cluster, "decode", items=[ITEM])
 
 
 def _get_item(h: Helper, mode: str, table: str) -> Any:
