@@ -220,12 +220,13 @@ class _ForwardingConnection(HTTPConnection):
         super().request(method, url, body=body, headers=merged, **kwargs)
 
 
-class _BufferedBody:
-    """The already-read body of a response, shaped like the ``raw`` botocore expects.
+class BufferedBody:
+    """An answer's body, read whole inside a transport's ``send``: what both transports' ``raw``
+    objects (botocore's and aiobotocore's) hand out, ``read(amt)`` by ``read(amt)``.
 
-    We read the whole body inside :meth:`Transport.send` so that a failure while reading it is
-    translated (and reported) like any other connection failure, and so that the connection
-    goes back to its pool before botocore parses the answer.
+    Reading the whole body there means a failure while reading it is translated (and reported)
+    like any other connection failure, and the connection goes back to its pool before botocore
+    parses the answer.
     """
 
     __slots__ = ("_data",)
@@ -233,11 +234,8 @@ class _BufferedBody:
     def __init__(self, data: bytes) -> None:
         self._data = data
 
-    def stream(self, amt: int | None = None, decode_content: bool | None = None) -> Iterator[bytes]:
-        if self._data:
-            yield self._data
-
-    def read(self, amt: int | None = None, decode_content: bool | None = None) -> bytes:
+    def take(self, amt: int | None = None) -> bytes:
+        """The next ``amt`` bytes (all that is left when None)."""
         data = self._data
         if amt is None or amt >= len(data):
             self._data = b""
@@ -245,11 +243,24 @@ class _BufferedBody:
         self._data = data[amt:]
         return data[:amt]
 
-    def release_conn(self) -> None:
-        """Nothing to release: the connection went back to its pool after the read."""
-
     def close(self) -> None:
         self._data = b""
+
+
+class _BufferedBody(BufferedBody):
+    """The ``raw`` botocore expects (urllib3's response surface)."""
+
+    __slots__ = ()
+
+    def stream(self, amt: int | None = None, decode_content: bool | None = None) -> Iterator[bytes]:
+        if self._data:  # not consumed: botocore reads .content once and keeps it
+            yield self._data
+
+    def read(self, amt: int | None = None, decode_content: bool | None = None) -> bytes:
+        return self.take(amt)
+
+    def release_conn(self) -> None:
+        """Nothing to release: the connection went back to its pool after the read."""
 
 
 def _socket_options(tcp_keepalive: bool) -> list[tuple[int, int, int | bytes]]:

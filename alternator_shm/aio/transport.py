@@ -36,34 +36,28 @@ from urllib3.util import SKIP_HEADER
 
 from alternator_shm._decode import decode_answer
 from alternator_shm.errors import ConfigurationError
-from alternator_shm.transport import TransportOptions, _socket_options, _ssl_context
+from alternator_shm.transport import (
+    BufferedBody,
+    TransportOptions,
+    _socket_options,
+    _ssl_context,
+)
 
 __all__ = ["AsyncTransport"]
 
 log = logging.getLogger(__name__)
 
 
-class _ReadBody:
-    """An already-read body shaped like the ``raw`` aiobotocore awaits (``await raw.read()``)."""
+class _ReadBody(BufferedBody):
+    """The ``raw`` aiobotocore awaits (``await raw.read()``)."""
 
-    __slots__ = ("_data",)
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
+    __slots__ = ()
 
     async def read(self, amt: int | None = None) -> bytes:
-        data = self._data
-        if amt is None or amt >= len(data):
-            self._data = b""
-            return data
-        self._data = data[amt:]
-        return data[:amt]
+        return self.take(amt)
 
     def release(self) -> None:
         """Nothing to release: the connection went back to its pool after the read."""
-
-    def close(self) -> None:
-        self._data = b""
 
 
 def _wire_headers(headers: Any) -> dict[str, str]:

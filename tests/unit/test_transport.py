@@ -596,3 +596,25 @@ def test_key_log_fifo_is_refused_without_hanging(
         os.close(reader)
         pytest.fail("opening a FIFO key log blocked")
     assert len(outcome) == 1 and isinstance(outcome[0], ConfigurationError), outcome
+
+
+def test_both_raw_bodies_read_alike() -> None:
+    """botocore's ``raw`` (read / stream) and aiobotocore's (``await read``) share one buffer."""
+    import asyncio
+
+    from alternator_shm.aio.transport import _ReadBody
+    from alternator_shm.transport import _BufferedBody
+
+    sync = _BufferedBody(b"abcdef")
+    assert list(sync.stream()) == [b"abcdef"]  # botocore's .content; the body stays
+    assert (sync.read(2), sync.read(10), sync.read()) == (b"ab", b"cdef", b"")
+    assert list(sync.stream()) == []
+
+    async def reads() -> tuple[bytes, ...]:
+        body = _ReadBody(b"abcdef")
+        return (await body.read(2), await body.read(), await body.read())
+
+    assert asyncio.run(reads()) == (b"ab", b"cdef", b"")
+    closed = _BufferedBody(b"abc")
+    closed.close()
+    assert closed.read() == b""
