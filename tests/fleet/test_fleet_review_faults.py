@@ -248,3 +248,64 @@ def test_a_live_leader_waiting_for_admission_probes_is_not_taken_over(make_fleet
             f"leader pid {st.leader_pid} (we are {os.getpid()})")
     finally:
         follower.result(timeout=30)
+
+
+# -- a live takeover leader displaced when the old lock holder lets go ---------------------------
+
+
+def _peer(ns: str, ready_w: int, seconds: float) -> None:
+    """A peer whose refresh lasts 0.3 s (a network fetch): as leader it is mostly inside it."""
+    def refresh() -> tuple[str, ...]:
+        time.sleep(0.3)
+        return NODES
+
+    fleet = SharedFleet(ns, refresh=refresh, poll_interval=0.02, refresh_interval=0.05,
+                        idle_refresh_interval=0.05)
+    fleet.start()
+    os.write(ready_w, b"P")
+    time.sleep(seconds)
+    fleet.close()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "election.py try_lead: a follower that gets the freed leader lock byte claims a new epoch "
+    "(fencing.claim) although a live takeover leader leads; it should leave the byte to it"))
+def test_a_live_takeover_leader_keeps_leading_when_the_stopped_leader_lets_go(ns) -> None:
+    """A stopped leader L is taken over by T (takeover mode). When L resumes it stands down and
+    frees the leader lock byte; T then takes that byte and keeps its epoch. But every follower
+    polls the same byte: whoever polls first claims a NEW epoch and T, live and leading, is
+    displaced (its refresh in flight fenced out, a WARNING, a second leadership change)."""
+    from alternator_shm.fleet import SharedFleet as _Fleet
+
+    ready_r, ready_w = os.pipe()
+    leader = Child(_lead, ns, ready_w)
+    peers: list[Child] = []
+    watcher = _Fleet(ns)  # a pure reader
+    try:
+        assert _read_byte(ready_r, 20) == b"L"
+        peers = [Child(_peer, ns, ready_w, 40.0) for _ in range(4)]
+        for _ in peers:
+            assert _read_byte(ready_r, 20) == b"P"
+        displaced = []
+        for _round in range(2):
+            stopped = watcher.stats().leader_pid
+            assert stopped
+            os.kill(stopped, signal.SIGSTOP)
+            assert wait_until(lambda s=stopped: watcher.stats().leader_pid not in (None, s)
+                              and watcher.stats().leader_mode == "takeover", 15, 0.01)
+            taker, epoch = watcher.stats().leader_pid, watcher.stats().leader_epoch
+            os.kill(stopped, signal.SIGCONT)  # it stands down and frees the leader lock byte
+            assert wait_until(lambda: watcher.stats().leader_mode == "lock", 10, 0.01)
+            time.sleep(0.5)
+            st = watcher.stats()
+            if st.leader_pid != taker or st.leader_epoch != epoch:
+                displaced.append((taker, epoch, st.leader_pid, st.leader_epoch))
+        assert not displaced, (
+            f"live takeover leaders displaced (pid, epoch -> pid, epoch): {displaced}")
+    finally:
+        for child in (leader, *peers):
+            _cont_and_kill(child.pid)
+            child.kill()
+        os.close(ready_r)
+        os.close(ready_w)
