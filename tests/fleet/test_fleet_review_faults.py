@@ -309,3 +309,44 @@ def test_a_live_takeover_leader_keeps_leading_when_the_stopped_leader_lets_go(ns
             child.kill()
         os.close(ready_r)
         os.close(ready_w)
+
+
+# -- a process stopped inside the commit section stops every refresh of the host -----------------
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "fencing.py commit_section: every fenced write (heartbeat, publish, takeover) needs byte "
+    "LOCK_COMMIT; a process stopped while holding it blocks them all until it is continued or "
+    "killed (documented there as 'the one residual case'), so the table ages without bound "
+    "while the leader and every follower run"))
+def test_a_process_stopped_inside_the_commit_section_does_not_freeze_the_table(
+    make_fleet, ns
+) -> None:
+    """Simulated holder: what the kernel sees when a leader is SIGSTOPped inside its commit
+    (an OFD lock on byte 4 held by a stopped process). The leader and a follower both run."""
+    from alternator_shm.fleet import layout, segment
+
+    me = make_fleet(refresh=lambda: NODES, refresh_interval=0.05, idle_refresh_interval=0.05)
+    assert me.wait_for_nodes(10) == NODES
+    ready_r, ready_w = os.pipe()
+    follower = Child(_follower_that_may_take_over, ns, 12.0)
+    path = os.path.join(os.path.realpath(segment.DEFAULT_SHM_DIR),
+                        segment.base_name(ns) + ".lock")
+    holder = Child(_hold_byte_then_stop, path, layout.LOCK_COMMIT, ready_w)
+    try:
+        assert _read_byte(ready_r, 10) == b"H"
+        worst = 0.0
+        deadline = time.monotonic() + 6.0
+        while time.monotonic() < deadline:
+            age = me.stats().last_refresh_age_s or 0.0
+            worst = max(worst, age)
+            time.sleep(0.05)
+        bound = max(3 * 0.05, 2.0) + 1.0
+        assert worst <= bound, f"table {worst:.1f}s old while leader and follower run"
+    finally:
+        _cont_and_kill(holder.pid)
+        holder.kill()
+        follower.kill()
+        os.close(ready_r)
+        os.close(ready_w)
