@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from alternator_shm.fleet import events as _events
-from alternator_shm.fleet import fencing, identity, layout, table
+from alternator_shm.fleet import fencing, identity, layout, mapguard, table
 from alternator_shm.fleet.health import HealthSettings
 from alternator_shm.fleet.local import Attachment, LocalState
 from alternator_shm.fleet.probes import Prober
@@ -276,7 +276,11 @@ class Refresher:
         """One round; returns how long to sleep before the next one."""
         state, config = self._state, self._config
         att = state.ensure(config.counter_backend)
-        if att.seg.replaced():
+        mapguard.reinstall()  # on top again if e.g. faulthandler.enable() ran since
+        if att.seg.truncated():
+            att = state.reattach("segment was truncated underneath us (same user?)",
+                                 config.counter_backend)
+        elif att.seg.replaced():
             att = state.reattach("segment or lock file was removed or replaced underneath us",
                                  config.counter_backend)
         if config.refresh is None:
