@@ -213,7 +213,28 @@ def test_a_live_leader_waiting_for_admission_probes_is_not_taken_over(make_fleet
     """'Leadership tied to progress': only a leader whose heartbeat is older than
     max(3 x refresh_interval, 2 s) counts as wedged. The host's first table waits for its new
     nodes' admission probes (up to 2 s) before it is published; one node that does not answer
-    its probe (a paused node) makes that wait last the full 2 s, without a heartbeat."""
+    its probe (a paused node) makes that wait last the full 2 s, without a heartbeat. The
+    follower must poll inside a window of about 0.2 s to see it, so a loaded machine may miss
+    it once: up to three fresh namespaces are tried, and one displacement is the fault."""
+    import uuid
+
+    from alternator_shm.fleet import cleanup
+
+    displaced = []
+    for attempt in range(3):
+        name = ns if attempt == 0 else f"{ns}-{attempt}-{uuid.uuid4().hex[:6]}"
+        try:
+            result = _admission_round(make_fleet, name)
+        finally:
+            if attempt:
+                cleanup(name)
+        if result:
+            displaced.append(result)
+            break
+    assert not displaced, f"a live leader was displaced: {displaced}"
+
+
+def _admission_round(make_fleet, name: str) -> str:
     go = threading.Event()
     calls: list[int] = []
 
@@ -229,12 +250,12 @@ def test_a_live_leader_waiting_for_admission_probes_is_not_taken_over(make_fleet
             time.sleep(5)  # a paused node: its probe answers only at probe_timeout
         return True
 
-    me = make_fleet(refresh=refresh, probe=probe, health=HealthSettings(),
+    me = make_fleet(name, refresh=refresh, probe=probe, health=HealthSettings(),
                     refresh_interval=0.05, idle_refresh_interval=0.05, backoff_initial=0.05,
                     backoff_max=0.05)
     me.start()
     assert wait_until(lambda: me.is_leader and calls, 10)
-    follower = Child(_follower_that_may_take_over, ns, 6.0)
+    follower = Child(_follower_that_may_take_over, name, 6.0)
     try:
         time.sleep(1.0)  # the follower runs and polls
         assert me.is_leader
@@ -243,10 +264,12 @@ def test_a_live_leader_waiting_for_admission_probes_is_not_taken_over(make_fleet
         assert wait_until(lambda: me.nodes() == NODES, 10)
         time.sleep(0.5)
         st = me.stats()
-        assert st.takeovers == takeovers and me.is_leader, (
-            f"a live leader was displaced: takeovers {takeovers} -> {st.takeovers}, "
-            f"leader pid {st.leader_pid} (we are {os.getpid()})")
+        if st.takeovers != takeovers:
+            return (f"takeovers {takeovers} -> {st.takeovers} while the leader (pid "
+                    f"{os.getpid()}) ran, waiting for its admission probes")
+        return ""
     finally:
+        me.close()
         follower.result(timeout=30)
 
 
@@ -288,7 +311,7 @@ def test_a_live_takeover_leader_keeps_leading_when_the_stopped_leader_lets_go(ns
         for _ in peers:
             assert _read_byte(ready_r, 20) == b"P"
         displaced = []
-        for _round in range(2):
+        for _round in range(3):
             stopped = watcher.stats().leader_pid
             assert stopped
             os.kill(stopped, signal.SIGSTOP)
@@ -301,6 +324,7 @@ def test_a_live_takeover_leader_keeps_leading_when_the_stopped_leader_lets_go(ns
             st = watcher.stats()
             if st.leader_pid != taker or st.leader_epoch != epoch:
                 displaced.append((taker, epoch, st.leader_pid, st.leader_epoch))
+                break  # one displacement is the fault; more rounds only guard a lucky race
         assert not displaced, (
             f"live takeover leaders displaced (pid, epoch -> pid, epoch): {displaced}")
     finally:
@@ -350,3 +374,52 @@ def test_a_process_stopped_inside_the_commit_section_does_not_freeze_the_table(
         follower.kill()
         os.close(ready_r)
         os.close(ready_w)
+
+
+# -- the in-flight renewer dies on a stopped counter-lock holder and is never restarted ----------
+
+
+def _hold_counter_lock_and_stop(ns: str, ready_w: int) -> None:
+    from alternator_shm.fleet.counter import FlockWords
+
+    ops = SharedFleet(ns).attachment.ops
+    assert isinstance(ops, FlockWords)
+    with ops.critical():
+        os.write(ready_w, b"!")
+        os.kill(os.getpid(), signal.SIGSTOP)  # stopped inside the critical section
+        time.sleep(60)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.xfail(strict=True, reason=(
+    "fleet/load.py Load._renew_loop: CounterLockBusy from _add kills the renewer thread, and "
+    "begin() restarts it only when self._renewer is None (a dead thread is not): from then on "
+    "this process's long attempts drop out of the host-wide in-flight counts"))
+def test_in_flight_counts_survive_a_stopped_counter_lock_holder(make_fleet, ns) -> None:
+    from alternator_shm.fleet import load as _load
+
+    fleet = make_fleet(refresh=lambda: NODES, counter_backend="flock")
+    assert fleet.wait_for_nodes(10) == NODES
+    first = fleet.begin_attempt(NODES[0])  # outstanding: the renewer runs for it
+    ready_r, ready_w = os.pipe()
+    holder = Child(_hold_counter_lock_and_stop, ns, ready_w)
+    try:
+        assert _read_byte(ready_r, 10) == b"!"
+        time.sleep(_load.EPOCH_S * 1.5)  # the renewer's next round meets the stopped holder
+    finally:
+        _cont_and_kill(holder.pid)
+        holder.kill()
+        os.close(ready_r)
+        os.close(ready_w)
+    fleet.end_attempt(first, True)
+    long_call = fleet.begin_attempt(NODES[1])  # a call that lasts several epochs
+    try:
+        worst = 1
+        deadline = time.monotonic() + _load.EPOCH_S * 3
+        while time.monotonic() < deadline:
+            worst = min(worst, fleet.node_load(NODES[1])[0])
+            time.sleep(0.05)
+        assert worst == 1, "a live attempt dropped out of the in-flight count"
+    finally:
+        fleet.end_attempt(long_call, True)

@@ -94,7 +94,7 @@ def test_call_in_flight_when_a_process_stops_inside_the_counter_lock_does_not_fa
         client.get_item(TableName=TABLE, Key={"p": {"S": "warm"}})
         assert helper.stats().counter_backend == "flock"
         for node in cluster.nodes:
-            node.inject_fault("latency", delay=1.5)  # each call stays in flight 1.5 s
+            node.inject_fault("latency", delay=4.0)  # each call stays in flight 4 s
         errors: list[str] = []
 
         def call() -> None:
