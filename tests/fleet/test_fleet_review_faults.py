@@ -423,3 +423,44 @@ def test_in_flight_counts_survive_a_stopped_counter_lock_holder(make_fleet, ns) 
         assert worst == 1, "a live attempt dropped out of the in-flight count"
     finally:
         fleet.end_attempt(long_call, True)
+
+
+# -- a follower stopped inside its takeover attempt blocks every takeover ------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "election.py _try_take_over: a follower that cannot get byte LOCK_TAKEOVER returns "
+    "('another follower is taking over right now') forever if its holder is stopped, so a "
+    "stopped leader is never taken over while that follower stays stopped (not documented, "
+    "unlike the commit section)"))
+def test_a_follower_stopped_inside_its_takeover_attempt_does_not_block_the_takeover(
+    make_fleet, ns
+) -> None:
+    """Two stopped processes: the leader, and a follower SIGSTOPped inside its takeover attempt
+    (simulated: an OFD lock on byte 3 held by a stopped process). Another follower runs: the
+    wedged leader must still be taken over after max(3 x refresh_interval, 2 s) + a poll."""
+    from alternator_shm.fleet import layout, segment
+
+    ready_r, ready_w = os.pipe()
+    leader = Child(_lead, ns, ready_w)
+    holder: Child | None = None
+    try:
+        assert _read_byte(ready_r, 20) == b"L"
+        path = os.path.join(os.path.realpath(segment.DEFAULT_SHM_DIR),
+                            segment.base_name(ns) + ".lock")
+        holder = Child(_hold_byte_then_stop, path, layout.LOCK_TAKEOVER, ready_w)
+        assert _read_byte(ready_r, 10) == b"H"
+        me = make_fleet(refresh=lambda: NODES, refresh_interval=0.05, idle_refresh_interval=0.05)
+        me.start()
+        os.kill(leader.pid, signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        assert wait_until(lambda: me.is_leader, 6.0, 0.01), (
+            f"no takeover {time.monotonic() - stopped_at:.1f}s after the leader stopped")
+    finally:
+        for child in (leader, holder):
+            if child is not None:
+                _cont_and_kill(child.pid)
+                child.kill()
+        os.close(ready_r)
+        os.close(ready_w)
