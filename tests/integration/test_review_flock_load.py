@@ -75,6 +75,7 @@ def _stopped_inside_the_counter_lock(namespace: str) -> Iterator[int]:
             os.waitpid(pid, 0)
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 @pytest.mark.xfail(strict=True, reason=(
     "fleet/load.py Load.end -> _add -> FlockWords.compare_exchange raises CounterLockBusy, "
     "which hooks.py send() lets out of its finally (attempt_finished): the call fails"))
