@@ -2,7 +2,7 @@
 ``advance()``, but every attempt also counts itself in flight host-wide (fleet/load.py) with a
 compare-exchange that goes through the same flock lock. A process SIGSTOPped inside that lock
 then fails calls, or sends a whole process to local mode for 30 s and more. Real processes, a
-literal SIGSTOP inside the critical section, the emulator on loopback; strict xfail until fixed.
+literal SIGSTOP inside the critical section, the emulator on loopback; each failed before its fix.
 """
 
 from __future__ import annotations
@@ -76,9 +76,6 @@ def _stopped_inside_the_counter_lock(namespace: str) -> Iterator[int]:
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-@pytest.mark.xfail(strict=True, reason=(
-    "fleet/load.py Load.end -> _add -> FlockWords.compare_exchange raises CounterLockBusy, "
-    "which hooks.py send() lets out of its finally (attempt_finished): the call fails"))
 def test_call_in_flight_when_a_process_stops_inside_the_counter_lock_does_not_fail(
     cluster: Any,
 ) -> None:
@@ -117,10 +114,6 @@ def test_call_in_flight_when_a_process_stops_inside_the_counter_lock_does_not_fa
         assert not errors, errors
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fleet/failsoft.py _run: CounterLockBusy (a SharedStateError) from begin_attempt's "
-    "compare-exchange switches the whole process to local mode for REJOIN_INTERVAL (30 s), "
-    "with a WARNING, instead of that one attempt picking locally"))
 def test_a_stopped_counter_lock_holder_does_not_send_the_process_local(cluster: Any) -> None:
     """Issue 8: 'Counter fallback with a bounded wait: past it, that attempt picks locally
     (counted in stats)'. Not: the process leaves the host's fleet (no shared health, no exact
