@@ -1,7 +1,7 @@
 """Compressed answers made plain for botocore: one owner for the sync and async transports.
 
 With ``response_compression=True`` we send ``Accept-Encoding: gzip, deflate`` and Alternator
-(2026.1+) compresses large answers (ALTERNATOR_PROTOCOL.md §3.3). botocore never decodes a
+(2026.1+, ``alternator/http_compression.cc``) compresses large answers. botocore never decodes a
 body itself (its urllib3 session reads with ``decode_content=False``) and parses whatever bytes
 it is given, so the decoding must be complete and strict here:
 

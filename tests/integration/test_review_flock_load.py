@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_helper_support import make_helper
+from test_helper_support import make_helper, module_cluster
 
 from alternator_shm.fleet import SharedFleet
 from alternator_shm.fleet.counter import FlockWords
@@ -25,12 +25,7 @@ USERS = {"flk-key": "flk-secret"}
 TABLE = "flock_table"
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    from alternator_shm.emulator import Cluster
-
-    with Cluster(nodes=3, users=USERS, backend="null") as c:
-        yield c
+cluster = module_cluster(nodes=3, users=USERS, backend="null")
 
 
 def _stopped(pid: int) -> bool:
