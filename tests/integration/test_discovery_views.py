@@ -163,11 +163,6 @@ def test_fallback_logs_one_warning_naming_the_scope_used(
     assert "datacenter 'nope'" in warnings[0] and "whole cluster" in warnings[0], warnings
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a scoped (dc/rack) table that one partial node narrowed is never re-checked against the "
-    "seeds: only nodes of the previous table are asked to confirm, so with seeds=[A, B, C] and "
-    "A answering first with [A], the table stays [A] while A's view lasts (issue 11 #1, "
-    "about 1 first table in 3 with random order)"))
 def test_seeds_outvote_a_partial_view_that_became_the_table(cluster: Any) -> None:
     """The stuck state: the published table is [A] (A answered first, listing only itself).
 
