@@ -116,12 +116,24 @@ def test_node_listed_before_serving_is_quarantined_until_probed(joining_cluster:
         assert max(counts.values()) - min(counts.values()) <= 1, counts
 
 
+#: A probe period long enough to tell one period from several on a busy machine; the recovery
+#: spacing is the default share (a tenth: 0.2 s).
+RESTART_PERIOD = 2.0
+RESTART_SETTINGS = HealthSettings(probe_period=RESTART_PERIOD, probe_timeout=1.0)
+
+
 @pytest.mark.slow
 def test_node_killed_and_restarted_under_load() -> None:
     """2 spawned processes x 2 threads + 4 local threads: 0 failed calls; the victim goes DOWN
-    host-wide, is probed while dead, and is ACTIVE again after its restart within
-    (down_recovery_threshold + 1) probe periods; then every process sends it traffic."""
+    host-wide, is probed while dead, and is ACTIVE again after its restart within one probe
+    period plus the short recovery sequence; then every process sends it traffic.
+
+    Issue 11: before, every probe of the sequence waited a whole period: 3 successful recovery
+    probes then a validation probe, so ACTIVE came >= 3 periods (6 s here) after the restart,
+    ~4 on average; the bound below (period + 2.5 s) fails that."""
     ctx = spawn_context()
+    PERIOD = RESTART_PERIOD  # noqa: N806 - shadows the module's short period on purpose
+    SETTINGS = RESTART_SETTINGS  # noqa: N806
     with (
         Cluster(nodes=4, users=USERS, backend="null", failure_detect_delay=60.0) as c,
         make_helper(c, node_health=SETTINGS) as h,
@@ -145,7 +157,7 @@ def test_node_killed_and_restarted_under_load() -> None:
                 victim.kill()
                 assert wait_for(lambda: _states(h).get(url) == "down", 10)
                 down = h.stats().per_node[url]
-                time.sleep(3 * PERIOD)  # failing recovery probes meanwhile
+                time.sleep(PERIOD + 0.5)  # at least one failing recovery probe meanwhile
                 assert h.stats().per_node[url].picks == down.picks  # no traffic while DOWN
                 victim.start()
                 restarted = time.monotonic()
@@ -176,7 +188,9 @@ def test_node_killed_and_restarted_under_load() -> None:
         assert [p.exitcode for p in procs] == [0, 0]
         assert load.failures == [] and [r["failures"] for r in reports] == [[], []]
         assert st.state == "active" and st.generation == 1
-        assert active <= (SETTINGS.down_recovery_threshold + 1) * PERIOD + 1.5
+        # period (first probe after the restart) + 3 x spacing (0.2 s, rounded up to the
+        # leader's 0.2 s poll) + probe round trips: ~3.2 s at worst; the old timing >= 6 s.
+        assert active <= PERIOD + 2.5
         assert senders  # back in the rotation
 
 
