@@ -64,6 +64,7 @@ __all__ = [
     "node_counters",
     "node_key",
     "paced",
+    "private_words",
     "probe_interval",
     "transition",
 ]
@@ -409,6 +410,13 @@ def node_counters(words: memoryview, nodes: tuple[str, ...]) -> dict[str, NodeCo
             updated_ns=int(words[_word(j, layout.H_UPDATED)]),
         )
     return result
+
+
+def private_words() -> memoryview:
+    """A zeroed buffer of one process with the segment's layout up to the health entries
+    (header words included): the local twin's node health, owned by this module like the
+    segment's (wrap it with :class:`~alternator_shm.fleet.counter.LocalWords`)."""
+    return memoryview(bytearray(layout.HEALTH_OFF + layout.HEALTH_SIZE)).cast("Q")
 
 
 def slots_used(words: memoryview) -> int:

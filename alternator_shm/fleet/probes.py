@@ -2,11 +2,11 @@
 
 Only the elected leader probes, so a host sends one probe per node per period however many
 processes it runs (``recovery_probe_interval`` apart inside a recovery sequence: see
-:func:`~alternator_shm.fleet.health.probe_interval`). :meth:`Prober.cycle` never blocks the leader loop: due nodes (DOWN first,
-then QUARANTINED; :meth:`Health.probe_due`) are handed to a small thread pool, at most
-``probe_concurrency`` at once and one per node. A probe's deadline (``probe_timeout``) starts
-when it starts running; past it the probe counts as a failure and its late answer is ignored.
-The pool is created lazily in the leader and rebuilt after a fork.
+:func:`~alternator_shm.fleet.health.probe_interval`). :meth:`Prober.cycle` never blocks the
+leader loop: due nodes (DOWN first, then QUARANTINED; :meth:`Health.probe_due`) are handed to a
+small thread pool, at most ``probe_concurrency`` at once and one per node. A probe's deadline
+(``probe_timeout``) starts when it starts running; past it the probe counts as a failure and its
+late answer is ignored. The pool is created lazily in the leader and rebuilt after a fork.
 
 :meth:`Prober.admit` is the one blocking call: before the leader publishes a table with new
 nodes it probes them at once and waits for the answers up to :data:`ADMISSION_WAIT`, so a
