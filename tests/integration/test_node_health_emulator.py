@@ -194,6 +194,37 @@ def test_node_killed_and_restarted_under_load() -> None:
         assert senders  # back in the rotation
 
 
+def test_local_twin_runs_the_same_health_machine() -> None:
+    """Issue 11: a process balancing alone (``shared="off"``, or fail-soft after a shared-memory
+    error) quarantined a node on ONE failure until a probe; it now runs the spec's machine,
+    probes included: DOWN after the threshold, no traffic while DOWN, back through probes."""
+    with (
+        Cluster(nodes=3, users=USERS, backend="null", failure_detect_delay=60.0) as c,
+        make_helper(c, shared="off", node_health=SETTINGS) as h,
+    ):
+        assert sorted(h.live_nodes()) == node_urls(c)
+        assert h.stats().mode == "local"
+        assert set(_states(h).values()) == {"active"}  # admission probes of the first table
+        victim = c.nodes[1]
+        victim.kill()
+        _calls(h, 40)  # connection refused on the victim, retried elsewhere: none fails
+        st = h.stats().per_node[victim.url]
+        assert (st.state, st.generation, st.consecutive_failures) == ("down", 1, 10)
+        assert st.failures == 10  # not routed once DOWN
+        c.clear_logs()
+        _calls(h, 30)
+        counts = api_counts(c)
+        assert counts[victim.url] == 0 and sum(counts.values()) == 30, counts
+        victim.start()
+        assert wait_for(lambda: _states(h)[victim.url] == "active", 10, interval=0.01)
+        assert len(probe_entries(victim)) >= SETTINGS.down_recovery_threshold + 1
+        assert h.stats().per_node[victim.url].generation == 1
+        c.clear_logs()
+        _calls(h, 30)
+        counts = api_counts(c)
+        assert max(counts.values()) - min(counts.values()) <= 1, counts  # back in rotation
+
+
 def test_health_neutral_5xx_do_not_touch_health() -> None:
     with (
         Cluster(nodes=3, users=USERS, backend="null") as c,
