@@ -132,11 +132,10 @@ def test_node_killed_and_restarted_under_load() -> None:
     probes then a validation probe, so ACTIVE came >= 3 periods (6 s here) after the restart,
     ~4 on average; the bound below (period + 2.5 s) fails that."""
     ctx = spawn_context()
-    PERIOD = RESTART_PERIOD  # noqa: N806 - shadows the module's short period on purpose
-    SETTINGS = RESTART_SETTINGS  # noqa: N806
+    period, settings = RESTART_PERIOD, RESTART_SETTINGS
     with (
         Cluster(nodes=4, users=USERS, backend="null", failure_detect_delay=60.0) as c,
-        make_helper(c, node_health=SETTINGS) as h,
+        make_helper(c, node_health=settings) as h,
     ):
         h.live_nodes()
         stop, ready, results = ctx.Event(), ctx.Queue(), ctx.Queue()
@@ -157,7 +156,7 @@ def test_node_killed_and_restarted_under_load() -> None:
                 victim.kill()
                 assert wait_for(lambda: _states(h).get(url) == "down", 10)
                 down = h.stats().per_node[url]
-                time.sleep(PERIOD + 0.5)  # at least one failing recovery probe meanwhile
+                time.sleep(period + 0.5)  # at least one failing recovery probe meanwhile
                 assert h.stats().per_node[url].picks == down.picks  # no traffic while DOWN
                 victim.start()
                 restarted = time.monotonic()
@@ -182,15 +181,15 @@ def test_node_killed_and_restarted_under_load() -> None:
         print(
             f"kill/restart under load (3 processes, 8 threads): {calls} calls, {failed} failed; "
             f"restarted node ACTIVE after {active:.2f}s, first call after {traffic:.2f}s "
-            f"(probe period {PERIOD}s, down_recovery_threshold "
-            f"{SETTINGS.down_recovery_threshold}); generation {st.generation}"
+            f"(probe period {period}s, down_recovery_threshold "
+            f"{settings.down_recovery_threshold}); generation {st.generation}"
         )
         assert [p.exitcode for p in procs] == [0, 0]
         assert load.failures == [] and [r["failures"] for r in reports] == [[], []]
         assert st.state == "active" and st.generation == 1
         # period (first probe after the restart) + 3 x spacing (0.2 s, rounded up to the
         # leader's 0.2 s poll) + probe round trips: ~3.2 s at worst; the old timing >= 6 s.
-        assert active <= PERIOD + 2.5
+        assert active <= period + 2.5
         assert senders  # back in the rotation
 
 
