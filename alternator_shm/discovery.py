@@ -576,6 +576,7 @@ class Discovery:
         wake = threading.Condition()
         last_launch = -1.0
         witnesses_left = True  # candidates remain that could confirm a lone answer
+        witnesses: set[str] = set()  # asked only to confirm: not waited for once two answered
 
         def launch(node: str) -> None:
             nonlocal last_launch
@@ -648,7 +649,11 @@ class Discovery:
                     if witness is None:
                         witnesses_left = False
                     else:
+                        witnesses.add(witness)
                         launch(witness)
+                if len(answers) >= 2:
+                    for node in witnesses & pending.keys():
+                        pending.pop(node).abort()  # not needed (a paused one would cost 2 s)
                 if not pending:
                     break
             else:

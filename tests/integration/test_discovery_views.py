@@ -178,6 +178,27 @@ def test_seeds_outvote_a_partial_view_that_became_the_table(cluster: Any) -> Non
         assert sorted(result) == node_urls(cluster, dc1)
 
 
+def test_a_paused_second_witness_is_not_waited_for(cluster: Any) -> None:
+    """The second witness is only a confirmation: once another node confirmed, a paused
+    witness is cut off instead of costing its whole request deadline on every refresh."""
+    dc1 = [n for n in cluster.nodes if n.dc == "dc1"]
+    first, paused = dc1[0], dc1[1]
+    first.set_view([first.ip, paused.ip])  # the only node it lists is the paused one
+    transport = Transport(TransportOptions(connect_timeout=0.5, read_timeout=3.0))
+    d = Discovery(list(cluster.seeds), scheme=cluster.scheme, port=cluster.port,
+                  transport=transport, datacenter="dc1", request_timeout=3.0)
+    paused.pause()
+    try:
+        for _ in range(2):
+            started = time.monotonic()
+            result = d.fetch(node_urls(cluster, [first]), previous_note=scope_note(d.scopes[0]))
+            elapsed = time.monotonic() - started
+            assert sorted(result) == node_urls(cluster, dc1)
+            assert elapsed < 2.0, elapsed  # waiting for the paused witness takes >= 3 s
+    finally:
+        paused.resume()
+
+
 def test_no_table_yet_without_fallback_sends_nothing_outside_the_scope(cluster: Any) -> None:
     """``fallback=False`` with a scope, and discovery not answering at all: the calls went to
     the seeds (here all in dc1) although the scope is dc2 — outside the scope the user asked
