@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import subprocess
 import sys
 import textwrap
@@ -178,22 +179,27 @@ def test_seeds_outvote_a_partial_view_that_became_the_table(cluster: Any) -> Non
         assert sorted(result) == node_urls(cluster, dc1)
 
 
-def test_a_paused_second_witness_is_not_waited_for(cluster: Any) -> None:
+def test_a_paused_second_witness_is_not_waited_for(
+    cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The second witness is only a confirmation: once another node confirmed, a paused
     witness is cut off instead of costing its whole request deadline on every refresh."""
     dc1 = [n for n in cluster.nodes if n.dc == "dc1"]
-    first, paused = dc1[0], dc1[1]
-    first.set_view([first.ip, paused.ip])  # the only node it lists is the paused one
+    alone, paused, other = dc1
+    alone.set_view([alone.ip])  # lists only itself: a witness is needed
+    monkeypatch.setattr(random, "shuffle", lambda x: None)  # seeds asked in the given order
     transport = Transport(TransportOptions(connect_timeout=0.5, read_timeout=3.0))
-    d = Discovery(list(cluster.seeds), scheme=cluster.scheme, port=cluster.port,
+    d = Discovery([paused.ip, other.ip], scheme=cluster.scheme, port=cluster.port,
                   transport=transport, datacenter="dc1", request_timeout=3.0)
     paused.pause()
     try:
         for _ in range(2):
             started = time.monotonic()
-            result = d.fetch(node_urls(cluster, [first]), previous_note=scope_note(d.scopes[0]))
+            result = d.fetch(node_urls(cluster, [alone]), previous_note=scope_note(d.scopes[0]))
             elapsed = time.monotonic() - started
-            assert sorted(result) == node_urls(cluster, dc1)
+            # The other seed was heard (whether it still lists the paused node is the
+            # emulator's failure detection's business).
+            assert set(node_urls(cluster, [alone, other])) <= set(result)
             assert elapsed < 2.0, elapsed  # waiting for the paused witness takes >= 3 s
     finally:
         paused.resume()
