@@ -119,7 +119,8 @@ def _keys(stream: IO[str]) -> Iterator[Callable[[float], str]]:
     try:
         yield wait
     finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        # TCSANOW: restoring the mode must not wait for output a stalled terminal never drains
+        termios.tcsetattr(fd, termios.TCSANOW, saved)
 
 
 def watch(

@@ -104,8 +104,14 @@ def test_watch_under_a_terminal_quits_cleanly(fleet: SharedFleet, quit_key: byte
             proc.send_signal(signal.SIGINT)  # what Ctrl-C sends the foreground process
         else:
             os.write(master, quit_key)
-        code = proc.wait(30)
-        rest = _read_until(master, b"\x00never", 0.5)
+        # keep draining the terminal as a real one does: a full pty buffer blocks the
+        # watcher's writes (a test that stopped reading here once hung it for 30 s)
+        rest = b""
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            rest += _read_until(master, b"\x00never", 0.2)
+        code = proc.wait(5)
+        rest += _read_until(master, b"\x00never", 0.5)
         attrs_after = termios.tcgetattr(master)
     finally:
         if proc.poll() is None:

@@ -1,0 +1,77 @@
+"""Survive a segment truncated underneath this process (the optional ``_mapguard`` extension).
+
+A same-user ``truncate -s 0 /dev/shm/rrlb3.*`` while processes have the segment mapped makes
+the kernel drop its pages from every mapping; the next access is a SIGBUS, and its default
+action kills the process with every call in flight. Fail-soft (:mod:`.failsoft`) cannot catch a
+signal, so the C extension ``_mapguard`` absorbs it: a SIGBUS inside a guarded mapping maps zero
+pages over it and marks it *tripped* (the technique Wayland compositors use for client
+shared-memory pools). The library then notices -- :meth:`Guard.tripped` in the refresher's
+every poll, and the table reader seeing a zero publish word after a table -- and raises
+:class:`~alternator_shm.errors.SharedStateError`, so fail-soft takes the process off the
+segment: no call fails.
+
+Without the extension (no C compiler at install time) :func:`guard` returns a guard that never
+trips, and a truncation still kills attached processes (README, "Limits").
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import threading
+import weakref
+from types import ModuleType
+
+__all__ = ["Guard", "available", "guard", "reinstall"]
+
+log = logging.getLogger("alternator_shm.fleet.mapguard")
+
+_ext: ModuleType | None = None
+try:
+    from alternator_shm.fleet import _mapguard as _ext_mod
+except ImportError:  # built with optional=True: absent without a C compiler
+    pass
+else:
+    _ext = _ext_mod
+
+_lock = threading.Lock()
+
+
+def available() -> bool:
+    """True if truncation of a mapped segment is survived (the extension is built)."""
+    return _ext is not None
+
+
+def reinstall() -> None:
+    """Put the handler back on top if something (``faulthandler.enable()``) replaced it since:
+    a handler installed over ours would see our SIGBUS first and end the process."""
+    if _ext is not None:
+        _ext.install()
+
+
+class Guard:
+    """The guard of one mapping; :meth:`tripped` turns True once a SIGBUS there was absorbed."""
+
+    __slots__ = ("__weakref__", "_slot")
+
+    def __init__(self, slot: int | None) -> None:
+        self._slot = slot
+
+    def tripped(self) -> bool:
+        return self._slot is not None and _ext is not None and bool(_ext.tripped(self._slot))
+
+
+def guard(mm: mmap.mmap) -> Guard:
+    """Guard ``mm`` for as long as it lives (released when it is garbage collected; ``mm`` must
+    not be closed explicitly while guarded, or another mapping could reuse its addresses)."""
+    if _ext is None:
+        return Guard(None)
+    with _lock:
+        try:
+            _ext.install()
+            slot = int(_ext.guard(mm))
+        except (OSError, RuntimeError) as exc:
+            log.debug("cannot guard a mapping against truncation: %s", exc)
+            return Guard(None)
+    weakref.finalize(mm, _ext.unguard, slot)
+    return Guard(slot)
