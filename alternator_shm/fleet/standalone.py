@@ -92,7 +92,7 @@ class StandaloneFleet:
         # The health entries: the segment's layout in this process's memory (fleet/health.py
         # owns it); kept across a fork, like the table (a valid starting point for the child).
         self._health_words = private_words()
-        self._prober = Prober(probe, health) if probe is not None and health is not None else None
+        self._prober = self._new_prober()
         self._backoff_initial = poll_interval if backoff_initial is None else backoff_initial
         self._backoff_max = backoff_max
         # The table: one attribute holding (generation, nodes, note), so readers see one
@@ -134,6 +134,11 @@ class StandaloneFleet:
     def __repr__(self) -> str:
         return f"StandaloneFleet({self.namespace!r})"
 
+    def _new_prober(self) -> Prober | None:
+        settings = self.health_settings
+        probe = self._probe
+        return Prober(probe, settings) if probe is not None and settings is not None else None
+
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -163,7 +168,10 @@ class StandaloneFleet:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
         if self._prober is not None:
-            self._prober.close()  # a later start() gets a new pool (Prober builds it lazily)
+            # A closed Prober stays closed: a later start() (the next local episode) probes
+            # with a fresh one; late answers of the old one are ignored.
+            self._prober.close()
+            self._prober = self._new_prober()
 
     @property
     def is_leader(self) -> bool:

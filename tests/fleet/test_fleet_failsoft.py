@@ -284,6 +284,25 @@ def test_twin_runs_the_spec_health_machine(ns: str) -> None:
         twin.close()
 
 
+def test_twin_probes_again_after_close_and_start(ns: str) -> None:
+    """A second local episode (close on rejoin, start on the next switch) still probes."""
+    healthy = set(NODES)
+    twin = StandaloneFleet(ns, refresh=lambda: NODES, probe=lambda n: n in healthy,
+                           health=FAST, poll_interval=0.02)
+    try:
+        assert twin.wait_for_nodes(10) == NODES
+        twin.close()
+        healthy.discard(NODES[2])
+        for _ in range(FAST.active_failure_threshold):
+            twin.report_failure(NODES[2], 0)
+        assert twin.node_status(NODES[2]).state is State.DOWN
+        twin.start()
+        healthy.add(NODES[2])
+        assert wait_until(lambda: _states(twin)[NODES[2]] == "active", 10)
+    finally:
+        twin.close()
+
+
 def test_twin_without_probe_promotes_by_traffic_only(ns: str) -> None:
     twin = StandaloneFleet(ns, refresh=lambda: NODES, health=FAST, poll_interval=0.02)
     try:
