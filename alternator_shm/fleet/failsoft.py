@@ -143,8 +143,6 @@ class FailSoftFleet:
         refresh_interval: float = 1.0,
         idle_refresh_interval: float = 60.0,
         poll_interval: float = 0.2,
-        quarantine: float = 2.0,
-        probe_interval: float = 0.5,
         health: HealthSettings | None = None,
         identity: bytes = b"",
         shm_dir: str = segment.DEFAULT_SHM_DIR,
@@ -163,18 +161,15 @@ class FailSoftFleet:
             "refresh_interval": refresh_interval,
             "idle_refresh_interval": idle_refresh_interval,
             "poll_interval": poll_interval,
+            "health": health,  # the same node-health machine and probing, shared or alone
         }
-        # The host's fleet runs the spec's node health; the process-local twin keeps its simple
-        # quarantine (``quarantine`` / ``probe_interval``) while the process balances alone.
-        self._shared = SharedFleet(namespace, shm_dir=shm_dir, health=health, identity=identity,
+        self._shared = SharedFleet(namespace, shm_dir=shm_dir, identity=identity,
                                    **common, **shared_kwargs)
         self._standalone = StandaloneFleet(
             namespace,
             backoff_initial=shared_kwargs.get("backoff_initial"),
             backoff_max=shared_kwargs.get("backoff_max", 30.0),
             reason=OFF_REASON if shared == "off" else None,
-            quarantine=quarantine,
-            probe_interval=probe_interval,
             **common,
         )
         self._rejoin_first = (
