@@ -37,7 +37,7 @@ from alternator_shm.emulator._wire import (
     decompress_request,
     error_response,
     json_response,
-    parse_request_json,
+    parse_request,
     payload_too_large,
 )
 
@@ -318,7 +318,7 @@ def _api_pipeline(
     if not allowed:
         raise ApiError(400, "UnknownOperationException", f"Unsupported operation {operation}")
     # 6. JSON checks (depth, UTF-8, syntax: rjson's order and messages).
-    parsed: Any = parse_request_json(body)
+    parsed, body = parse_request(body)  # a repeated member name keeps its first value
     if not isinstance(parsed, dict):
         raise ApiError(400, "ValidationException", "Request content must be an object")
     check_number_values(operation, parsed, body)

@@ -154,11 +154,16 @@ slot_of(PyObject *arg)
     return (int)i;
 }
 
-/* unguard(slot) -> None: the mapping is going away (call before it is unmapped). */
+/* unguard(slot[, weakref]) -> None: the mapping is going away. Also usable directly as a
+   weakref callback (through functools.partial): no Python bytecode runs on that path, so a
+   KeyboardInterrupt can never be raised inside it and dropped. */
 static PyObject *
-unguard(PyObject *self, PyObject *arg)
+unguard(PyObject *self, PyObject *args)
 {
-    int i = slot_of(arg);
+    PyObject *slot, *ignored = NULL;
+    if (!PyArg_UnpackTuple(args, "unguard", 1, 2, &slot, &ignored))
+        return NULL;
+    int i = slot_of(slot);
     if (i < 0)
         return NULL;
     __atomic_store_n(&regions[i].start, 0, __ATOMIC_RELEASE);
@@ -178,7 +183,8 @@ tripped(PyObject *self, PyObject *arg)
 static PyMethodDef methods[] = {
     {"install", install, METH_NOARGS, "Install the SIGBUS handler on top (idempotent)."},
     {"guard", guard, METH_O, "guard(buffer) -> slot; guard a mapping's memory."},
-    {"unguard", unguard, METH_O, "unguard(slot); call before the mapping goes away."},
+    {"unguard", unguard, METH_VARARGS,
+     "unguard(slot[, weakref]); when the mapping goes away (a weakref callback)."},
     {"tripped", tripped, METH_O, "tripped(slot) -> True once a SIGBUS there was absorbed."},
     {NULL, NULL, 0, NULL},
 };

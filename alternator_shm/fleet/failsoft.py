@@ -144,8 +144,6 @@ class FailSoftFleet:
         refresh_interval: float = DEFAULT.refresh_interval,
         idle_refresh_interval: float = DEFAULT.idle_refresh_interval,
         poll_interval: float = DEFAULT.poll_interval,
-        quarantine: float = 2.0,
-        probe_interval: float = 0.5,
         health: HealthSettings | None = None,
         identity: bytes = b"",
         shm_dir: str = segment.DEFAULT_SHM_DIR,
@@ -169,16 +167,17 @@ class FailSoftFleet:
         self.namespace = namespace
         self.shared_mode = shared
         self.shm_dir = shm_dir
-        common: dict[str, Any] = {"refresh": refresh, "probe": probe, **schedule.kwargs()}
-        # The host's fleet runs the spec's node health; the process-local twin keeps its simple
-        # quarantine (``quarantine`` / ``probe_interval``) while the process balances alone.
-        self._shared = SharedFleet(namespace, shm_dir=shm_dir, health=health, identity=identity,
+        common: dict[str, Any] = {
+            "refresh": refresh,
+            "probe": probe,
+            **schedule.kwargs(),
+            "health": health,  # the same node-health machine and probing, shared or alone
+        }
+        self._shared = SharedFleet(namespace, shm_dir=shm_dir, identity=identity,
                                    **common, **shared_kwargs)
         self._standalone = StandaloneFleet(
             namespace,
             reason=OFF_REASON if shared == "off" else None,
-            quarantine=quarantine,
-            probe_interval=probe_interval,
             **common,
         )
         self._rejoin_first = first_rejoin

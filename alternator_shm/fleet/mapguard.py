@@ -16,6 +16,7 @@ trips, and a truncation still kills attached processes (README, "Limits").
 
 from __future__ import annotations
 
+import functools
 import logging
 import mmap
 import threading
@@ -35,6 +36,7 @@ else:
     _ext = _ext_mod
 
 _lock = threading.Lock()
+_refs: dict[int, weakref.ref[mmap.mmap]] = {}  # keep the callbacks' references alive
 
 
 def available() -> bool:
@@ -63,7 +65,8 @@ class Guard:
 
 def guard(mm: mmap.mmap) -> Guard:
     """Guard ``mm`` for as long as it lives (released when it is garbage collected; ``mm`` must
-    not be closed explicitly while guarded, or another mapping could reuse its addresses)."""
+    not be closed explicitly while guarded, or another mapping could reuse its addresses; the
+    release runs just after CPython unmapped it, a window no file mapping can race in practice)."""
     if _ext is None:
         return Guard(None)
     with _lock:
@@ -73,5 +76,10 @@ def guard(mm: mmap.mmap) -> Guard:
         except (OSError, RuntimeError) as exc:
             log.debug("cannot guard a mapping against truncation: %s", exc)
             return Guard(None)
-    weakref.finalize(mm, _ext.unguard, slot)
+        # Released by a weakref callback that is C all the way (partial + the extension), so
+        # no bytecode runs there: a Ctrl-C can never land inside it and be dropped, as it can
+        # in a weakref.finalize callback. Dead references are pruned here.
+        for key in [k for k, ref in _refs.items() if ref() is None]:
+            del _refs[key]
+        _refs[id(mm)] = weakref.ref(mm, functools.partial(_ext.unguard, slot))
     return Guard(slot)

@@ -293,6 +293,25 @@ def test_number_as_json_number_is_serialization_exception(shared: Cluster) -> No
         c.delete_table(TableName="numtbl")
 
 
+def test_a_repeated_member_name_keeps_its_first_value(shared: Cluster) -> None:
+    """rapidjson's FindMember (what Alternator looks members up with) returns the first of
+    repeated names; Python's json keeps the last."""
+    c = client(shared, shared.nodes[0])
+    c.create_table(
+        TableName="duptbl",
+        KeySchema=[{"AttributeName": "p", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "p", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    try:
+        body = b'{"TableName":"duptbl","Item":{"p":{"S":"k"},"v":{"S":"first"},"v":{"S":"last"}}}'
+        assert _raw(shared.nodes[0], "PutItem", body)[0].status == 200
+        item = c.get_item(TableName="duptbl", Key={"p": {"S": "k"}})["Item"]
+        assert item["v"] == {"S": "first"}
+    finally:
+        c.delete_table(TableName="duptbl")
+
+
 def test_invalid_utf8_in_a_string_fails_at_parse_time(null_cluster: Cluster) -> None:
     body = b'{"TableName":"a\xffb"}'
     resp, data = _raw(null_cluster.nodes[0], "DescribeTable", body)

@@ -50,13 +50,6 @@ def test_every_fleet_has_the_same_defaults(fleet: Any) -> None:
         assert params["backoff_max"].default == DEFAULT.backoff_max
 
 
-@pytest.mark.parametrize("fleet", [StandaloneFleet, FailSoftFleet], ids=lambda f: f.__name__)
-@pytest.mark.parametrize("bad", BAD, ids=repr)
-def test_quarantine_is_a_period_too(fleet: Any, bad: object) -> None:
-    with pytest.raises(ConfigurationError, match="quarantine"):
-        fleet(_ns(), quarantine=bad)
-
-
 @pytest.mark.parametrize("option", ["rejoin_interval", "rejoin_max"])
 @pytest.mark.parametrize("bad", BAD, ids=repr)
 def test_failsoft_rejoin_periods(option: str, bad: object) -> None:

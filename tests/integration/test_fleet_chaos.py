@@ -4,8 +4,17 @@ emulator nodes are killed and restarted.
 
 Promises checked: 0 acknowledged writes lost, 0 failed calls, 0 stuck processes, never a
 publish from a fenced-out (older-epoch) writer, and a table never older than
-``3 x refresh_interval + 2 s`` while some unstopped process runs (the largest age seen is
-printed with the report).
+``3 x refresh_interval + 2 s`` plus twice the longest refresh seen so far, while some
+unstopped process runs (the largest age seen is printed with the report).
+
+Why plus two refreshes: a live leader stamps its heartbeat during a refresh (so that a slow but
+bounded refresh is not taken for a wedged leader: that made leadership ping-pong), and the
+takeover threshold, ``max(3 x refresh_interval, 2 s)``, counts from that heartbeat. A leader
+SIGSTOPped near the end of a refresh therefore leaves a table whose age, when its successor
+publishes, is about ``refresh_interval`` + that refresh + the threshold + one poll + the
+successor's refresh. With refreshes of a few milliseconds (a real cluster) this is
+within ``3 x refresh_interval + 2 s``; on this 2-core machine the emulator answers
+``/localnodes`` behind 8 busy writers, and a review measured a 3.95 s age after a 0.7 s refresh.
 
 Ages of 4.5 to 5.5 s were once seen here under load: a follower took over from the SIGSTOPped
 leader (which still held the leader lock), and the chaos loop SIGKILLed that takeover leader
@@ -135,7 +144,7 @@ def test_chaos_8_workers_kill_stop_and_node_restarts(tmp_path) -> None:
 
         procs = [spawn(i) for i in range(WORKERS)]
         violations: list[str] = []
-        samples = {"n": 0, "max_age": 0.0}
+        samples = {"n": 0, "max_age": 0.0, "longest_refresh": 0.0}
         stop_monitor = threading.Event()
 
         events: list[str] = []
@@ -145,8 +154,16 @@ def test_chaos_8_workers_kill_stop_and_node_restarts(tmp_path) -> None:
             last_key: tuple[object, ...] = ()
             t_start = time.monotonic()
             uncovered_at = t_start - 3600.0
+            last_refreshes = -1
             while not stop_monitor.is_set():
                 st = monitor_fleet.stats()
+                if st.refreshes != last_refreshes and st.last_refresh_age_s is not None:
+                    if last_refreshes >= 0:
+                        # the stamp is the refresh's *start*: seen right after it published,
+                        # its age bounds how long that refresh took
+                        samples["longest_refresh"] = max(samples["longest_refresh"],
+                                                         st.last_refresh_age_s)
+                    last_refreshes = st.refreshes
                 key = (st.leader_pid, st.leader_epoch, st.refreshes, st.refresh_attempts,
                        st.consecutive_refresh_failures)
                 if key != last_key:
@@ -174,7 +191,7 @@ def test_chaos_8_workers_kill_stop_and_node_restarts(tmp_path) -> None:
                     age = min(st.last_refresh_age_s, now - uncovered_at)
                     samples["n"] += 1
                     samples["max_age"] = max(samples["max_age"], age)
-                    if age > MAX_AGE:
+                    if age > MAX_AGE + 2 * samples["longest_refresh"]:
                         violations.append(
                             f"table {st.last_refresh_age_s:.2f}s old (leader {st.leader_pid} "
                             f"{st.leader_mode} epoch {st.leader_epoch}, heartbeat "
@@ -264,7 +281,8 @@ def test_chaos_8_workers_kill_stop_and_node_restarts(tmp_path) -> None:
         stored = _scan_keys(cluster)
         lost = acked - stored
         report = (f"kills={kills} stops={stops} node_restarts={node_restarts} "
-                  f"acked={len(acked)} max_age={samples['max_age']:.2f}s")
+                  f"acked={len(acked)} max_age={samples['max_age']:.2f}s "
+                  f"longest_refresh={samples['longest_refresh']:.2f}s")
         assert not stuck, f"stuck workers: {stuck}; {report}"
         assert not failed, f"{len(failed)} failed calls, e.g. {failed[:3]}; {report}"
         assert not lost, f"{len(lost)} acknowledged writes lost, e.g. {sorted(lost)[:3]}"
