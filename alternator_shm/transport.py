@@ -580,7 +580,16 @@ class Transport:
         it: it can shut its socket down from another thread to enforce a total deadline
         (discovery's bounded requests), which a pooled connection hidden inside ``urlopen``
         does not allow. ``timeout`` (seconds) is the socket timeout used for connecting.
+
+        Tracked like the pooled ones: a process forked while it is open (a discovery fetch or
+        a probe in flight in another thread) closes its copy, instead of keeping the parent's
+        connection open for as long as it lives.
         """
+        conn = self._new_connection(url, timeout=timeout)
+        _track(conn)
+        return conn
+
+    def _new_connection(self, url: str, *, timeout: float) -> HTTPConnection:
         st = self._state()
         parts = urlsplit(url)
         host = parts.hostname or ""
