@@ -5,6 +5,7 @@ Real sockets only: small stdlib HTTP(S) servers on random 127.x.y.z loopback add
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import random
@@ -636,10 +637,8 @@ def test_a_fork_child_closes_its_copy_of_an_unpooled_connection_in_flight() -> N
         if pid == 0:  # the child: the at-fork hook ran
             held = False
             for fd in os.listdir("/proc/self/fd"):
-                try:
+                with contextlib.suppress(OSError):
                     held = held or os.readlink(f"/proc/self/fd/{fd}") == f"socket:[{inode}]"
-                except OSError:
-                    pass
             os._exit(1 if held else 0)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0, "the child kept the parent's connection"
