@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import csv
-import threading
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ import pytest
 from alternator_shm.endpoints import canonical_endpoint, canonical_order, representative_order
 from alternator_shm.errors import ConfigurationError
 from alternator_shm.fleet import layout
+from alternator_shm.fleet.counter import LocalWords
 from alternator_shm.fleet.health import (
     Health,
     HealthSettings,
@@ -39,35 +39,9 @@ HEALTH_ROWS = _rows("node-health-transitions.tsv")
 ORDER_ROWS = _rows("endpoint-order.tsv")
 
 
-class LockedWords:
-    """SharedWords over a plain buffer (the unit-test twin of the segment's atomic ops)."""
-
-    name = "test"
-
-    def __init__(self, words: memoryview) -> None:
-        self._words = words
-        self._lock = threading.Lock()
-
-    def fetch_add(self, offset: int, delta: int = 1) -> int:
-        with self._lock:
-            old = int(self._words[offset // 8])
-            self._words[offset // 8] = (old + delta) % (1 << 64)
-            return old
-
-    def compare_exchange(self, offset: int, expected: int, desired: int) -> bool:
-        with self._lock:
-            if self._words[offset // 8] != expected:
-                return False
-            self._words[offset // 8] = desired
-            return True
-
-    def advance(self) -> int:
-        return self.fetch_add(layout.COUNTER_OFF)
-
-
 def make_health(settings: HealthSettings | None) -> Health:
     words = memoryview(bytearray(layout.SLOTS_OFF)).cast("Q")
-    return Health(words, LockedWords(words), settings)
+    return Health(words, LocalWords(words), settings)  # the local twin's own ops
 
 
 def _settings(row: list[str]) -> HealthSettings:
