@@ -129,3 +129,17 @@ def take_over(ns: str, ready_w: int, then: str, go: str = "") -> None:
         fleet.close()
         os.write(ready_w, b"C")
     time.sleep(120)
+
+
+def follow(ns: str, table: tuple[str, ...], seconds: float, **options: Any) -> int:
+    """A follower child for ``seconds`` (fast polls, 2 s stale threshold); 1 if it ever led."""
+    fleet = SharedFleet(ns, refresh=lambda: table, poll_interval=0.02, refresh_interval=0.05,
+                        idle_refresh_interval=0.05, **options)
+    fleet.start()
+    led = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        led = max(led, int(fleet.is_leader))
+        time.sleep(0.005)
+    fleet.close()
+    return led

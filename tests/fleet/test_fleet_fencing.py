@@ -21,6 +21,7 @@ from _fleet_procs import (
     NODES,
     Child,
     cont_and_kill,
+    follow,
     read_byte,
     take_over,
     wait_until,
@@ -85,18 +86,6 @@ def test_closed_leader_cannot_publish_from_a_slow_refresh(make_fleet, ns) -> Non
 # -- item 3: a stopped leader freezes the host -----------------------------------------------------
 
 
-def _follow(ns: str, table: tuple[str, ...], seconds: float) -> int:
-    fleet = SharedFleet(ns, refresh=lambda: table, poll_interval=0.02, refresh_interval=0.05,
-                        idle_refresh_interval=0.05)
-    fleet.start()
-    led = 0
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        led = max(led, int(fleet.is_leader))
-        time.sleep(0.01)
-    return led
-
-
 @pytest.mark.slow
 def test_sigstopped_leader_is_taken_over_by_one_follower_and_stands_down(make_fleet, ns) -> None:
     ready_r, ready_w = os.pipe()
@@ -106,7 +95,7 @@ def test_sigstopped_leader_is_taken_over_by_one_follower_and_stands_down(make_fl
         assert read_byte(ready_r, 20) == b"L"
         me = make_fleet(refresh=lambda: NODES, refresh_interval=0.05, idle_refresh_interval=0.05)
         me.start()
-        others = [Child(_follow, ns, NODES, 8.0) for _ in range(3)]
+        others = [Child(follow, ns, NODES, 8.0) for _ in range(3)]
         assert wait_until(lambda: me.nodes() == CHILD_TABLE, 10)
         epoch = me.stats().leader_epoch
         takeovers = me.stats().takeovers

@@ -17,6 +17,7 @@ from _fleet_procs import (
     NODES,
     Child,
     cont_and_kill,
+    follow,
     read_byte,
     take_over,
     wait_until,
@@ -155,20 +156,6 @@ def test_death_of_a_takeover_leader_is_seen_at_once_whoever_holds_the_deputy_byt
 # -- a live leader displaced while it waits for its first table's admission probes --------------
 
 
-def _follower_that_may_take_over(ns: str, seconds: float) -> int:
-    fleet = SharedFleet(ns, refresh=lambda: NODES, probe=lambda node: True,
-                        health=HealthSettings(), poll_interval=0.02, refresh_interval=0.05,
-                        idle_refresh_interval=0.05)
-    fleet.start()
-    led = 0
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        led = max(led, int(fleet.is_leader))
-        time.sleep(0.005)
-    fleet.close()
-    return led
-
-
 @pytest.mark.slow
 def test_a_live_leader_waiting_for_admission_probes_is_not_taken_over(make_fleet, ns) -> None:
     """'Leadership tied to progress': only a leader whose heartbeat is older than
@@ -195,6 +182,10 @@ def test_a_live_leader_waiting_for_admission_probes_is_not_taken_over(make_fleet
     assert not displaced, f"a live leader was displaced: {displaced}"
 
 
+def _probing_follower(ns: str, seconds: float) -> int:
+    return follow(ns, NODES, seconds, probe=lambda node: True, health=HealthSettings())
+
+
 def _admission_round(make_fleet, name: str) -> str:
     go = threading.Event()
     calls: list[int] = []
@@ -216,7 +207,7 @@ def _admission_round(make_fleet, name: str) -> str:
                     backoff_max=0.05)
     me.start()
     assert wait_until(lambda: me.is_leader and calls, 10)
-    follower = Child(_follower_that_may_take_over, name, 6.0)
+    follower = Child(_probing_follower, name, 6.0)
     try:
         time.sleep(1.0)  # the follower runs and polls
         assert me.is_leader
@@ -312,7 +303,7 @@ def test_a_process_stopped_inside_the_commit_section_does_not_freeze_the_table(
     me = make_fleet(refresh=lambda: NODES, refresh_interval=0.05, idle_refresh_interval=0.05)
     assert me.wait_for_nodes(10) == NODES
     ready_r, ready_w = os.pipe()
-    follower = Child(_follower_that_may_take_over, ns, 12.0)
+    follower = Child(follow, ns, 12.0)
     path = os.path.join(os.path.realpath(segment.DEFAULT_SHM_DIR),
                         segment.base_name(ns) + ".lock")
     holder = Child(_hold_byte_then_stop, path, layout.LOCK_COMMIT, ready_w)
