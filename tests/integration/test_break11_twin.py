@@ -1,0 +1,107 @@
+"""Review of issue 11 (the local twin runs the same node health): probes that found faults.
+
+Real HTTP against the emulator, real shared-memory failures (another user owns the lock file's
+name, as in test_helper_failsoft.py; needs root). Each test is ``xfail(strict=True)``: it
+documents a fault of the code as reviewed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from test_helper_support import helper_options, make_helper, wait_for
+
+from alternator_shm.emulator import Cluster
+from alternator_shm.fleet import segment
+from alternator_shm.fleet.health import HealthSettings
+
+USERS = {"b11t-key": "b11t-secret"}
+TABLE = "b11t_table"
+NOBODY = 65534
+SETTINGS = HealthSettings(probe_period=30.0, probe_timeout=1.0)
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+
+
+@contextlib.contextmanager
+def _squatted(path: str) -> Iterator[None]:
+    """Another local user (uid 65534) owns ``path``."""
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    os.close(fd)
+    os.chown(path, NOBODY, NOBODY)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _calls(client: Any, count: int) -> list[str]:
+    failures = []
+    for i in range(count):
+        try:
+            client.get_item(TableName=TABLE, Key={"p": {"S": f"k{i}"}})
+        except Exception as exc:  # counted
+            failures.append(repr(exc))
+    return failures
+
+
+def _states(h: Any) -> set[str]:
+    return {s.state for s in h.stats().per_node.values()}
+
+
+@needs_root
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "issue 11 review: the local twin keeps its node health from an earlier local episode "
+    "(DOWN from minutes ago) and the next episode routes by it: every call fails with "
+    "NoLiveNodesError while the whole cluster is healthy (fleet/failsoft.py _go_local seeds "
+    "the table only; fleet/standalone.py keeps _health_words across episodes)"))
+def test_second_local_episode_does_not_route_by_the_first_ones_stale_health(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ALTERNATOR_SHM_REJOIN_INTERVAL", "0.2")
+    with Cluster(nodes=3, users=USERS, backend="null", failure_detect_delay=60.0) as c:
+        options = helper_options(c, node_health=SETTINGS)
+        base = os.path.join(segment.DEFAULT_SHM_DIR, segment.base_name(options["namespace"]))
+        seg_path, lock_path = base, base + ".lock"
+        with make_helper(c, **options) as h:
+            client = h.new_dynamodb_client()
+            # Episode 1 (local): the cluster is briefly unreachable; the twin marks all DOWN.
+            with _squatted(lock_path):
+                assert _calls(client, 3) == []
+                assert h.stats().mode == "local"
+                for node in c.nodes:
+                    node.kill()
+                assert wait_for(lambda: (_calls(client, 1), _states(h) == {"down"})[1], 60)
+                for node in c.nodes:
+                    node.start()
+            # Shared again: the host's fleet sees a healthy cluster; calls succeed.
+            assert wait_for(lambda: h.stats().mode == "shared", 30)
+            assert wait_for(lambda: _states(h) == {"active"}, 30)
+            assert _calls(client, 6) == []
+            # Episode 2: the segment is removed and its lock name taken (systemd RemoveIPC,
+            # then another user): this process balances alone again.
+            assert wait_for(lambda: h.stats().is_leader, 20)
+            os.unlink(seg_path)
+            os.unlink(lock_path)
+            with _squatted(lock_path):
+                failures: list[str] = []
+
+                def local() -> bool:
+                    failures.extend(_calls(client, 1))
+                    return h.stats().mode == "local"
+
+                assert wait_for(local, 30)
+                began = time.monotonic()
+                failures.extend(_calls(client, 20))
+                states = _states(h)
+                took = time.monotonic() - began
+        # Nothing is wrong with the cluster: no call may fail (failsoft: "the switch itself
+        # loses nothing").
+        assert failures == [], (len(failures), failures[:2], states, f"{took:.1f}s")
