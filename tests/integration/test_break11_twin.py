@@ -8,9 +8,12 @@ documents a fault of the code as reviewed.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import signal
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -105,3 +108,97 @@ def test_second_local_episode_does_not_route_by_the_first_ones_stale_health(
         # Nothing is wrong with the cluster: no call may fail (failsoft: "the switch itself
         # loses nothing").
         assert failures == [], (len(failures), failures[:2], states, f"{took:.1f}s")
+
+
+class _BlockingHandler(logging.Handler):
+    """A user's logging handler that is slow on one record (a network handler, say): in the
+    parent it holds the emitting thread until released."""
+
+    def __init__(self, needle: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.parent = os.getpid()
+        self.needle = needle
+        self.inside = threading.Event()
+        self.go = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if os.getpid() == self.parent and self.needle in record.getMessage() \
+                and not self.go.is_set():
+            self.inside.set()
+            self.go.wait(60)
+
+
+def _run_child(body: Callable[[], int]) -> int:
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 99
+        signal.alarm(40)  # a hung child ends itself
+        try:
+            code = body()
+        except BaseException:
+            code = 98
+        finally:
+            os._exit(code)
+    return pid
+
+
+def _wait_child(pid: int, timeout: float) -> int | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "issue 11 review: the local twin keeps its Prober across a fork, and the Prober's lock is "
+    "a plain threading.Lock (not _forksafe.ForkSafeLock): forked while the refresher thread "
+    "was inside Prober.cycle (here: logging a timed-out probe), the child's refresher blocks "
+    "forever and a DOWN node never recovers in the child (fleet/probes.py:52, "
+    "fleet/standalone.py:_new_process_state keeps self._prober)"))
+def test_fork_of_a_local_process_while_its_prober_logs_keeps_probing_in_the_child() -> None:
+    settings = HealthSettings(probe_period=1.0, probe_timeout=0.3)
+    probes_log = logging.getLogger("alternator_shm.fleet.probes")
+    handler = _BlockingHandler("timed out")
+    with Cluster(nodes=3, users=USERS, backend="null", failure_detect_delay=60.0) as c, \
+            make_helper(c, shared="off", node_health=settings) as h:
+        client = h.new_dynamodb_client()
+        assert _calls(client, 3) == []
+        victim = c.nodes[1]
+        url = victim.url.rstrip("/")
+        victim.kill()
+        assert wait_for(lambda: (_calls(client, 1),
+                                 h.stats().per_node[url].state == "down")[1], 30)
+        victim.start()
+        victim.inject_fault("localnodes_hang")  # its probes hang past probe_timeout
+        old_level = probes_log.level
+        probes_log.setLevel(logging.DEBUG)
+        probes_log.addHandler(handler)
+        try:
+            assert handler.inside.wait(20)  # the refresher thread is inside Prober.cycle
+
+            def child() -> int:
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline:
+                    _calls(client, 1)
+                    if h.stats().per_node[url].state == "active":
+                        return 0
+                    time.sleep(0.05)
+                return 1
+
+            pid = _run_child(child)
+        finally:
+            handler.go.set()
+            victim.clear_faults()
+            probes_log.removeHandler(handler)
+            probes_log.setLevel(old_level)
+        code = _wait_child(pid, 45)
+        # The parent recovers it (its thread was only slowed down) ...
+        assert wait_for(lambda: h.stats().per_node[url].state == "active", 15)
+        # ... the child must too: it probes on its own (shared="off").
+        assert code == 0, code
