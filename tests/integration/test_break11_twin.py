@@ -26,7 +26,7 @@ from alternator_shm.fleet.health import HealthSettings
 USERS = {"b11t-key": "b11t-secret"}
 TABLE = "b11t_table"
 NOBODY = 65534
-SETTINGS = HealthSettings(probe_period=30.0, probe_timeout=1.0)
+SETTINGS = HealthSettings(probe_period=60.0, probe_timeout=1.0)  # no twin probe in the test
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
 
