@@ -42,6 +42,7 @@ from alternator_shm.fleet.health import (
 )
 from alternator_shm.fleet.load import Attempt, LocalAttempt, LocalLoad
 from alternator_shm.fleet.probes import Prober
+from alternator_shm.fleet.schedule import DEFAULT, Schedule
 from alternator_shm.fleet.stats import FleetStats, node_stats
 
 __all__ = ["StandaloneFleet"]
@@ -71,16 +72,17 @@ class StandaloneFleet:
         *,
         refresh: Callable[[], Sequence[str]] | None = None,
         probe: Callable[[str], bool] | None = None,
-        refresh_interval: float = 1.0,
-        idle_refresh_interval: float = 60.0,
-        poll_interval: float = 0.2,
+        refresh_interval: float = DEFAULT.refresh_interval,
+        idle_refresh_interval: float = DEFAULT.idle_refresh_interval,
+        poll_interval: float = DEFAULT.poll_interval,
         health: HealthSettings | None = None,
-        backoff_initial: float | None = None,
-        backoff_max: float = 30.0,
+        backoff_initial: float | None = DEFAULT.backoff_initial,
+        backoff_max: float = DEFAULT.backoff_max,
         reason: str | None = None,
     ) -> None:
-        if min(refresh_interval, idle_refresh_interval, poll_interval) <= 0:
-            raise ValueError("intervals must be positive")
+        schedule = Schedule(
+            refresh_interval, idle_refresh_interval, poll_interval, backoff_initial, backoff_max
+        )
         self.namespace = namespace
         self.reason = reason  # why this process balances alone (FleetStats.mode_reason)
         self._refresh = refresh
@@ -93,7 +95,7 @@ class StandaloneFleet:
         # owns it); kept across a fork, like the table (a valid starting point for the child).
         self._health_words = private_words()
         self._prober = self._new_prober()
-        self._backoff_initial = poll_interval if backoff_initial is None else backoff_initial
+        self._backoff_initial = schedule.first_backoff
         self._backoff_max = backoff_max
         # The table: one attribute holding (generation, nodes, note), so readers see one
         # consistent triple. The note is the refresh result's (see table.validate_note).

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_helper_support import api_counts, helper_options, make_helper, node_urls
+from test_helper_support import api_counts, helper_options, make_helper, module_cluster, node_urls
 
 from alternator_shm import NoLiveNodesError
 from alternator_shm.discovery import Discovery, scope_note
@@ -31,19 +31,14 @@ TABLE = "views_table"
 KEY = {"p": {"S": "k"}}
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    with Cluster(topology=TOPOLOGY, users=USERS, backend="null") as c:
-        yield c
+cluster = module_cluster(topology=TOPOLOGY, users=USERS, backend="null")
 
 
 @pytest.fixture(autouse=True)
-def _clean(cluster: Any) -> Iterator[None]:
-    cluster.clear_logs()
+def _clean(clean_cluster: Any) -> Iterator[None]:
     yield
-    for node in cluster.nodes:
+    for node in clean_cluster.nodes:
         node.set_view(None)
-        node.clear_faults()
 
 
 def _lowest(cluster: Any, dc: str | None = None) -> Any:
