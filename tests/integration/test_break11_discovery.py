@@ -6,12 +6,14 @@ Each test is ``xfail(strict=True)``: it documents a fault of the code as reviewe
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_helper_support import node_urls
+from test_helper_support import make_helper, node_urls
 
+from alternator_shm import NoLiveNodesError
 from alternator_shm.discovery import Discovery, scope_note
 from alternator_shm.emulator import Cluster
 from alternator_shm.transport import Transport, TransportOptions
@@ -58,3 +60,34 @@ def test_two_self_only_views_do_not_keep_the_table_narrowed(cluster: Any) -> Non
     expected = node_urls(cluster, [a, b, c])
     results = [sorted(d.fetch(known, previous_note=scope_note(d.scopes[0]))) for _ in range(5)]
     assert all(r == expected for r in results), results
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "issue 11 review: calls refused by an empty-scope verdict (fallback=False) do not count "
+    "as activity, so the refresher treats the host as idle and re-checks the scope only every "
+    "idle_refresh_interval (60 s): every call keeps failing for up to a minute after the scope "
+    "has a node again (routing.py Router._check_empty_verdict raises before any "
+    "advance()/note_activity(); fleet/refresher.py and standalone.py _due)"))
+def test_an_empty_scope_verdict_is_lifted_soon_after_the_scope_gets_a_node() -> None:
+    """Rack r2 has no live node (say its only node is being replaced): fallback=False calls
+    raise NoLiveNodesError naming the scope, as they must. Then a node of rack r2 serves; the
+    calls, which never stopped, must reach it within a few refresh intervals (0.2 s here), not
+    only after idle_refresh_interval."""
+    with (
+        Cluster(topology=[("dc1", "r1"), ("dc1", "r1")], users=USERS, backend="null") as c,
+        make_helper(c, datacenter="dc1", rack="r2", fallback=False) as h,
+    ):
+        client = h.new_dynamodb_client()
+        for _ in range(3):
+            with pytest.raises(NoLiveNodesError, match="rack 'r2'"):
+                client.get_item(TableName="t", Key={"p": {"S": "k"}})
+        c.add_node(dc="dc1", rack="r2")
+        began = time.monotonic()
+        served = False
+        while not served and time.monotonic() - began < 10:
+            try:
+                client.get_item(TableName="t", Key={"p": {"S": "k"}})
+                served = True
+            except NoLiveNodesError:
+                time.sleep(0.1)  # the application keeps calling
+        assert served, f"still refused after 10 s; last refresh {h.stats().last_refresh_age_s}s ago"
