@@ -164,11 +164,12 @@ def test_a_heartbeat_from_the_future_counts_as_wedged(make_fleet, ns) -> None:
     """A leader whose heartbeat reads as 'in the future' is not trusted forever: it is
     replaced like a wedged one (here: the header is forged while the leader is stopped)."""
     ready_r, ready_w = os.pipe()
-    from test_fleet_fencing import CHILD_TABLE, _cont_and_kill, _lead, _read_byte
+    from _fleet_procs import cont_and_kill, read_byte
+    from test_fleet_fencing import CHILD_TABLE, _lead
 
     leader = Child(_lead, ns, ready_w, CHILD_TABLE)
     try:
-        assert _read_byte(ready_r, 20) == b"L"
+        assert read_byte(ready_r, 20) == b"L"
         me = make_fleet(refresh=lambda: NODES)
         me.start()
         os.kill(leader.pid, signal.SIGSTOP)
@@ -177,7 +178,7 @@ def test_a_heartbeat_from_the_future_counts_as_wedged(make_fleet, ns) -> None:
         assert wait_until(lambda: me.is_leader, 10, 0.01)
         assert me.stats().leader_mode == "takeover"
     finally:
-        _cont_and_kill(leader.pid)
+        cont_and_kill(leader.pid)
         leader.kill()
         os.close(ready_r)
         os.close(ready_w)
