@@ -29,9 +29,12 @@ __all__ = ["address", "current", "kernel_wiped", "token"]
 # headers lack the constant.
 _GENERIC_ARCHES = ("x86_64", "amd64", "aarch64", "arm64", "riscv64", "ppc64le", "s390x")
 _MADV_WIPEONFORK = getattr(mmap, "MADV_WIPEONFORK", None)
-if _MADV_WIPEONFORK is None and platform.system() == "Linux":
-    if platform.machine().lower() in _GENERIC_ARCHES:
-        _MADV_WIPEONFORK = 18
+if (
+    _MADV_WIPEONFORK is None
+    and platform.system() == "Linux"
+    and platform.machine().lower() in _GENERIC_ARCHES
+):
+    _MADV_WIPEONFORK = 18
 
 def _wiped_page() -> tuple[memoryview, int] | None:
     if _MADV_WIPEONFORK is None or os.environ.get("ALTERNATOR_SHM_NO_WIPEONFORK") == "1":
@@ -57,12 +60,10 @@ kernel_wiped = _word is not None
 #: Address of the token word (8-byte aligned) when :data:`kernel_wiped`, else None.
 address: int | None = _page[1] if _page is not None else None
 
-current: Callable[[], int]
-if _word is not None:
-    #: This process's token as it is now (a C-level call, no Python frame): 0 in a new child.
-    current = functools.partial(_word.__getitem__, 0)
-else:
-    current = os.getpid
+#: This process's token as it is now (a C-level call, no Python frame): 0 in a new child.
+current: Callable[[], int] = (
+    functools.partial(_word.__getitem__, 0) if _word is not None else os.getpid
+)
 
 
 def token() -> int:

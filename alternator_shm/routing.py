@@ -29,13 +29,16 @@ import time
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from contextvars import ContextVar
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from alternator_shm import balancing as _balancing
 from alternator_shm.errors import NoLiveNodesError
 from alternator_shm.fleet import events as _events
 from alternator_shm.fleet import layout as _layout
 from alternator_shm.fleet.health import State
+
+if TYPE_CHECKING:
+    from alternator_shm.fleet.shared import PickSnapshot
 
 __all__ = ["FleetView", "LoadView", "Router", "active_nodes", "round_robin_plan", "select"]
 
@@ -86,14 +89,14 @@ class _PickPath(Protocol):
     def token(self) -> int: ...
 
     @property
-    def words(self) -> Any: ...
+    def words(self) -> memoryview: ...
 
     @property
-    def snap(self) -> Any: ...
+    def snap(self) -> PickSnapshot | None: ...
 
     def alive(self) -> int: ...
 
-    def resnap(self) -> Any: ...
+    def resnap(self) -> PickSnapshot | None: ...
 
 
 class FleetView(Protocol):
@@ -376,7 +379,7 @@ class Router:
             if i >= 0:
                 attempt = snap.attempts[i]
                 _ATTEMPT.set(attempt)
-                return attempt[0]  # type: ignore[no-any-return]
+                return attempt[0]
         if path.alive() != path.token:  # forked since the path was made
             self._path = None
             return None

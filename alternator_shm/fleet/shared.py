@@ -99,9 +99,24 @@ class PickPath:
     """
 
     __slots__ = (
-        "__weakref__", "advance", "alive", "att", "pid", "read", "record_pick", "revoked",
-        "rotation", "snap", "state", "token", "view", "words", "_adder", "_ext", "_health",
+        "__weakref__",
+        "_adder",
+        "_ext",
+        "_health",
         "_reader",
+        "advance",
+        "alive",
+        "att",
+        "pid",
+        "read",
+        "record_pick",
+        "revoked",
+        "rotation",
+        "snap",
+        "state",
+        "token",
+        "view",
+        "words",
     )
 
     def __init__(self, state: LocalState, att: Attachment, pid: int) -> None:
