@@ -44,7 +44,7 @@ from alternator_shm.fleet import identity as _identity
 from alternator_shm.fleet.failsoft import MODES as _SHARED_MODES
 from alternator_shm.fleet.failsoft import FailSoftFleet, default_shm_dir
 from alternator_shm.fleet.health import HealthSettings
-from alternator_shm.hooks import HookOptions, register_hooks
+from alternator_shm.hooks import HookOptions, register_hooks, skip_sdk_user_agent_rebuild
 from alternator_shm.routing import Router
 from alternator_shm.transport import Transport, TransportOptions
 
@@ -792,6 +792,7 @@ class Helper:
                 affinity=self._affinity,
                 client=client,
             )
+            skip_sdk_user_agent_rebuild(client)  # as register_hooks does for the sync client
             transport.acquire()
             try:
                 yield client
