@@ -491,6 +491,11 @@ class Router:
         _log.debug("attempt on %s failed: %s", node, type(error).__name__,
                    extra=_events.fields("node_failed", node, error=type(error).__name__))
         self._fleet.report_failure(node, attempt_generation(node))
+        refresh_soon = getattr(self._fleet, "refresh_soon", None)
+        if refresh_soon is not None:
+            # topology only (health keeps the spec's thresholds): if the cluster already
+            # dropped the node, the next table leaves it out now (fleet.SharedFleet)
+            refresh_soon()
 
     def report_success(self, node: str) -> None:
         """An attempt got a final HTTP response that is not health-neutral (500/502/503/504

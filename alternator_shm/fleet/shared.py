@@ -507,6 +507,29 @@ class SharedFleet:
                 return att.ops.advance()
         return self._att().ops.advance()
 
+    def refresh_soon(self) -> bool:
+        """Ask the host's leader for a table refresh at its next poll, without waiting.
+
+        Routing calls it when an attempt could not reach a node (refused, reset, timed out):
+        if the cluster already dropped that node (decommissioned, or a killed node its peers
+        noticed), the next table leaves it out at once instead of after up to
+        ``refresh_interval`` more attempts to it. Node health is not touched (its thresholds
+        stay the spec's); this is topology only. Coalesced host-wide: nothing is added while a
+        request is pending or when the last refresh attempt started less than
+        ``poll_interval`` ago, so a burst of failures costs at most one extra ``/localnodes``
+        poll per poll interval. Returns True if a request was added.
+        """
+        att = self._att()
+        words = att.seg.words
+        if words[_W(layout.REQUEST_OFF)] != words[_W(layout.REQUEST_SERVED_OFF)]:
+            return False  # one is pending: it will answer for this failure too
+        last = int(words[_W(layout.LAST_ATTEMPT_OFF)])
+        if 0 <= time.monotonic_ns() - last < self._config.poll_interval * 1e9:
+            return False
+        att.ops.fetch_add(layout.REQUEST_OFF, 1)
+        self._local().wake()
+        return True
+
     def note_activity(self) -> None:
         """An attempt that did not advance the counter (an affinity plan): still traffic, so
         the refresher keeps ``refresh_interval`` instead of ``idle_refresh_interval``."""

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections import Counter
 
 import pytest
@@ -270,3 +271,26 @@ def test_without_wipeonfork_the_mark_is_the_pid(ns) -> None:
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True, timeout=60).stdout.split()
     assert out == ["False", "None", "True", "True"]
+
+
+def test_refresh_soon_asks_the_leader_once_and_coalesces(make_fleet) -> None:
+    calls: list[float] = []
+
+    def refresh() -> tuple[str, ...]:
+        calls.append(0.0)
+        return NODES
+
+    # intervals far longer than the test: any refresh after the first comes from a request
+    fleet = make_fleet(refresh=refresh, refresh_interval=600, idle_refresh_interval=600,
+                       poll_interval=0.05)
+    assert fleet.wait_for_nodes(10) == NODES
+    assert wait_until(lambda: fleet.stats().refresh_attempts >= 1, 10)
+    before = fleet.stats().refresh_attempts
+    time.sleep(0.1)  # past one poll interval since that attempt
+    assert fleet.refresh_soon()
+    assert not fleet.refresh_soon()  # one is pending: coalesced
+    assert wait_until(lambda: fleet.stats().refresh_attempts == before + 1, 10)
+    assert not fleet.refresh_soon()  # an attempt started less than a poll interval ago
+    time.sleep(0.1)
+    assert fleet.refresh_soon()
+    assert wait_until(lambda: fleet.stats().refresh_attempts == before + 2, 10)
