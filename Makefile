@@ -11,7 +11,7 @@ PIP_FLAGS ?= --quiet --disable-pip-version-check
 # Console scripts (alternator-shm, gunicorn, celery, ...) come from the venv too.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: venv install install-demo demo test lint clean
+.PHONY: venv install install-demo demo test lint wheel clean
 
 venv:
 ifndef VIRTUAL_ENV
@@ -44,5 +44,13 @@ lint: install
 	$(PY) -m ruff check alternator_shm tests scripts
 	$(PY) -m mypy
 
+# A manylinux wheel of this interpreter's CPython version with both C extensions built in
+# (wheelhouse/); needs a C compiler here, none where it is installed.
+wheel: venv
+	$(PY) -m pip install $(PIP_FLAGS) '.[release]' >/dev/null
+	rm -rf dist wheelhouse
+	$(PY) -m pip wheel $(PIP_FLAGS) --no-deps --no-build-isolation -w dist .
+	$(PY) -m auditwheel repair -w wheelhouse dist/*.whl
+
 clean:
-	rm -rf .venv build *.egg-info
+	rm -rf .venv build dist wheelhouse *.egg-info

@@ -20,7 +20,9 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import IO, Any
@@ -92,17 +94,56 @@ def render(
 
 
 @contextlib.contextmanager
-def _keys(stream: IO[str]) -> Iterator[Callable[[float], str]]:
+def _interrupts() -> Iterator[int]:
+    """Ctrl-C (SIGINT) as a byte on a pipe the key wait also watches; yields its read end (-1
+    outside the main thread, where signals cannot be handled: KeyboardInterrupt then).
+
+    Why not just KeyboardInterrupt: it is raised at whatever bytecode runs when the signal
+    arrives, and each screen maps every segment of the host, whose guards are released by
+    ``weakref.finalize`` callbacks; an exception raised inside a finalizer is printed and
+    dropped by Python, and the watcher then ignored that Ctrl-C for good."""
+    if threading.current_thread() is not threading.main_thread():
+        yield -1
+        return
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    os.set_blocking(r, False)
+    old_fd = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    old_handler = signal.signal(signal.SIGINT, lambda signum, frame: None)
+    try:
+        yield r
+    finally:
+        signal.signal(signal.SIGINT, old_handler)
+        signal.set_wakeup_fd(old_fd)
+        os.close(r)
+        os.close(w)
+
+
+@contextlib.contextmanager
+def _keys(stream: IO[str], interrupt: int = -1) -> Iterator[Callable[[float], str]]:
     """A ``wait(timeout) -> key`` reading single keys from a terminal (cbreak mode, restored
-    on exit); on anything else it only sleeps."""
+    on exit); on anything else it only waits. A byte on ``interrupt`` (see
+    :func:`_interrupts`) reads as Ctrl-C."""
     fd = -1
     with contextlib.suppress(AttributeError, OSError, ValueError):
         fd = stream.fileno()
+    watched = [x for x in (interrupt,) if x >= 0]
+
+    def interrupted(ready: list[int]) -> bool:
+        if interrupt in ready:
+            with contextlib.suppress(OSError):
+                os.read(interrupt, 64)
+            return True
+        return False
+
     if fd < 0 or not os.isatty(fd):
 
         def sleep(timeout: float) -> str:
-            time.sleep(timeout)
-            return ""
+            if not watched:
+                time.sleep(timeout)
+                return ""
+            ready, _, _ = select.select(watched, [], [], timeout)
+            return "\x03" if interrupted(ready) else ""
 
         yield sleep
         return
@@ -113,13 +154,16 @@ def _keys(stream: IO[str]) -> Iterator[Callable[[float], str]]:
     tty.setcbreak(fd)
 
     def wait(timeout: float) -> str:
-        ready, _, _ = select.select([fd], [], [], timeout)
-        return os.read(fd, 1).decode("utf-8", "replace") if ready else ""
+        ready, _, _ = select.select([fd, *watched], [], [], timeout)
+        if interrupted(ready):
+            return "\x03"
+        return os.read(fd, 1).decode("utf-8", "replace") if fd in ready else ""
 
     try:
         yield wait
     finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        # TCSANOW: restoring the mode must not wait for output a stalled terminal never drains
+        termios.tcsetattr(fd, termios.TCSANOW, saved)
 
 
 def watch(
@@ -138,7 +182,7 @@ def watch(
     last = time.monotonic()
     shown = 0
     try:
-        with _keys(keys) as wait:
+        with _interrupts() as interrupt, _keys(keys, interrupt) as wait:
             while iterations is None or shown < iterations:
                 now = time.monotonic()
                 screen, previous = render(read(), previous, now - last, interval=interval)
@@ -150,7 +194,8 @@ def watch(
                     break
                 deadline = time.monotonic() + interval
                 while (left := deadline - time.monotonic()) > 0:
-                    if wait(left) in ("q", "Q", "\x03"):  # \x03: Ctrl-C without a signal
+                    if wait(left) in ("q", "Q", "\x03"):  # \x03: Ctrl-C (key or SIGINT)
+                        out.write("\n")
                         return 0
     except KeyboardInterrupt:
         out.write("\n")

@@ -36,7 +36,7 @@ import alternator_shm
 from alternator_shm import Helper
 from alternator_shm.discovery import CONNECT_TIMEOUT, REQUEST_TIMEOUT
 from alternator_shm.emulator import Cluster
-from alternator_shm.fleet import layout
+from alternator_shm.fleet import layout, segment
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -420,6 +420,15 @@ def test_documented_segment_size_holds() -> None:
     text = " ".join(README.read_text().split())
     assert "well under 1 MiB (`TOTAL_SIZE` in `alternator_shm/fleet/layout.py`)" in text
     assert layout.TOTAL_SIZE < 1024 * 1024
+    kib = layout.TOTAL_SIZE // 1024
+    assert f"The segment needs {kib} KiB per namespace" in text
+    name = segment.base_name("x").split(".")[0]
+    assert f"segment `/{name}.<euid>.<hash>` of {kib} KiB per namespace (a " \
+           f"{layout.HEADER_SIZE // 1024} KiB header, {layout.HEALTH_CAPACITY} health entries of " \
+           f"{layout.HEALTH_ENTRY} bytes, two {layout.SLOT_SIZE // 1024} KiB table slots" in text
+    assert f"{layout.HEALTH_CAPACITY} per-node load entries of {layout.LOAD_ENTRY} bytes" in text
+    for other in re.findall(r"rrlb\d", text):
+        assert other == name, f"README names the segment {other}, the code {name}"
 
 
 def test_documented_profiles_are_the_accepted_ones() -> None:

@@ -169,8 +169,23 @@ class Node:
         self._serving = False
 
     def serve(self) -> None:
-        """End :meth:`hold_serving` (or a ``serve_delay``): open the port and answer."""
-        self.start()
+        """End :meth:`hold_serving` (or a ``serve_delay``): open the port and answer.
+
+        A no-op on a node that already serves. Raises RuntimeError on a node in any other state
+        (killed, paused, joining, decommissioned...): a real node does not come back by opening
+        a port; use :meth:`start` (a restart) for that.
+        """
+        state = self.state
+        if state == "NORMAL":
+            return
+        if state != "LISTED_NOT_SERVING":
+            raise RuntimeError(
+                f"node {self.ip} is {state}: serve() only ends hold_serving() or a "
+                "serve_delay; start() restarts a node"
+            )
+        with self._cluster._lock:
+            self._cancel_join()
+            self._start_locked()
 
     def kill(self) -> None:
         """Abrupt death: connections refused, in-flight ones reset; others notice after the

@@ -6,14 +6,15 @@ Two ways in, both ending with a new epoch in the segment (:mod:`fencing`):
 * the leader lock (an OFD lock on byte 0 of the lock file): the kernel drops it the instant its
   holder dies (SIGKILL included), with no clock, lease or pid;
 * a takeover: a SIGSTOPped or wedged leader keeps its lock, so when the heartbeat is older than
-  ``max(3 x refresh_interval, 2 s)`` one follower -- the one that gets the takeover byte and then
-  still sees the same stale epoch under the commit lock -- takes over with a newer epoch. It keeps
-  trying the lock byte and holds it once the old holder is gone. Meanwhile it holds the *deputy*
-  byte (its epoch recorded in the segment): a takeover leader cannot hold the leader lock, so
-  without it, its own death (the chaos test SIGKILLs leaders every second) would be noticed only
-  by a second stale heartbeat, and the table would age meanwhile. A follower that gets the deputy
-  byte while the current epoch is still the deputy's knows the deputy is gone and takes over at
-  once.
+  ``max(3 x refresh_interval, 2 s)`` one follower -- the one that still sees the same stale
+  epoch under the commit lock -- takes over with a newer epoch. It keeps trying the lock byte and
+  holds it once the old holder is gone (no follower claims the freed lock byte while a takeover
+  leader is alive). Meanwhile it holds its epoch's *deputy* byte (``layout.deputy_byte``, the
+  epoch recorded in the segment): a takeover leader cannot hold the leader lock, so without it,
+  its own death (the chaos test SIGKILLs leaders every second) would be noticed only by a second
+  stale heartbeat, and the table would age meanwhile. A follower that sees that byte free while
+  the current epoch is still that deputy's knows the deputy is gone and takes over at once. One
+  byte per epoch: a stopped process holding an older epoch's byte blocks nobody.
 
 A leader checks its epoch at every step and stands down (gives the lock byte back) as soon as it
 sees a newer one, e.g. when it resumes after SIGCONT. It never writes in between: every write is
@@ -63,6 +64,16 @@ def process_identity(pid: int, starttime: int) -> bool:
     return pid > 0 and process_starttime(pid) == starttime
 
 
+def _take_deputy_byte(seg: Segment, epoch: int) -> int | None:
+    """Take the first free deputy byte from ``layout.deputy_byte(epoch)`` on (a stopped process
+    may still hold one); None if all are held."""
+    for k in range(layout.DEPUTY_BYTES):
+        byte = layout.deputy_byte(epoch + k)
+        if seg.lock.try_lock(byte):
+            return byte
+    return None
+
+
 class Election:
     """This process's leadership of one namespace."""
 
@@ -71,7 +82,7 @@ class Election:
         self._owner: object | None = None
         self._epoch = 0
         self._mode = fencing.MODE_NONE
-        self._deputy = False  # we hold byte LOCK_DEPUTY (a takeover leader only)
+        self._deputy: int | None = None  # the deputy byte we hold (a takeover leader only)
         self._cooldown_until = 0.0
 
     def owner_is(self, owner: object) -> bool:
@@ -109,8 +120,8 @@ class Election:
             if time.monotonic() < self._cooldown_until:
                 return False
             if seg.lock.try_lock(layout.LOCK_LEADER):
-                epoch = fencing.claim(seg)
-                if epoch is None:
+                epoch = fencing.claim(seg, stale_after_ns)
+                if epoch is None:  # commit lock stuck, or a live takeover leader's turn
                     seg.lock.unlock(layout.LOCK_LEADER)
                     return False
                 self._become(owner, epoch, fencing.MODE_LOCK)
@@ -124,7 +135,8 @@ class Election:
 
     def _takeover_step(self, seg: Segment) -> None:
         """A takeover leader's step: hold the leader lock once its old holder is gone (then the
-        deputy byte is not needed), else hold the deputy byte if it did not get it at once."""
+        deputy byte is not needed), else hold its epoch's deputy byte if it did not get it at
+        once."""
         if seg.lock.try_lock(layout.LOCK_LEADER):
             if fencing.commit(seg, self._epoch, lambda: seg.words.__setitem__(
                     _W(layout.LEADER_MODE_OFF), fencing.MODE_LOCK)):
@@ -133,36 +145,36 @@ class Election:
                 log.info("the takeover leader of %s now holds the leader lock", seg.name)
             else:
                 seg.lock.unlock(layout.LOCK_LEADER)
-        elif not self._deputy and seg.lock.try_lock(layout.LOCK_DEPUTY):
-            if fencing.hold_deputy(seg, self._epoch):
-                self._deputy = True
-            else:
-                seg.lock.unlock(layout.LOCK_DEPUTY)
+        elif self._deputy is None:
+            byte = _take_deputy_byte(seg, self._epoch)
+            if byte is not None:
+                if fencing.hold_deputy(seg, self._epoch, byte):
+                    self._deputy = byte
+                else:
+                    seg.lock.unlock(byte)
 
     def _try_take_over(self, owner: object, seg: Segment, stale_after_ns: int) -> bool:
         """Take over from a leader whose heartbeat is stale, or at once from a takeover leader
-        that is gone: it held the deputy byte, which the kernel freed when it died (SIGKILL
-        included) or that it gave back on ``close()``. Without this, a takeover leader killed
-        before its first refresh left the table ageing for another heartbeat threshold."""
-        deputy = seg.lock.try_lock(layout.LOCK_DEPUTY)
+        that is gone: it held its epoch's deputy byte, which the kernel freed when it died
+        (SIGKILL included) or that it gave back on ``close()``. Without this, a takeover leader
+        killed before its first refresh left the table ageing for another heartbeat threshold.
+
+        No byte is taken to decide (the state of the old deputy byte is only read): a follower
+        SIGSTOPped in here holds nothing another follower needs."""
+        orphaned = fencing.deputy_orphaned(seg)
+        if not orphaned and not fencing.heartbeat_is_stale(seg.words, stale_after_ns):
+            return False
+        seen = fencing.current_epoch(seg.words)
+        deputy = _take_deputy_byte(seg, seen + 1)  # the seat of the epoch we would start
         try:
-            orphaned = deputy and fencing.deputy_orphaned(seg.words)
-            if not orphaned and not fencing.heartbeat_is_stale(seg.words, stale_after_ns):
-                return False
-            seen = fencing.current_epoch(seg.words)
-            if not seg.lock.try_lock(layout.LOCK_TAKEOVER):
-                return False  # another follower is taking over right now
-            try:
-                epoch = fencing.take_over(seg, seen, stale_after_ns, deputy)
-            finally:
-                seg.lock.unlock(layout.LOCK_TAKEOVER)
+            epoch = fencing.take_over(seg, seen, stale_after_ns, deputy)
             if epoch is None:
                 return False
             self._become(owner, epoch, fencing.MODE_TAKEOVER)
-            self._deputy, deputy = deputy, False  # keep the byte while we lead by takeover
+            self._deputy, deputy = deputy, None  # keep the byte while we lead by takeover
         finally:
-            if deputy:
-                seg.lock.unlock(layout.LOCK_DEPUTY)
+            if deputy is not None:
+                seg.lock.unlock(deputy)
         why = ("the previous takeover leader is gone" if orphaned
                else f"a wedged leader: heartbeat older than {stale_after_ns / 1e9:.1f}s")
         log.warning(
@@ -174,9 +186,9 @@ class Election:
         return True
 
     def _drop_deputy(self, seg: Segment) -> None:
-        if self._deputy and seg.lock.fd >= 0:
-            seg.lock.unlock(layout.LOCK_DEPUTY)
-        self._deputy = False
+        if self._deputy is not None and seg.lock.fd >= 0:
+            seg.lock.unlock(self._deputy)
+        self._deputy = None
 
     def _become(self, owner: object, epoch: int, mode: int) -> None:
         self._owner = owner
@@ -212,7 +224,7 @@ class Election:
             if seg is None or seg.lock.fd < 0:
                 self._owner = None
                 self._mode = fencing.MODE_NONE
-                self._deputy = False
+                self._deputy = None
                 return
             epoch = self._epoch
             self._release(seg)
@@ -225,4 +237,4 @@ class Election:
         with self._lock:
             self._owner = None
             self._mode = fencing.MODE_NONE
-            self._deputy = False
+            self._deputy = None

@@ -94,7 +94,7 @@ def fix_for(exc: BaseException, shm_dir: str) -> str:
             or "not a regular file" in text:
         return ("another user created this name before us: as root, remove that file (it is "
                 "named above), or give this application another namespace=")
-    if "bad header" in text or "corrupt" in text:
+    if "bad header" in text or "corrupt" in text or "truncated" in text:
         return ("stop the processes still attached to this segment, then run "
                 "`alternator-shm cleanup` (or just restart them: the last one out lets the next "
                 "rebuild it)")

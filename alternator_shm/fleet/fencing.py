@@ -48,6 +48,7 @@ __all__ = [
     "deputy_orphaned",
     "heartbeat_is_stale",
     "hold_deputy",
+    "live_takeover_leader",
     "stale_after_ns",
     "stamp_is_stale",
     "take_over",
@@ -132,11 +133,14 @@ def _write_leader(words: memoryview, epoch: int, mode: int, now: int) -> None:
     words[_HEARTBEAT] = now
 
 
-def claim(seg: Segment) -> int | None:
+def claim(seg: Segment, max_age_ns: int | None = None) -> int | None:
     """The caller just took the leader lock: start a new epoch. None if the commit lock could
-    not be had (the caller gives the leader lock back and retries later)."""
+    not be had, or -- given ``max_age_ns`` -- a live takeover leader is about to take the lock
+    itself (the caller gives the leader lock back and retries later)."""
     with commit_section(seg) as ok:
         if not ok:
+            return None
+        if max_age_ns is not None and live_takeover_leader(seg, max_age_ns):
             return None
         words = seg.words
         epoch = int(words[_EPOCH]) + 1
@@ -144,40 +148,69 @@ def claim(seg: Segment) -> int | None:
         return epoch
 
 
-def deputy_orphaned(words: memoryview) -> bool:
-    """True if the current leader took over holding byte ``LOCK_DEPUTY`` (see :mod:`election`).
-    Only meaningful to a caller that has just taken that byte itself: then its holder is gone
-    (SIGKILLed or closed), so its successor need not wait for a stale heartbeat."""
+def deputy_orphaned(seg: Segment) -> bool:
+    """True if the current leader is a takeover leader that held its deputy byte and is gone
+    (SIGKILLed, or closed): that byte is free now (see :mod:`election`). Reads the byte's state
+    without taking it, so a process stopped here holds nothing."""
+    words = seg.words
+    epoch = int(words[_EPOCH])
     return (
         int(words[_W(layout.LEADER_MODE_OFF)]) == MODE_TAKEOVER
-        and int(words[_W(layout.DEPUTY_EPOCH_OFF)]) == int(words[_EPOCH])
+        and int(words[_W(layout.DEPUTY_EPOCH_OFF)]) == epoch
+        and seg.lock.holder(_deputy_byte_of(words)) is None
     )
 
 
-def take_over(seg: Segment, seen_epoch: int, max_age_ns: int, deputy: bool = False) -> int | None:
+def _deputy_byte_of(words: memoryview) -> int:
+    byte = int(words[_W(layout.DEPUTY_BYTE_OFF)])
+    in_range = layout.LOCK_DEPUTY_BASE <= byte < layout.LOCK_DEPUTY_BASE + layout.DEPUTY_BYTES
+    return byte if in_range else layout.LOCK_DEPUTY_BASE
+
+
+def live_takeover_leader(seg: Segment, max_age_ns: int) -> bool:
+    """True if a takeover leader leads and is alive: the leader lock it is about to take over
+    from the stopped process must be left to it, not claimed by whoever polls first."""
+    words = seg.words
+    return (
+        int(words[_W(layout.LEADER_MODE_OFF)]) == MODE_TAKEOVER
+        and int(words[_W(layout.LEADER_PID_OFF)]) != 0
+        and not heartbeat_is_stale(words, max_age_ns)
+        and not deputy_orphaned(seg)
+    )
+
+
+def take_over(
+    seg: Segment, seen_epoch: int, max_age_ns: int, deputy: int | None = None
+) -> int | None:
     """Replace a wedged or vanished leader: a new epoch if the epoch is still ``seen_epoch`` and,
     *under the commit lock* (so of several followers trying at once, exactly one succeeds), its
-    heartbeat is still stale or -- when the caller holds ``LOCK_DEPUTY`` (``deputy``) -- the
-    takeover leader that held that byte is gone; else None."""
+    heartbeat is still stale or the takeover leader of that epoch is gone
+    (:func:`deputy_orphaned`); else None. ``deputy``: the deputy byte the caller holds, if
+    any."""
     with commit_section(seg) as ok:
         if not ok:
             return None
         words = seg.words
         if int(words[_EPOCH]) != seen_epoch:
             return None
-        if not heartbeat_is_stale(words, max_age_ns) and not (deputy and deputy_orphaned(words)):
+        if not heartbeat_is_stale(words, max_age_ns) and not deputy_orphaned(seg):
             return None
         epoch = seen_epoch + 1
         _write_leader(words, epoch, MODE_TAKEOVER, time.monotonic_ns())
-        if deputy:
+        if deputy is not None:
+            words[_W(layout.DEPUTY_BYTE_OFF)] = deputy
             words[_W(layout.DEPUTY_EPOCH_OFF)] = epoch
         words[_W(layout.TAKEOVERS_OFF)] = int(words[_W(layout.TAKEOVERS_OFF)]) + 1
         return epoch
 
 
-def hold_deputy(seg: Segment, epoch: int) -> bool:
-    """A takeover leader that got ``LOCK_DEPUTY`` only after its takeover records it (fenced)."""
-    return commit(seg, epoch, lambda: seg.words.__setitem__(_W(layout.DEPUTY_EPOCH_OFF), epoch))
+def hold_deputy(seg: Segment, epoch: int, byte: int) -> bool:
+    """A takeover leader that got a deputy byte only after its takeover records it (fenced)."""
+    def write() -> None:
+        seg.words[_W(layout.DEPUTY_BYTE_OFF)] = byte
+        seg.words[_W(layout.DEPUTY_EPOCH_OFF)] = epoch
+
+    return commit(seg, epoch, write)
 
 
 def _always() -> bool:
@@ -206,11 +239,13 @@ def vacate(seg: Segment, epoch: int) -> bool:
         words = seg.words
         if int(words[_EPOCH]) != epoch:
             return False
-        seat_handed_on = deputy_orphaned(words)  # we took over holding the deputy byte
+        # a takeover leader holding its deputy byte hands its seat on at once: the epoch it
+        # leaves is recorded as a deputy's whose byte nobody holds, so the next follower to
+        # look sees it orphaned (no stale heartbeat to wait for)
+        seat_handed_on = (int(words[_W(layout.LEADER_MODE_OFF)]) == MODE_TAKEOVER
+                          and int(words[_W(layout.DEPUTY_EPOCH_OFF)]) == epoch)
         words[_EPOCH] = epoch + 1
         if seat_handed_on:
-            # a takeover leader hands its seat on at once: the next follower to get the
-            # deputy byte sees the new epoch as orphaned (no stale heartbeat to wait for)
             words[_W(layout.DEPUTY_EPOCH_OFF)] = epoch + 1
         else:
             words[_W(layout.LEADER_MODE_OFF)] = MODE_NONE

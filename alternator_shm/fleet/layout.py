@@ -40,10 +40,11 @@ EPOCH_OFF: Final = 0x088  # the leader epoch (fencing token); bumped by every ne
 PUBLISHED_EPOCH_OFF: Final = 0x090  # epoch of the writer of the last commit (never decreases)
 LEADER_MODE_OFF: Final = 0x098  # 0 none, 1 holds the leader lock, 2 took over a wedged leader
 TAKEOVERS_OFF: Final = 0x0A0  # takeovers of a wedged leader (diagnostics)
-# the epoch of the takeover leader that holds byte LOCK_DEPUTY: when that byte is free while the
-# epoch and mode are still its, the takeover leader is gone (killed or closed): no need to wait
-# for its heartbeat to go stale
+# the epoch of the takeover leader that holds its deputy byte (deputy_byte(epoch)): when that
+# byte is free while the epoch and mode are still its, the takeover leader is gone (killed or
+# closed): no need to wait for its heartbeat to go stale
 DEPUTY_EPOCH_OFF: Final = 0x0A8
+DEPUTY_BYTE_OFF: Final = 0x0B0  # which lock-file byte that takeover leader holds
 
 LEADER_PID_OFF: Final = 0x100
 LEADER_START_OFF: Final = 0x108  # /proc/<pid>/stat starttime ticks: (pid, start) is reuse-proof
@@ -133,9 +134,15 @@ BACKEND_CODES: Final = {name: code for code, name in BACKEND_NAMES.items()}
 LOCK_LEADER: Final = 0  # exclusive, held by the leader while it leads
 LOCK_INIT: Final = 1  # exclusive, brief: serialises creation, repair and cleanup
 LOCK_ATTACHED: Final = 2  # shared by every attached process; exclusive only for cleanup
-LOCK_TAKEOVER: Final = 3  # exclusive, brief: the one follower attempting a takeover
+# 3: once the mutex of takeover attempts; no longer taken (a follower SIGSTOPped holding it
+# blocked every takeover): the epoch check under LOCK_COMMIT alone picks the one winner
+LOCK_TAKEOVER: Final = 3
 LOCK_COMMIT: Final = 4  # exclusive, brief: epoch check + write of fenced words (fencing.py)
-LOCK_DEPUTY: Final = 5  # exclusive, held by a takeover leader (it cannot hold LOCK_LEADER)
+# A takeover leader (which cannot hold LOCK_LEADER: a stopped process still does) holds a deputy
+# byte, the first free one from deputy_byte(its epoch) on, recorded at DEPUTY_BYTE_OFF; several
+# bytes, so a stopped process still holding one never stands in the way of the next deputy.
+LOCK_DEPUTY_BASE: Final = 64
+DEPUTY_BYTES: Final = 64
 
 
 def slot_offset(index: int) -> int:
@@ -151,6 +158,11 @@ def health_offset(index: int) -> int:
 def load_offset(index: int) -> int:
     """Start of load entry ``index`` (the node of health entry ``index``)."""
     return LOAD_OFF + index * LOAD_ENTRY
+
+
+def deputy_byte(epoch: int) -> int:
+    """The first lock-file byte a takeover leader of ``epoch`` tries to hold while it leads."""
+    return LOCK_DEPUTY_BASE + epoch % DEPUTY_BYTES
 
 
 def word_index(offset: int) -> int:

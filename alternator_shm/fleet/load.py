@@ -48,7 +48,7 @@ import time
 from dataclasses import dataclass
 
 from alternator_shm.fleet import layout
-from alternator_shm.fleet.counter import SharedWords
+from alternator_shm.fleet.counter import CounterLockBusy, SharedWords
 from alternator_shm.fleet.health import node_key
 
 __all__ = [
@@ -213,6 +213,8 @@ class Load:
         self._outstanding: set[Attempt] = set()
         self._renewer: threading.Thread | None = None
         self._swept_epoch = -1
+        self._busy = False  # the last update found the flock counter lock held
+        self.skipped = 0  # updates skipped for that reason (diagnostics, tests)
 
     def _after_fork(self) -> None:
         """Fork child: the parent's attempts are not ours, and its lock may have been held by
@@ -224,6 +226,20 @@ class Load:
         self._pid = os.getpid()
 
     # -- in flight -------------------------------------------------------------------------------
+
+    def _cas(self, offset: int, old: int, new: int) -> bool:
+        """compare_exchange for figures that are statistics only: on the flock backend, with
+        its lock held by a stopped process, the update is skipped (False) instead of raising.
+        A skipped +1 leaves the attempt untracked; a skipped -1 over-counts until its epoch
+        expires. Neither may fail a call or send the process local."""
+        try:
+            ok = self._ops.compare_exchange(offset, old, new)
+        except CounterLockBusy:
+            self._busy = True
+            self.skipped += 1
+            return False
+        self._busy = False
+        return ok
 
     def _add(self, index: int, epoch: int, delta: int) -> bool:
         """Add ``delta`` (+1 / -1) to the ``epoch`` half of entry ``index``; False if refused
@@ -243,7 +259,7 @@ class Load:
             else:
                 return False
             new = _with_half(word, parity, (tag << 16) | count)
-            if self._ops.compare_exchange(offset, word, new):
+            if self._cas(offset, word, new):
                 return True
         return False  # pathological contention: give up on this count rather than spin
 
@@ -315,8 +331,8 @@ class Load:
                 half = _half(word, parity)
                 if half and half >> 16 not in live:
                     new = _with_half(new, parity, 0)
-            if new != word:
-                self._ops.compare_exchange(_in_flight_offset(i), word, new)
+            if new != word and not self._cas(_in_flight_offset(i), word, new) and self._busy:
+                return  # the flock backend's lock is held by a stopped process
 
     def in_flight(self, index: int) -> int:
         return _count_in(int(self._words[_INFLIGHT + index * _STRIDE]), _epoch(time.monotonic_ns()))

@@ -41,6 +41,10 @@ class _Probe:
     settled: bool = False  # an outcome (answer or deadline) was recorded
 
 
+def _always() -> bool:
+    return True
+
+
 class Prober:
     """Runs the leader's probes; ``probe(node)`` returns True for an HTTP 200 answer."""
 
@@ -51,6 +55,7 @@ class Prober:
         self._settled = threading.Condition(self._lock)
         self._inflight: dict[str, _Probe] = {}
         self._pool: ThreadPoolExecutor | None = None
+        self._closed = False  # close() is final: no pool is rebuilt, no probe started
         self._pid = -1
         self.started = 0  # probes started (tests, diagnostics)
 
@@ -64,13 +69,18 @@ class Prober:
             self._pid = os.getpid()
         return self._pool
 
-    def cycle(self, health: Health, nodes: tuple[str, ...]) -> None:
-        """Settle probes past their deadline, then start the due ones (non-blocking)."""
+    def cycle(
+        self, health: Health, nodes: tuple[str, ...], leading: Callable[[], bool] = _always
+    ) -> None:
+        """Settle probes past their deadline, then start the due ones (non-blocking), while
+        ``leading()`` (the caller's leadership: only the leader probes) and not closed."""
         if health.settings is None:
             return
         now = time.monotonic_ns()
         timeout_ns = int(self._settings.probe_timeout * 1e9)
         with self._lock:
+            if self._closed or not leading():
+                return
             pool = self._executor()
             for node, p in list(self._inflight.items()):
                 if p.started_ns and not p.settled and now - p.started_ns >= timeout_ns:
@@ -94,9 +104,12 @@ class Prober:
                 self._inflight[node] = _Probe(health, now)
                 pool.submit(self._run, node)
 
-    def admit(self, health: Health, nodes: tuple[str, ...]) -> None:
+    def admit(
+        self, health: Health, nodes: tuple[str, ...], leading: Callable[[], bool] = _always
+    ) -> None:
         """Probe the never-probed quarantined nodes of ``nodes`` and wait for their answers,
-        at most ``min(ADMISSION_WAIT, probe_timeout)`` seconds (leader, before publishing)."""
+        at most ``min(ADMISSION_WAIT, probe_timeout)`` seconds (leader, before publishing;
+        nothing once ``leading()`` is False or the prober is closed)."""
         if health.settings is None:
             return
         fresh = {n for n in nodes if health.never_probed(n)}
@@ -104,8 +117,10 @@ class Prober:
             return
         deadline = time.monotonic() + min(ADMISSION_WAIT, self._settings.probe_timeout)
         while True:
-            self.cycle(health, nodes)
+            self.cycle(health, nodes, leading)
             with self._lock:
+                if self._closed or not leading():
+                    return
                 waiting = [n for n in fresh if health.never_probed(n)
                            or (n in self._inflight and not self._inflight[n].settled)]
                 left = deadline - time.monotonic()
@@ -141,5 +156,6 @@ class Prober:
         with self._lock:
             pool, self._pool = self._pool, None
             self._inflight = {}
+            self._closed = True
         if pool is not None and self._pid == os.getpid():
             pool.shutdown(wait=False, cancel_futures=True)

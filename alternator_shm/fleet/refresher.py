@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from alternator_shm.fleet import events as _events
-from alternator_shm.fleet import fencing, identity, layout, table
+from alternator_shm.fleet import fencing, identity, layout, mapguard, table
 from alternator_shm.fleet.health import HealthSettings
 from alternator_shm.fleet.local import Attachment, LocalState
 from alternator_shm.fleet.probes import Prober
@@ -168,15 +168,20 @@ def refresh_once(
                 )
             raise
         changed = False
-        att.health.admit(nodes)  # new nodes enter admission quarantine before anyone routes
+        # new nodes enter admission quarantine before anyone routes (a shared write: fenced,
+        # like everything a leader writes, so a closed or taken-over leader claims nothing)
+        if not fence.commit(lambda: att.health.admit(nodes)):
+            raise FencedOut("lost the leadership during the refresh; nothing was admitted")
         if prober is not None and int(words[_W(layout.PUBLISH_OFF)]) >> 1 == 0:
             # Only the host's first table waits for its nodes' admission probes, so the first
             # wave of calls already splits over active nodes. Later, a new node simply stays
             # quarantined until its probe answers: waiting here would age the whole table
-            # (up to the admission wait) for the sake of one node.
-            prober.admit(att.health, nodes)  # ... and are probed before the table shows them
+            # (up to the admission wait) for the sake of one node. The wait is progress: the
+            # heartbeat goes on meanwhile, so a follower does not take it for a wedged leader.
+            with _heartbeat_during(fence, words):
+                prober.admit(att.health, nodes, fence.still_mine)
         elif prober is not None:
-            prober.cycle(att.health, nodes)  # start the new nodes' probes without waiting
+            prober.cycle(att.health, nodes, fence.still_mine)  # start them without waiting
 
         def record_success() -> None:
             nonlocal changed
@@ -276,7 +281,11 @@ class Refresher:
         """One round; returns how long to sleep before the next one."""
         state, config = self._state, self._config
         att = state.ensure(config.counter_backend)
-        if att.seg.replaced():
+        mapguard.reinstall()  # on top again if e.g. faulthandler.enable() ran since
+        if att.seg.truncated():
+            att = state.reattach("segment was truncated underneath us (same user?)",
+                                 config.counter_backend)
+        elif att.seg.replaced():
             att = state.reattach("segment or lock file was removed or replaced underneath us",
                                  config.counter_backend)
         if config.refresh is None:
@@ -303,8 +312,8 @@ class Refresher:
                 refresh_once(state, att, config.refresh, request, fence, config.identity,
                              self._prober)
         nodes = att.reader.read()
-        if nodes and self._prober is not None and fence.still_mine():
-            self._prober.cycle(att.health, nodes)
+        if nodes and self._prober is not None:
+            self._prober.cycle(att.health, nodes, fence.still_mine)
         return self._leader_delay(words)
 
     def _interval(self, words: memoryview) -> float:

@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 
 from alternator_shm.errors import SharedStateError
-from alternator_shm.fleet import counter, layout
+from alternator_shm.fleet import counter, layout, mapguard
 
 try:  # pragma: no cover - import guard
     import posix_ipc
@@ -298,6 +298,7 @@ class Segment:
     lock: LockFile
     backend: int
     created: bool
+    guard: mapguard.Guard = field(default_factory=lambda: mapguard.Guard(None))
     pid: int = field(default_factory=os.getpid)
 
     @property
@@ -311,6 +312,11 @@ class Segment:
         except FileNotFoundError:
             return True
         return (st.st_dev, st.st_ino) != self.identity or self.lock.replaced()
+
+    def truncated(self) -> bool:
+        """True once our mapping lost its file's pages (truncated by the same user): its memory
+        is zeros now (:mod:`mapguard`), nothing in it may be trusted or written back."""
+        return self.guard.tripped()
 
     def close_fd(self) -> None:
         """Close the segment fd (the mapping stays valid until garbage collected)."""
@@ -477,6 +483,7 @@ def _attach_locked(
         if created or st.st_size < layout.TOTAL_SIZE:
             _reserve(fd, path, created)  # also repairs a creator killed before it reserved
         mm = mmap.mmap(fd, layout.TOTAL_SIZE)
+        guard = mapguard.guard(mm)  # a truncation from now on cannot kill us (mapguard.py)
         words = memoryview(mm).cast("Q")
         problem = None if created else header_problem(words)
         if created or problem is not None:
@@ -507,6 +514,7 @@ def _attach_locked(
             lock=lf,
             backend=code,
             created=created,
+            guard=guard,
         )
     except BaseException:
         os.close(fd)
@@ -556,6 +564,7 @@ def open_read_only(shm_dir: str, base: str) -> ReadOnlySegment | None:
         if st.st_size < layout.TOTAL_SIZE:
             return None
         mm = mmap.mmap(fd, layout.TOTAL_SIZE, prot=mmap.PROT_READ)
+        mapguard.guard(mm)  # `status` must not die of a truncation either
     finally:
         os.close(fd)
     words = memoryview(mm).cast("Q")

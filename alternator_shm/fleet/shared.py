@@ -616,7 +616,12 @@ class SharedFleet:
         A few CAS on the mapping; a node without a health entry is not counted.
         """
         att = self._att()
-        return self._load_of(att).begin(att.health.slot(node, create=True))
+        load = self._load_of(att)
+        try:
+            index = att.health.slot(node, create=True)
+        except CounterLockBusy:  # flock lock held by a stopped process: stats only, untracked
+            index = None
+        return load.begin(index)
 
     def end_attempt(self, attempt: Attempt, answered: bool) -> None:
         """The attempt is over; ``answered`` (any HTTP answer) adds its latency to the node's."""

@@ -22,6 +22,7 @@ import mmap
 import struct
 from collections.abc import Iterable
 
+from alternator_shm.errors import SharedStateError
 from alternator_shm.fleet import layout
 
 __all__ = ["TableReader", "publish", "read_published", "validate_nodes", "validate_note"]
@@ -176,6 +177,13 @@ class TableReader:
         for _ in range(_READ_TRIES):
             w = int(self._words[_PUB])
             if w == 0:
+                if self._cache[0] > 0:
+                    # generations never go back while we are attached (a rebuild needs every
+                    # process detached): the segment was zeroed or truncated underneath us
+                    raise SharedStateError(
+                        "the shared segment was truncated or zeroed underneath this process "
+                        "(by the same user?); its table is gone"
+                    )
                 self._cache = (0, (), "")
                 return self._cache
             full = read_slot_with_note(self._mm, self._words, w)

@@ -202,6 +202,19 @@ def test_listed_before_serving_reset_mode_and_hold_on_a_running_node() -> None:
             node.hold_serving(mode="sometimes")  # type: ignore[arg-type]
 
 
+def test_serve_does_not_revive_a_killed_node() -> None:
+    with Cluster(nodes=2, backend="null") as cluster:
+        node = cluster.nodes[1]
+        node.kill()
+        with pytest.raises(RuntimeError, match="DOWN"):
+            node.serve()
+        assert node.state == "DOWN" and _refused(node.ip, cluster.port)
+        node.start()
+        node.serve()  # serving already: a no-op
+        assert node.state == "NORMAL"
+        assert "TableNames" in client(cluster, node).list_tables()
+
+
 def test_join_then_serve_delay_then_serving() -> None:
     with Cluster(nodes=2, backend="null") as cluster:
         node = cluster.add_node(join_delay=0.3, serve_delay=0.5)

