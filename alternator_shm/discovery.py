@@ -18,7 +18,11 @@ servers older than 2025.1 ignore both parameters.
   :data:`HEDGE_DELAY` while none answered), so N paused nodes cost about one timeout, not N;
 * no single node can narrow the table: a node of the previous table that an answer leaves out
   is asked itself, and leaves only if it fails to answer or answers without itself. A node
-  that lists only itself is outvoted by the others it omits. Growing needs one answer;
+  that lists only itself is outvoted by the others it omits. Nor does one node's word alone
+  make the table: when there is no table of this scope yet, or the only answer lists nothing
+  but its own node, a second witness is asked (a node the answer lists, else the remaining
+  candidates and the seeds), so a first table is never one partial view, and a table that a
+  partial view already narrowed to itself is widened again by the seeds at the next refresh;
 * a rack or datacenter scope is the union of those answers; the cluster scope is the union
   of the answers of every datacenter reachable from the candidates;
 * with ``fallback`` an empty scope widens: rack -> datacenter -> cluster (one WARNING naming
@@ -557,8 +561,11 @@ class Discovery:
         one more candidate is asked every :data:`HEDGE_DELAY` (at once after a failure), at
         most :data:`MAX_IN_FLIGHT` at a time. Once answers are in, every node of ``previous``
         that no answer lists is asked itself (for the cluster scope: every candidate not yet
-        covered, since each datacenter answers only for itself). A node of ``previous`` is
-        dropped only if it was asked and failed on its own or answered without itself.
+        covered, since each datacenter answers only for itself), and while only one node has
+        answered and its word alone would make the table (no table of this scope yet, or it
+        lists only itself) one more is asked (a second witness; hedged like the first). A node of
+        ``previous`` is dropped only if it was asked and failed on its own or answered without
+        itself.
         """
         query = scope.query()
         queue = list(dict.fromkeys(known))
@@ -570,6 +577,8 @@ class Discovery:
         union: set[str] = set()
         wake = threading.Condition()
         last_launch = -1.0
+        witnesses_left = True  # candidates remain that could confirm a lone answer
+        witnesses: set[str] = set()  # asked only to confirm: not waited for once two answered
 
         def launch(node: str) -> None:
             nonlocal last_launch
@@ -581,6 +590,22 @@ class Discovery:
 
         def fresh(node: str) -> bool:
             return node not in asked and node not in state.failed and node not in union
+
+        def lone_word() -> bool:
+            """Only one node answered and its word alone would make the table: there is no
+            table of this scope yet (a first table, or the scope changed), or it lists no node
+            but (at most) itself -- a partial view's signature, and the way a table narrowed
+            by one node (it answered first) would otherwise stay narrowed."""
+            if len(answers) != 1:
+                return False
+            ((node, nodes),) = answers.items()
+            return not previous or set(nodes) <= {node}
+
+        def second_witness() -> str | None:
+            listed = [n for n in union if n not in asked and n not in state.failed]
+            if listed:
+                return random.choice(listed)
+            return next_candidate()
 
         def next_candidate() -> str | None:
             nonlocal queue, seeds_queued
@@ -626,6 +651,21 @@ class Discovery:
                     todo = [n for n in previous if fresh(n)]
                 for node in dict.fromkeys(todo[: max(0, room)]):
                     launch(node)
+                room = min(MAX_IN_FLIGHT - len(pending), MAX_ASKS - state.asks)
+                if (lone_word() and witnesses_left and room > 0
+                        and (not pending or now - last_launch >= HEDGE_DELAY)):
+                    # One node's word never makes the table: a second witness is asked (a node
+                    # it listed, else the remaining candidates and seeds). With union semantics
+                    # a partial view is thereby outvoted by any node that lists more.
+                    witness = second_witness()
+                    if witness is None:
+                        witnesses_left = False
+                    else:
+                        witnesses.add(witness)
+                        launch(witness)
+                if len(answers) >= 2:
+                    for node in witnesses & pending.keys():
+                        pending.pop(node).abort()  # not needed (a paused one would cost 2 s)
                 if not pending:
                     break
             else:
@@ -637,7 +677,7 @@ class Discovery:
                 if candidate is None and not pending and (room <= 0 or not queue):
                     break  # nobody left to ask (or the fetch's request budget is spent)
             wait_until = min([state.deadline, *(e.deadline for e in pending.values())])
-            if not answers and room > 0:
+            if (not answers or (lone_word() and witnesses_left)) and room > 0:
                 wait_until = min(wait_until, last_launch + HEDGE_DELAY)
             with wake:
                 if not any(e.done.is_set() for e in pending.values()):

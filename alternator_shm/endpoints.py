@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-__all__ = ["canonical_endpoint", "canonical_order", "representative_order"]
+__all__ = ["canonical_endpoint", "canonical_order", "order_key", "representative_order"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # The spelling node tables use (lower case, no user info): canonical without urlsplit.
@@ -36,11 +36,15 @@ def canonical_endpoint(endpoint: str) -> str:
             if _DEFAULT_PORTS[scheme] == port_number:
                 return f"{scheme}://{host}"
             return f"{scheme}://{host}:{port_number}"
-    parts = urlsplit(endpoint.strip())
+    parts = urlsplit(endpoint.strip())  # surrounding white space dropped, as URL parsers do
     scheme = parts.scheme.lower()
     host = parts.hostname  # lower-cased, brackets and user info removed
     if not scheme or not host:
         raise ValueError(f"not an endpoint (needs scheme://host): {endpoint!r}")
+    if not host.isascii() or not host.isprintable() or " " in host:
+        # The spec folds ASCII case only and orders ASCII bytes: an internationalized name
+        # must be given in its ASCII (IDNA) form.
+        raise ValueError(f"not an endpoint (host must be printable ASCII): {endpoint!r}")
     port = parts.port  # ValueError for a port outside 0..65535 or not a number
     if ":" in host:
         host = f"[{host}]"
@@ -57,12 +61,17 @@ def _dedupe(endpoints: Iterable[str]) -> dict[str, str]:
     return first
 
 
+def order_key(canonical: str) -> bytes:
+    """Sort key of a canonical endpoint: its ASCII bytes (the spec's bytewise order)."""
+    return canonical.encode("ascii")
+
+
 def canonical_order(endpoints: Iterable[str]) -> list[str]:
     """Distinct canonical identities, sorted bytewise (ASCII) by canonical string."""
-    return sorted(_dedupe(endpoints), key=lambda c: c.encode("ascii", "surrogateescape"))
+    return sorted(_dedupe(endpoints), key=order_key)
 
 
 def representative_order(endpoints: Iterable[str]) -> list[str]:
     """The first spelling of each identity, in :func:`canonical_order`."""
     first = _dedupe(endpoints)
-    return [first[c] for c in sorted(first, key=lambda c: c.encode("ascii", "surrogateescape"))]
+    return [first[c] for c in sorted(first, key=order_key)]

@@ -6,12 +6,15 @@ own failures in one place; errors returned by DynamoDB itself stay botocore's ``
 
 from __future__ import annotations
 
+import botocore.exceptions
+
 __all__ = [
     "AlternatorError",
     "ConfigurationError",
     "DiscoveryError",
     "NoLiveNodesError",
     "SharedStateError",
+    "UndecodableAnswerError",
 ]
 
 
@@ -37,3 +40,14 @@ class SharedStateError(AlternatorError):
     Raised when the segment or its lock file belongs to another user, is a symlink, is
     corrupted beyond repair, or when ``/dev/shm`` is full or missing.
     """
+
+
+class UndecodableAnswerError(AlternatorError, botocore.exceptions.ConnectionClosedError):
+    """A node's compressed answer could not be decoded (``response_compression=True``).
+
+    Broken or truncated gzip / deflate, or a ``Content-Encoding`` we did not ask for. A
+    ``ConnectionClosedError`` for botocore, so both its retry modes retry the attempt on another
+    node, as for any answer that never arrived whole; ``error`` says what was wrong.
+    """
+
+    fmt = 'Undecodable answer from endpoint URL "{endpoint_url}": {error}'

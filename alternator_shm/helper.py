@@ -44,6 +44,8 @@ from alternator_shm.fleet import identity as _identity
 from alternator_shm.fleet.failsoft import MODES as _SHARED_MODES
 from alternator_shm.fleet.failsoft import FailSoftFleet, default_shm_dir
 from alternator_shm.fleet.health import HealthSettings
+from alternator_shm.fleet.schedule import DEFAULT as _SCHEDULE
+from alternator_shm.fleet.schedule import seconds
 from alternator_shm.hooks import HookOptions, register_hooks, skip_sdk_user_agent_rebuild
 from alternator_shm.routing import Router
 from alternator_shm.transport import Transport, TransportOptions
@@ -88,8 +90,8 @@ class _Options:
     request_compression: int | None = None
     response_compression: bool = False
     user_agent: str | None = None
-    refresh_interval: float = 1.0
-    idle_refresh_interval: float = 60.0
+    refresh_interval: float = _SCHEDULE.refresh_interval
+    idle_refresh_interval: float = _SCHEDULE.idle_refresh_interval
     namespace: str | None = None
     node_health: bool | HealthSettings = True
     shared: Literal["auto", "required", "off"] = "auto"
@@ -179,10 +181,7 @@ def _validate(seeds: Sequence[str], kw: dict[str, Any]) -> _Options:
             f"request_compression must be None or a size in bytes >= 0, got {rc!r}"
         )
     for name in ("refresh_interval", "idle_refresh_interval"):
-        value = kw[name]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ConfigurationError(f"{name} must be a number of seconds > 0, got {value!r}")
-        kw[name] = float(value)
+        kw[name] = seconds(name, kw[name])  # the fleet's own check (fleet/schedule.py)
     if not isinstance(kw["shared"], str) or kw["shared"] not in _SHARED_MODES:
         raise ConfigurationError(
             f"shared must be 'auto', 'required' or 'off', got {kw['shared']!r}"
@@ -342,8 +341,8 @@ class Helper:
         request_compression: int | None = None,
         response_compression: bool = False,
         user_agent: str | None = None,
-        refresh_interval: float = 1.0,
-        idle_refresh_interval: float = 60.0,
+        refresh_interval: float = _SCHEDULE.refresh_interval,
+        idle_refresh_interval: float = _SCHEDULE.idle_refresh_interval,
         namespace: str | None = None,
         node_health: bool | HealthSettings = True,
         shared: Literal["auto", "required", "off"] = "auto",

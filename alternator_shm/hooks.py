@@ -34,7 +34,7 @@ import re
 import weakref
 from collections.abc import Callable, Collection, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import botocore.awsrequest
 import botocore.exceptions
@@ -116,6 +116,62 @@ def _set_header(headers: Any, name: str, value: str) -> None:
     # AWSRequest headers are an email.message-like HTTPHeaders: assignment appends.
     del headers[name]
     headers[name] = value
+
+
+class _Answer(Protocol):
+    @property
+    def status_code(self) -> int: ...
+
+
+_A = TypeVar("_A", bound=_Answer)
+
+
+class Attempt:
+    """One attempt on one node: in flight (host-wide) while open, its outcome reported on exit.
+
+    The one owner of before-send reporting, for the sync handler and the async one (which
+    awaits inside the ``with``). A connection-level failure (botocore's ``HTTPClientError`` /
+    ``ConnectionError``: refused, reset, timed out, TLS, undecodable answer) counts against the
+    node: the node, not the request, is at fault. A final answer proves the node serves, unless
+    it is one of the 5xx that may come from an overloaded or shutting-down node
+    (:data:`HEALTH_NEUTRAL_STATUSES`): those count neither way. Any other exit (cancellation,
+    another error) only ends the in-flight count; only an answered attempt's latency counts.
+    """
+
+    __slots__ = ("_handlers", "_status", "_token", "node")
+
+    def __init__(self, handlers: _Handlers, node: str) -> None:
+        self._handlers = handlers
+        self.node = node
+        self._status: int | None = None
+        self._token: Any = None
+
+    def __enter__(self) -> Attempt:
+        started = self._handlers._started
+        self._token = started(self.node) if started is not None else None
+        return self
+
+    def answered(self, response: _A) -> _A:
+        """Record the final answer of this attempt; return it."""
+        self._status = response.status_code
+        return response
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        handlers = self._handlers
+        router = handlers._router
+        answered = exc is None and self._status is not None
+        try:
+            if isinstance(exc, (botocore.exceptions.HTTPClientError,
+                                botocore.exceptions.ConnectionError)):  # fmt: skip
+                router.report_failure(self.node, exc)
+        finally:
+            finished = handlers._finished
+            if finished is not None:
+                finished(self._token, answered)
+        if answered and self._status not in HEALTH_NEUTRAL_STATUSES:
+            router.report_success(self.node)
 
 
 class _Handlers:
@@ -232,51 +288,28 @@ class _Handlers:
     def before_send(
         self, request: botocore.awsrequest.AWSPreparedRequest, **kwargs: Any
     ) -> botocore.awsrequest.AWSResponse:
-        node = self.prepare_send(request)
         assert self._transport is not None
-        attempt = self.attempt_started(node)
-        answered = False
-        try:
-            response = self._transport.send(
-                request, timeout=self._timeout, decode_content=self._decode
+        with self.attempt(request) as attempt:
+            response = attempt.answered(
+                self._transport.send(request, timeout=self._timeout, decode_content=self._decode)
             )
-            answered = True
-        except (botocore.exceptions.HTTPClientError, botocore.exceptions.ConnectionError) as e:
-            # Refused, reset, timed out, TLS failure: the node, not the request, is at fault.
-            self._router.report_failure(node, e)
-            raise
-        finally:
-            self.attempt_finished(attempt, answered)
-        # A final answer proves the node serves -- unless it is one of the 5xx that may come
-        # from an overloaded or shutting-down node: those count neither way.
-        if response.status_code not in HEALTH_NEUTRAL_STATUSES:
-            self._router.report_success(node)
         return response
 
-    def attempt_started(self, node: str) -> Any:
-        """Count the attempt in flight on ``node`` host-wide (a few µs of shared memory)."""
-        return self._started(node) if self._started is not None else None
-
-    def attempt_finished(self, attempt: Any, answered: bool) -> None:
-        """End of an attempt from :meth:`attempt_started`; ``answered``: its latency counts."""
-        if self._finished is not None:
-            self._finished(attempt, answered)
-
-    def prepare_send(self, request: botocore.awsrequest.AWSPreparedRequest) -> str:
-        """Set the wire headers of a signed attempt; return the node it goes to.
+    def attempt(self, request: botocore.awsrequest.AWSPreparedRequest) -> Attempt:
+        """Set the wire headers of a signed attempt; ``with`` the result around its sending.
 
         Shared by the sync and async send paths (``alternator_shm.aio.hooks``).
         """
+        return Attempt(self, self.prepare_send(request))
+
+    def prepare_send(self, request: botocore.awsrequest.AWSPreparedRequest) -> str:
+        """Set the wire headers of a signed attempt; return the node it goes to."""
         headers = request.headers
         if self._optimize:
             self._trim(headers)
         for name, value in self._fixed.items():
             headers[name] = value
         return _base_url(request.url)
-
-    @property
-    def router(self) -> Router:
-        return self._router
 
     @property
     def timeout(self) -> tuple[float, float]:

@@ -35,7 +35,6 @@ import ssl
 import stat
 import threading
 import weakref
-import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +51,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.ssl_ import create_urllib3_context, is_ipaddress
 
 from alternator_shm import _forksafe
+from alternator_shm._decode import decode_answer
 from alternator_shm._forksafe import ForkSafeLock
 from alternator_shm.errors import ConfigurationError
 
@@ -220,12 +220,13 @@ class _ForwardingConnection(HTTPConnection):
         super().request(method, url, body=body, headers=merged, **kwargs)
 
 
-class _BufferedBody:
-    """The already-read body of a response, shaped like the ``raw`` botocore expects.
+class BufferedBody:
+    """An answer's body, read whole inside a transport's ``send``: what both transports' ``raw``
+    objects (botocore's and aiobotocore's) hand out, ``read(amt)`` by ``read(amt)``.
 
-    We read the whole body inside :meth:`Transport.send` so that a failure while reading it is
-    translated (and reported) like any other connection failure, and so that the connection
-    goes back to its pool before botocore parses the answer.
+    Reading the whole body there means a failure while reading it is translated (and reported)
+    like any other connection failure, and the connection goes back to its pool before botocore
+    parses the answer.
     """
 
     __slots__ = ("_data",)
@@ -233,11 +234,8 @@ class _BufferedBody:
     def __init__(self, data: bytes) -> None:
         self._data = data
 
-    def stream(self, amt: int | None = None, decode_content: bool | None = None) -> Iterator[bytes]:
-        if self._data:
-            yield self._data
-
-    def read(self, amt: int | None = None, decode_content: bool | None = None) -> bytes:
+    def take(self, amt: int | None = None) -> bytes:
+        """The next ``amt`` bytes (all that is left when None)."""
         data = self._data
         if amt is None or amt >= len(data):
             self._data = b""
@@ -245,11 +243,24 @@ class _BufferedBody:
         self._data = data[amt:]
         return data[:amt]
 
-    def release_conn(self) -> None:
-        """Nothing to release: the connection went back to its pool after the read."""
-
     def close(self) -> None:
         self._data = b""
+
+
+class _BufferedBody(BufferedBody):
+    """The ``raw`` botocore expects (urllib3's response surface)."""
+
+    __slots__ = ()
+
+    def stream(self, amt: int | None = None, decode_content: bool | None = None) -> Iterator[bytes]:
+        if self._data:  # not consumed: botocore reads .content once and keeps it
+            yield self._data
+
+    def read(self, amt: int | None = None, decode_content: bool | None = None) -> bytes:
+        return self.take(amt)
+
+    def release_conn(self) -> None:
+        """Nothing to release: the connection went back to its pool after the read."""
 
 
 def _socket_options(tcp_keepalive: bool) -> list[tuple[int, int, int | bytes]]:
@@ -380,20 +391,6 @@ def _timeout(value: float | tuple[float, float] | None) -> urllib3.Timeout | Non
     if isinstance(value, tuple):
         return urllib3.Timeout(connect=value[0], read=value[1])
     return urllib3.Timeout(connect=value, read=value)
-
-
-def _decode(raw: bytes, encoding: str) -> bytes | None:
-    """Decode a gzip / deflate body; None for an encoding we did not ask for."""
-    if encoding in ("gzip", "x-gzip"):
-        return zlib.decompress(raw, 16 + zlib.MAX_WBITS)
-    if encoding == "deflate":
-        try:
-            return zlib.decompress(raw)
-        except zlib.error:  # raw deflate without the zlib wrapper, as urllib3 accepts
-            return zlib.decompress(raw, -zlib.MAX_WBITS)
-    if encoding == "identity":
-        return raw
-    return None
 
 
 class _ProcessState:
@@ -583,7 +580,16 @@ class Transport:
         it: it can shut its socket down from another thread to enforce a total deadline
         (discovery's bounded requests), which a pooled connection hidden inside ``urlopen``
         does not allow. ``timeout`` (seconds) is the socket timeout used for connecting.
+
+        Tracked like the pooled ones: a process forked while it is open (a discovery fetch or
+        a probe in flight in another thread) closes its copy, instead of keeping the parent's
+        connection open for as long as it lives.
         """
+        conn = self._new_connection(url, timeout=timeout)
+        _track(conn)
+        return conn
+
+    def _new_connection(self, url: str, *, timeout: float) -> HTTPConnection:
         st = self._state()
         parts = urlsplit(url)
         host = parts.hostname or ""
@@ -637,11 +643,9 @@ class Transport:
         ``SSLError``, ``ProxyConnectionError``, ``ConnectionClosedError``, else
         ``HTTPClientError``), which botocore's standard and legacy retry modes both retry.
 
-        With ``decode_content`` a gzip / deflate body is decoded and ``Content-Encoding``
-        removed. An ``x-amz-crc32`` checksum is verified first, over the bytes as received: a
-        match is dropped with the encoding (botocore would otherwise compare it with the
-        decoded body, fail, and retry a good answer); a mismatch is left for botocore, which
-        then rejects and retries the answer as it would without compression.
+        With ``decode_content`` a compressed body is decoded for botocore, its checksum checked
+        over the bytes as received (:func:`alternator_shm._decode.decode_answer`; an
+        undecodable body raises ``UndecodableAnswerError``, a ``ConnectionClosedError``).
         """
         url = request.url
         manager, proxy = self._route(url)
@@ -697,20 +701,8 @@ class Transport:
             raise botocore.exceptions.HTTPClientError(error=e) from e
 
         headers: Any = response.headers
-        encoding = headers.get("content-encoding")
-        if decode_content and encoding:
-            try:
-                decoded = _decode(data, encoding.strip().lower())
-            except zlib.error as e:
-                raise botocore.exceptions.HTTPClientError(error=e) from e
-            if decoded is not None:
-                headers = urllib3.HTTPHeaderDict(headers)
-                crc = headers.get("x-amz-crc32")
-                if crc is not None and crc.strip() == str(zlib.crc32(data) & 0xFFFFFFFF):
-                    del headers["x-amz-crc32"]
-                del headers["content-encoding"]
-                headers["content-length"] = str(len(decoded))
-                data = decoded
+        if decode_content:
+            data = decode_answer(request, data, headers)
         return botocore.awsrequest.AWSResponse(url, response.status, headers, _BufferedBody(data))
 
     def close(self) -> None:

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from typing import overload
-from urllib.parse import urlsplit
 
 from alternator_shm.affinity._cooked import COOKED
+from alternator_shm.endpoints import canonical_endpoint, order_key
 
 __all__ = [
     "GoRand",
@@ -53,27 +53,6 @@ _POW: tuple[tuple[int, int, int], ...] = tuple(
 )
 _COOKED_U64: tuple[int, ...] = tuple(v & _MASK64 for v in COOKED)
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def canonical_endpoint(url: str) -> str:
-    """``scheme://host[:port]`` of ``url``: lowercase, default port dropped, nothing else.
-
-    User info, path, query and fragment are discarded; IPv6 hosts keep their brackets.
-    Raises ``ValueError`` when ``url`` lacks a scheme or a host, or has a bad port.
-    """
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    host = parts.hostname  # already lowercased, brackets stripped
-    if not scheme or not host:
-        raise ValueError(f"not an endpoint URL: {url!r}")
-    port = parts.port
-    if ":" in host:
-        host = f"[{host}]"
-    if port is None or _DEFAULT_PORTS.get(scheme) == port:
-        return f"{scheme}://{host}"
-    return f"{scheme}://{host}:{port}"
-
 
 class Ring:
     """The affinity ring: discovered nodes in canonical order, one entry per identity.
@@ -94,7 +73,7 @@ class Ring:
             except ValueError:
                 continue
             first.setdefault(key, node)
-        ordered = sorted(first, key=lambda k: k.encode("utf-8"))
+        ordered = sorted(first, key=order_key)
         self.source = source
         self.keys: tuple[str, ...] = tuple(ordered)
         self.nodes: tuple[str, ...] = tuple(first[k] for k in ordered)
@@ -224,7 +203,7 @@ def preferred_order(votes: dict[str, int], ring: Ring) -> list[str]:
     key_of = dict(zip(ring.nodes, ring.keys, strict=True))
     voted = sorted(
         (node for node in votes if node in key_of),
-        key=lambda node: (-votes[node], key_of[node].encode("utf-8")),
+        key=lambda node: (-votes[node], order_key(key_of[node])),
     )
     chosen = set(voted)
     return voted + [node for node in ring.nodes if node not in chosen]

@@ -20,12 +20,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import botocore.awsrequest
-import botocore.exceptions
 import botocore.hooks
 
 from alternator_shm.affinity import Affinity, DescribeTable
 from alternator_shm.aio.transport import AsyncTransport
-from alternator_shm.hooks import HEALTH_NEUTRAL_STATUSES, HookOptions, Router, _Handlers
+from alternator_shm.hooks import HookOptions, Router, _Handlers
 
 __all__ = ["register_async_hooks"]
 
@@ -52,22 +51,13 @@ class _AsyncHandlers:
         self, request: botocore.awsrequest.AWSPreparedRequest, **kwargs: Any
     ) -> Any:
         handlers = self._handlers
-        node = handlers.prepare_send(request)
-        attempt = handlers.attempt_started(node)
-        answered = False
-        try:
-            response = await self._transport.send(
-                request, timeout=handlers.timeout, decode_content=handlers.decode
+        # Also on cancellation the attempt leaves the in-flight count (the with's exit).
+        with handlers.attempt(request) as attempt:
+            response = attempt.answered(
+                await self._transport.send(
+                    request, timeout=handlers.timeout, decode_content=handlers.decode
+                )
             )
-            answered = True
-        except (botocore.exceptions.HTTPClientError, botocore.exceptions.ConnectionError) as e:
-            handlers.router.report_failure(node, e)
-            raise
-        finally:
-            # Also on cancellation: an abandoned attempt is no longer in flight for us.
-            handlers.attempt_finished(attempt, answered)
-        if response.status_code not in HEALTH_NEUTRAL_STATUSES:  # 500/502/503/504: neutral
-            handlers.router.report_success(node)
         return response
 
 

@@ -21,12 +21,10 @@ own session raises for connection-level failures, so retries behave exactly as u
 from __future__ import annotations
 
 import asyncio
-import gzip
 import logging
 import os
 import socket
 import ssl
-import zlib
 from typing import Any
 
 import aiohttp
@@ -36,53 +34,30 @@ import botocore.utils
 from aiobotocore.awsrequest import AioAWSResponse
 from urllib3.util import SKIP_HEADER
 
+from alternator_shm._decode import decode_answer
 from alternator_shm.errors import ConfigurationError
-from alternator_shm.transport import TransportOptions, _socket_options, _ssl_context
+from alternator_shm.transport import (
+    BufferedBody,
+    TransportOptions,
+    _socket_options,
+    _ssl_context,
+)
 
 __all__ = ["AsyncTransport"]
 
 log = logging.getLogger(__name__)
 
 
-class _ReadBody:
-    """An already-read body shaped like the ``raw`` aiobotocore awaits (``await raw.read()``)."""
+class _ReadBody(BufferedBody):
+    """The ``raw`` aiobotocore awaits (``await raw.read()``)."""
 
-    __slots__ = ("_data",)
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
+    __slots__ = ()
 
     async def read(self, amt: int | None = None) -> bytes:
-        data = self._data
-        if amt is None or amt >= len(data):
-            self._data = b""
-            return data
-        self._data = data[amt:]
-        return data[:amt]
+        return self.take(amt)
 
     def release(self) -> None:
         """Nothing to release: the connection went back to its pool after the read."""
-
-    def close(self) -> None:
-        self._data = b""
-
-
-def _decode(data: bytes, encoding: str) -> bytes:
-    """Decode a gzip / deflate body as urllib3 does for the sync transport.
-
-    ``deflate`` is zlib-wrapped per RFC 9110, but some servers send raw DEFLATE; accept both.
-    """
-    encoding = encoding.strip().lower()
-    if encoding == "gzip" or encoding == "x-gzip":
-        return gzip.decompress(data)
-    if encoding == "deflate":
-        try:
-            return zlib.decompress(data)
-        except zlib.error:
-            return zlib.decompress(data, -zlib.MAX_WBITS)
-    if encoding in ("", "identity"):
-        return data
-    raise ValueError(f"unsupported Content-Encoding {encoding!r}")
 
 
 def _wire_headers(headers: Any) -> dict[str, str]:
@@ -235,7 +210,8 @@ class AsyncTransport:
         Connection-level failures raise the botocore exceptions aiobotocore's own session
         raises (``EndpointConnectionError``, ``ConnectTimeoutError``, ``ReadTimeoutError``,
         ``SSLError``, ``ConnectionClosedError``, else ``HTTPClientError``). With
-        ``decode_content`` a gzip / deflate body is decoded and ``Content-Encoding`` dropped.
+        ``decode_content`` a compressed body is decoded exactly as by the sync transport
+        (:func:`alternator_shm._decode.decode_answer`).
         """
         url = request.url
         if self.options.proxies is None and botocore.utils.get_environ_proxies(url):
@@ -294,19 +270,6 @@ class AsyncTransport:
         except Exception as e:
             raise botocore.exceptions.HTTPClientError(error=e) from e
 
-        if decode_content and "content-encoding" in headers:
-            crc = headers.get("x-amz-crc32")
-            if crc is not None and crc.isdigit() and int(crc) == zlib.crc32(data):
-                # DynamoDB's checksum covers the bytes sent, i.e. the compressed ones: checked
-                # here, then dropped, so botocore does not compare it with the decoded body and
-                # retry a good answer. A mismatch keeps the header: botocore retries as usual.
-                del headers["x-amz-crc32"]
-            try:
-                data = _decode(data, headers["content-encoding"])
-            except (OSError, EOFError, zlib.error, ValueError) as e:
-                raise botocore.exceptions.ConnectionClosedError(
-                    error=e, request=request, endpoint_url=url
-                ) from e
-            del headers["content-encoding"]
-            headers["content-length"] = str(len(data))
+        if decode_content:
+            data = decode_answer(request, data, headers)
         return AioAWSResponse(url, status, headers, _ReadBody(data))

@@ -7,10 +7,14 @@ talks to the cluster's control server instead of shared objects.
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import itertools
 import json
 import random
 import threading
 import time
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -33,14 +37,20 @@ from alternator_shm.emulator._wire import (
     decompress_request,
     error_response,
     json_response,
-    parse_request_json,
+    parse_request,
     payload_too_large,
 )
 
 API_FAULTS = ("latency", "internal_error", "request_limit", "payload_too_large", "reset")
 LOCALNODES_FAULTS = ("localnodes_garbage", "localnodes_500", "localnodes_hang")
 HEALTH_FAULTS = ("health_500", "health_hang")
-FAULT_KINDS = frozenset(API_FAULTS + LOCALNODES_FAULTS + HEALTH_FAULTS)
+# Answers no Alternator sends, for clients' decoders (a successful API answer only): gzip in
+# several members, a coding nobody asked for (bzip2), and DynamoDB's x-amz-crc32 over the bytes
+# sent, right or wrong. Encodings apply whatever Accept-Encoding said; checksums come last.
+ANSWER_FAULTS = (
+    "answer_gzip_members", "answer_unknown_encoding", "answer_crc32", "answer_bad_crc32",
+)
+FAULT_KINDS = frozenset(API_FAULTS + LOCALNODES_FAULTS + HEALTH_FAULTS + ANSWER_FAULTS)
 _HANG_KINDS = frozenset({"localnodes_hang", "health_hang"})
 
 
@@ -308,7 +318,7 @@ def _api_pipeline(
     if not allowed:
         raise ApiError(400, "UnknownOperationException", f"Unsupported operation {operation}")
     # 6. JSON checks (depth, UTF-8, syntax: rjson's order and messages).
-    parsed: Any = parse_request_json(body)
+    parsed, body = parse_request(body)  # a repeated member name keeps its first value
     if not isinstance(parsed, dict):
         raise ApiError(400, "ValidationException", "Request content must be an object")
     check_number_values(operation, parsed, body)
@@ -338,6 +348,7 @@ def _api_pipeline(
         and len(response.body) > STREAM_THRESHOLD
     ):
         response.streamed = True
+    plain = response.body
     # 8. Response compression (2026.1+), never for errors or small bodies; several
     #    Accept-Encoding lines count as one list.
     if ctx.profile.compression and response.compressible:
@@ -346,7 +357,33 @@ def _api_pipeline(
         if chosen is not None:
             response.body = compress_body(chosen, response.body)
             response.headers.append(("Content-Encoding", chosen))
+    if response.compressible:
+        _answer_faults(ctx, response, plain)
     return response
+
+
+def _answer_faults(ctx: NodeContext, response: Response, plain: bytes) -> None:
+    """Apply the injected ANSWER_FAULTS to a successful answer whose JSON is ``plain``."""
+    fired = {fault.kind for fault in ctx.fire_faults(ANSWER_FAULTS)}
+    encoding = None
+    if "answer_gzip_members" in fired:
+        # Three members: whoever decodes only the first one gets a third of the JSON.
+        cut = [0, len(plain) // 3, 2 * len(plain) // 3, len(plain)]
+        response.body = b"".join(
+            gzip.compress(plain[a:b], mtime=0) for a, b in itertools.pairwise(cut)
+        )
+        encoding = "gzip"
+    if "answer_unknown_encoding" in fired:
+        response.body = bz2.compress(plain)
+        encoding = "bzip2"
+    if encoding is not None:
+        response.headers = [h for h in response.headers if h[0] != "Content-Encoding"]
+        response.headers.append(("Content-Encoding", encoding))
+    if fired & {"answer_crc32", "answer_bad_crc32"}:
+        crc = zlib.crc32(response.body) & 0xFFFFFFFF
+        if "answer_bad_crc32" in fired:
+            crc ^= 1
+        response.headers.append(("x-amz-crc32", str(crc)))
 
 
 BATCH_WRITE_MAX = 100  # Alternator's BatchWriteItem limit (compatibility.md); DynamoDB's is 25

@@ -252,7 +252,36 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(name)  # NaN / Infinity: rapidjson's default flags refuse them
 
 
-def parse_request_json(body: bytes) -> Any:
+class _FirstMemberWins:
+    """``object_pairs_hook``: a member name repeated in one object keeps its first value, as
+    Alternator's lookups (rapidjson's FindMember) do; Python's json keeps the last. Remembers
+    whether that happened, so the request can be re-encoded for a backend that parses it again."""
+
+    def __init__(self) -> None:
+        self.repeated = False
+
+    def __call__(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in obj:
+                self.repeated = True
+            else:
+                obj[key] = value
+        return obj
+
+
+def parse_request(body: bytes) -> tuple[Any, bytes]:
+    """:func:`parse_request_json`, and the body a backend should parse: ``body`` itself, or,
+    when a member name repeated, the request re-encoded with each first value (moto and
+    DynamoDB Local would keep the last)."""
+    hook = _FirstMemberWins()
+    parsed = parse_request_json(body, hook)
+    if hook.repeated:
+        body = json.dumps(parsed, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return parsed, body
+
+
+def parse_request_json(body: bytes, _hook: _FirstMemberWins | None = None) -> Any:
     """Parse a request body the way Alternator's rjson does, in stream order.
 
     The first problem met while reading decides the error, always a 400 ValidationException:
@@ -270,7 +299,8 @@ def parse_request_json(body: bytes) -> Any:
     message = ""
     parsed: Any = None
     try:
-        parsed = json.loads(text, parse_constant=_reject_constant)
+        parsed = json.loads(text, parse_constant=_reject_constant,
+                            object_pairs_hook=_hook or _FirstMemberWins())
     except RecursionError:
         error_at = len(text)  # only the depth scan below can explain it
     except json.JSONDecodeError as err:

@@ -44,10 +44,14 @@ from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Protocol
 
+from alternator_shm._forksafe import ForkSafeLock
 from alternator_shm.errors import SharedStateError
 from alternator_shm.fleet import layout
 
-__all__ = ["AtomicWords", "CounterLockBusy", "FlockWords", "SharedWords", "atomic_available"]
+__all__ = [
+    "AtomicWords", "CounterLockBusy", "FlockWords", "LocalWords", "SharedWords",
+    "atomic_available",
+]
 
 _MASK = (1 << 64) - 1
 _getpid = os.getpid
@@ -202,6 +206,38 @@ class AtomicWords:
 
 
 _flock_instances: weakref.WeakSet[FlockWords] = weakref.WeakSet()
+
+
+class LocalWords:
+    """:class:`SharedWords` over a private buffer of one process (the local twin's health
+    entries, laid out as in the segment): a lock makes each read-modify-write atomic among the
+    process's threads. The lock is fresh in every forked child (:class:`ForkSafeLock`)."""
+
+    name = "local"
+
+    def __init__(self, words: memoryview) -> None:
+        self._words = words
+        self._lock = ForkSafeLock()
+
+    def fetch_add(self, offset: int, delta: int = 1) -> int:
+        with self._lock:
+            old = int(self._words[offset // 8])
+            self._words[offset // 8] = (old + delta) & _MASK
+            return old
+
+    def compare_exchange(self, offset: int, expected: int, desired: int) -> bool:
+        with self._lock:
+            if self._words[offset // 8] != expected:
+                return False
+            self._words[offset // 8] = desired
+            return True
+
+    def advance(self) -> int:
+        return self.fetch_add(layout.COUNTER_OFF)
+
+    @property
+    def local_picks(self) -> int:
+        return 0
 
 
 LOCK_WAIT = 0.25  # seconds before a waiter checks whether the holder is stopped

@@ -37,6 +37,7 @@ from alternator_shm.fleet import segment
 from alternator_shm.fleet.counter import CounterLockBusy
 from alternator_shm.fleet.health import Eligibility, HealthSettings, Status
 from alternator_shm.fleet.load import Attempt, LocalAttempt
+from alternator_shm.fleet.schedule import DEFAULT, Schedule, seconds
 from alternator_shm.fleet.shared import PickPath, SharedFleet
 from alternator_shm.fleet.standalone import StandaloneFleet
 from alternator_shm.fleet.stats import FleetStats
@@ -141,11 +142,9 @@ class FailSoftFleet:
         shared: str = "auto",
         refresh: Callable[[], Sequence[str]] | None = None,
         probe: Callable[[str], bool] | None = None,
-        refresh_interval: float = 1.0,
-        idle_refresh_interval: float = 60.0,
-        poll_interval: float = 0.2,
-        quarantine: float = 2.0,
-        probe_interval: float = 0.5,
+        refresh_interval: float = DEFAULT.refresh_interval,
+        idle_refresh_interval: float = DEFAULT.idle_refresh_interval,
+        poll_interval: float = DEFAULT.poll_interval,
         health: HealthSettings | None = None,
         identity: bytes = b"",
         shm_dir: str = segment.DEFAULT_SHM_DIR,
@@ -155,33 +154,35 @@ class FailSoftFleet:
     ) -> None:
         if shared not in MODES:
             raise ValueError(f"shared must be 'auto', 'required' or 'off', not {shared!r}")
+        # Checked once here; both fleets get the very same schedule (back-off included).
+        schedule = Schedule(
+            refresh_interval, idle_refresh_interval, poll_interval,
+            shared_kwargs.pop("backoff_initial", DEFAULT.backoff_initial),
+            shared_kwargs.pop("backoff_max", DEFAULT.backoff_max),
+        )  # fmt: skip
+        first_rejoin = seconds(
+            "rejoin_interval",
+            _rejoin_interval(REJOIN_INTERVAL) if rejoin_interval is None else rejoin_interval,
+        )
+        rejoin_max = seconds("rejoin_max", rejoin_max)
         self.namespace = namespace
         self.shared_mode = shared
         self.shm_dir = shm_dir
         common: dict[str, Any] = {
             "refresh": refresh,
             "probe": probe,
-            "refresh_interval": refresh_interval,
-            "idle_refresh_interval": idle_refresh_interval,
-            "poll_interval": poll_interval,
+            **schedule.kwargs(),
+            "health": health,  # the same node-health machine and probing, shared or alone
         }
-        # The host's fleet runs the spec's node health; the process-local twin keeps its simple
-        # quarantine (``quarantine`` / ``probe_interval``) while the process balances alone.
-        self._shared = SharedFleet(namespace, shm_dir=shm_dir, health=health, identity=identity,
+        self._shared = SharedFleet(namespace, shm_dir=shm_dir, identity=identity,
                                    **common, **shared_kwargs)
         self._standalone = StandaloneFleet(
             namespace,
-            backoff_initial=shared_kwargs.get("backoff_initial"),
-            backoff_max=shared_kwargs.get("backoff_max", 30.0),
             reason=OFF_REASON if shared == "off" else None,
-            quarantine=quarantine,
-            probe_interval=probe_interval,
             **common,
         )
-        self._rejoin_first = (
-            _rejoin_interval(REJOIN_INTERVAL) if rejoin_interval is None else rejoin_interval
-        )
-        self._rejoin_max = max(rejoin_max, self._rejoin_first)
+        self._rejoin_first = first_rejoin
+        self._rejoin_max = max(rejoin_max, first_rejoin)
         # None: routing through the shared fleet. Otherwise the local twin, in this process.
         self._alone: StandaloneFleet | None = self._standalone if shared == "off" else None
         self._last_nodes: tuple[str, ...] = ()

@@ -6,7 +6,10 @@ DOWN state machine (``feature-specs/node-health.md`` of ``scylladb/alternator-cl
 ``quarantine_promotion_threshold`` consecutive traffic successes or one successful direct probe,
 and goes DOWN after ``quarantine_failure_threshold`` consecutive traffic failures; a DOWN node
 gets no traffic and returns to (recovery) quarantine after ``down_recovery_threshold``
-consecutive successful probes. Entering DOWN increments the node's *generation*; a traffic
+consecutive successful probes. Probe timing is ours: once a DOWN node answers a probe, the
+rest of its recovery sequence (recovery probes, then the validation probe) follows
+``recovery_probe_interval`` apart instead of a whole period each (:func:`probe_interval`).
+Entering DOWN increments the node's *generation*; a traffic
 outcome is accepted only if the attempt captured the current generation, so a late answer from
 before a DOWN cannot touch the node after it recovered. New nodes start QUARANTINED (admission)
 until a probe or traffic proves them.
@@ -57,8 +60,12 @@ __all__ = [
     "Observation",
     "State",
     "Status",
+    "in_recovery",
     "node_counters",
     "node_key",
+    "paced",
+    "private_words",
+    "probe_interval",
     "transition",
 ]
 
@@ -116,6 +123,12 @@ def _seconds(name: str, value: object) -> float:
     return float(value)
 
 
+#: Default spacing of recovery-sequence probes: at most this many seconds ...
+DEFAULT_RECOVERY_SPACING = 1.0
+#: ... and at most this share of the probe period (short periods keep the same proportion).
+RECOVERY_SPACING_SHARE = 0.1
+
+
 @dataclass(frozen=True)
 class HealthSettings:
     """Node-health thresholds and probing (defaults: the spec's ``vectors/defaults.tsv``).
@@ -132,6 +145,9 @@ class HealthSettings:
     probe_period: float = 30.0  # seconds between probes of one quarantined or down node
     probe_concurrency: int = 4  # probes in flight at once (leader)
     probe_timeout: float = 5.0  # seconds from a probe's start to its failure
+    #: Seconds between the probes of a *recovery sequence* (our timing, not the spec's; see
+    #: :func:`probe_interval`). None: ``min(1.0, probe_period / 10)``.
+    recovery_probe_interval: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("active_failure_threshold", "down_recovery_threshold",
@@ -142,6 +158,21 @@ class HealthSettings:
         c = self.probe_concurrency
         if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= 64:
             raise ConfigurationError(f"probe_concurrency must be an integer in 1..64, got {c!r}")
+        spacing = self.recovery_probe_interval
+        if spacing is None:
+            spacing = min(DEFAULT_RECOVERY_SPACING, self.probe_period * RECOVERY_SPACING_SHARE)
+        spacing = _seconds("recovery_probe_interval", spacing)
+        if spacing > self.probe_period:
+            raise ConfigurationError(
+                f"recovery_probe_interval must be at most probe_period ({self.probe_period}s), "
+                f"got {spacing!r}"
+            )
+        object.__setattr__(self, "recovery_probe_interval", spacing)
+
+    @property
+    def recovery_spacing(self) -> float:
+        """``recovery_probe_interval`` resolved (seconds; never None after construction)."""
+        return float(self.recovery_probe_interval or self.probe_period)
 
 
 @dataclass(frozen=True)
@@ -154,6 +185,9 @@ class Status:
     generation: int = 0
     #: a successful attempt on this QUARANTINED node stands in for its next background probe
     suppressed: bool = False
+    #: recovery quarantine whose validation probe is paced short (:func:`probe_interval`):
+    #: set on entering it from DOWN, cleared by any failure (probe or traffic) while in it
+    recovering: bool = False
 
 
 def initial_status(state: State, settings: HealthSettings) -> Status:
@@ -204,13 +238,63 @@ def transition(st: Status, obs: Observation, t: HealthSettings) -> Status | None
     return Status(State.DOWN, st.failures, 0, st.generation)
 
 
+# -- probe timing (ours: the spec fixes the transitions, not how soon probes follow) ----------
+
+
+def paced(old: Status, obs: Observation, new: Status) -> Status:
+    """``new`` (the spec's :func:`transition` of ``old`` by ``obs``) with its ``recovering``
+    flag set: True on entering recovery quarantine from DOWN, kept while in it, cleared by a
+    failure there or by leaving it."""
+    if new.state is not State.QUARANTINED:
+        flag = False
+    elif old.state is State.DOWN:
+        flag = True
+    elif obs in (Observation.PROBE_FAILURE, Observation.TRAFFIC_FAILURE):
+        flag = False
+    else:
+        flag = old.recovering
+    if flag == new.recovering:
+        return new
+    return Status(new.state, new.failures, new.successes, new.generation, new.suppressed, flag)
+
+
+def in_recovery(st: Status) -> bool:
+    """True while ``st`` is mid-way through a recovery sequence: a DOWN node whose last probe
+    succeeded (recovery probes under way) or a recovery quarantine awaiting validation."""
+    if st.state is State.DOWN:
+        return st.successes > 0
+    return st.state is State.QUARANTINED and st.recovering
+
+
+def probe_interval(st: Status, settings: HealthSettings) -> float:
+    """Seconds from one probe's start to the next one of a node in status ``st``.
+
+    The spec's period (``probe_period``) everywhere except inside a recovery sequence
+    (:func:`in_recovery`): once a DOWN node answers a probe, its remaining recovery probes and
+    then its validation probe follow ``recovery_probe_interval`` apart. The thresholds and
+    transitions are the spec's, unchanged: a DOWN node still needs ``down_recovery_threshold``
+    consecutive successful probes, then a direct validation probe (or the promotion streak of
+    traffic); any failed probe ends the sequence (DOWN resets its successes, a failed
+    validation clears ``recovering``) and the next probe waits a whole period again. Only the
+    spacing is shorter, so a restarted node is ACTIVE again at most ``probe_period +
+    down_recovery_threshold x recovery_probe_interval`` after it serves again (plus the
+    leader's poll granularity and probe round trips), instead of about
+    ``(down_recovery_threshold + 1) x probe_period``. Why it is safe: the sequence still takes
+    ``down_recovery_threshold + 1`` consecutive successful direct probes over at least
+    ``down_recovery_threshold`` spacings, and it costs a host at most that many extra probes
+    per recovery (the leader alone probes).
+    """
+    return settings.recovery_spacing if in_recovery(st) else settings.probe_period
+
+
 # -- the status word ------------------------------------------------------------------------
-# bits 0-15 successes, 16-31 failures, 32-33 state, 34 probe suppressed, 36-55 generation,
-# 56-63 claim tag
+# bits 0-15 successes, 16-31 failures, 32-33 state, 34 probe suppressed, 35 recovering,
+# 36-55 generation, 56-63 claim tag
 
 _FAIL_SHIFT = 16
 _STATE_SHIFT = 32
 _SUPPRESSED = 1 << 34
+_RECOVERING = 1 << 35
 _GEN_SHIFT = 36
 GEN_MASK = (1 << 20) - 1
 _TAG_SHIFT = 56
@@ -225,6 +309,7 @@ def _pack(st: Status, tag: int) -> int:
         | (st.generation & GEN_MASK) << _GEN_SHIFT
         | (tag & _TAG_MASK) << _TAG_SHIFT
         | (_SUPPRESSED if st.suppressed else 0)
+        | (_RECOVERING if st.recovering else 0)
     )
 
 
@@ -236,6 +321,7 @@ def _unpack(word: int) -> Status:
         word & 0xFFFF,
         (word >> _GEN_SHIFT) & GEN_MASK,
         bool(word & _SUPPRESSED),
+        bool(word & _RECOVERING),
     )
 
 
@@ -324,6 +410,13 @@ def node_counters(words: memoryview, nodes: tuple[str, ...]) -> dict[str, NodeCo
             updated_ns=int(words[_word(j, layout.H_UPDATED)]),
         )
     return result
+
+
+def private_words() -> memoryview:
+    """A zeroed buffer of one process with the segment's layout up to the health entries
+    (header words included): the local twin's node health, owned by this module like the
+    segment's (wrap it with :class:`~alternator_shm.fleet.counter.LocalWords`)."""
+    return memoryview(bytearray(layout.HEALTH_OFF + layout.HEALTH_SIZE)).cast("Q")
 
 
 def slots_used(words: memoryview) -> int:
@@ -573,7 +666,7 @@ class Health:
             return None
         if new.generation != old.generation:
             new = Status(new.state, new.failures, new.successes, new.generation & GEN_MASK)
-        return new
+        return paced(old, obs, new)
 
     def _observe_local(
         self, node: str, obs: Observation, generation: int | None, settings: HealthSettings
@@ -661,17 +754,24 @@ class Health:
         return self._ops.compare_exchange(_offset(index, layout.H_KEY), key, 0)
 
     def probe_due(
-        self, nodes: Iterable[str], now_ns: int, period_ns: int
+        self, nodes: Iterable[str], now_ns: int, period_ns: int,
+        recovery_ns: int | None = None,
     ) -> list[tuple[str, State]]:
         """Leader: DOWN then QUARANTINED nodes whose last probe started ``period_ns`` ago or
-        more (never probed, or a stamp from the future, counts as due). Nodes without a shared
-        entry are left out: a probe could only change the leader's own local view of them.
+        more -- ``recovery_ns`` (default: the settings' ``recovery_probe_interval``, never more
+        than ``period_ns``) for a node inside a recovery sequence (:func:`probe_interval`).
+        Never probed, or a stamp from the future, counts as due. Nodes without a shared entry
+        are left out: a probe could only change the leader's own local view of them.
 
         A due QUARANTINED node that took a successful attempt since its last probe is skipped
         once (spec: traffic success suppresses one background probe); that uses up the
         suppression and restarts its period."""
-        if self.settings is None:
+        settings = self.settings
+        if settings is None:
             return []
+        if recovery_ns is None:
+            recovery_ns = int(settings.recovery_spacing * 1e9)
+        recovery_ns = min(recovery_ns, period_ns)
         down: list[tuple[str, State]] = []
         quarantined: list[tuple[str, State]] = []
         for node in nodes:
@@ -683,7 +783,8 @@ class Health:
             last = int(self._words[_word(found[1], layout.H_PROBED)])
             if st.state is State.ACTIVE:
                 continue
-            if last and 0 <= now_ns - last < period_ns:
+            wait_ns = recovery_ns if in_recovery(st) else period_ns
+            if last and 0 <= now_ns - last < wait_ns:
                 continue
             if st.suppressed and st.state is State.QUARANTINED:
                 self._ops.compare_exchange(

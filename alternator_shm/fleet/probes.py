@@ -1,11 +1,12 @@
 """Leader-side health probes: direct ``GET /localnodes`` of quarantined and down nodes.
 
 Only the elected leader probes, so a host sends one probe per node per period however many
-processes it runs. :meth:`Prober.cycle` never blocks the leader loop: due nodes (DOWN first,
-then QUARANTINED; :meth:`Health.probe_due`) are handed to a small thread pool, at most
-``probe_concurrency`` at once and one per node. A probe's deadline (``probe_timeout``) starts
-when it starts running; past it the probe counts as a failure and its late answer is ignored.
-The pool is created lazily in the leader and rebuilt after a fork.
+processes it runs (``recovery_probe_interval`` apart inside a recovery sequence: see
+:func:`~alternator_shm.fleet.health.probe_interval`). :meth:`Prober.cycle` never blocks the
+leader loop: due nodes (DOWN first, then QUARANTINED; :meth:`Health.probe_due`) are handed to a
+small thread pool, at most ``probe_concurrency`` at once and one per node. A probe's deadline
+(``probe_timeout``) starts when it starts running; past it the probe counts as a failure and its
+late answer is ignored. The pool is created lazily in the leader and rebuilt after a fork.
 
 :meth:`Prober.admit` is the one blocking call: before the leader publishes a table with new
 nodes it probes them at once and waits for the answers up to :data:`ADMISSION_WAIT`, so a
@@ -95,7 +96,8 @@ class Prober:
             if running >= 2 * limit:
                 return
             period_ns = int(self._settings.probe_period * 1e9)
-            for node, _state in health.probe_due(nodes, now, period_ns):
+            recovery_ns = int(self._settings.recovery_spacing * 1e9)
+            for node, _state in health.probe_due(nodes, now, period_ns, recovery_ns):
                 if node in self._inflight:
                     continue
                 if sum(1 for p in self._inflight.values() if not p.settled) >= limit:

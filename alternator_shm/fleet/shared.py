@@ -23,6 +23,7 @@ from alternator_shm.fleet.local import (
     local_state,
 )
 from alternator_shm.fleet.refresher import RefreshConfig, Refresher, read_error
+from alternator_shm.fleet.schedule import DEFAULT, Schedule
 from alternator_shm.fleet.stats import FleetStats, snapshot, unusable
 
 __all__ = ["PickPath", "PickSnapshot", "SharedFleet", "cleanup", "list_fleets"]
@@ -224,31 +225,32 @@ class SharedFleet:
         *,
         refresh: Callable[[], Sequence[str]] | None = None,
         probe: Callable[[str], bool] | None = None,
-        refresh_interval: float = 1.0,
-        idle_refresh_interval: float = 60.0,
-        poll_interval: float = 0.2,
+        refresh_interval: float = DEFAULT.refresh_interval,
+        idle_refresh_interval: float = DEFAULT.idle_refresh_interval,
+        poll_interval: float = DEFAULT.poll_interval,
         counter_backend: str = "auto",
         shm_dir: str = segment.DEFAULT_SHM_DIR,
         health: HealthSettings | None = None,
         identity: bytes = b"",
-        backoff_initial: float | None = None,
-        backoff_max: float = 30.0,
+        backoff_initial: float | None = DEFAULT.backoff_initial,
+        backoff_max: float = DEFAULT.backoff_max,
     ) -> None:
         if counter_backend not in ("auto", "atomic", "flock"):
             raise ValueError(f"counter_backend must be auto, atomic or flock: {counter_backend!r}")
-        if min(refresh_interval, idle_refresh_interval, poll_interval) <= 0:
-            raise ValueError("intervals must be positive")
+        schedule = Schedule(
+            refresh_interval, idle_refresh_interval, poll_interval, backoff_initial, backoff_max
+        )
         self.namespace = namespace
         self.shm_dir = shm_dir
         self.segment_name = "/" + segment.base_name(namespace)
         self._config = RefreshConfig(
             refresh=refresh,
             probe=probe,
-            refresh_interval=refresh_interval,
-            idle_refresh_interval=idle_refresh_interval,
-            poll_interval=poll_interval,
-            backoff_initial=poll_interval if backoff_initial is None else backoff_initial,
-            backoff_max=backoff_max,
+            refresh_interval=schedule.refresh_interval,
+            idle_refresh_interval=schedule.idle_refresh_interval,
+            poll_interval=schedule.poll_interval,
+            backoff_initial=schedule.first_backoff,
+            backoff_max=schedule.backoff_max,
             health=health,
             counter_backend=counter_backend,
             identity=identity,

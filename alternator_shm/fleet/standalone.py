@@ -3,11 +3,15 @@
 Used when this process balances alone (``shared="off"``, or ``"auto"`` while the host's shared
 state cannot be had; see :mod:`~alternator_shm.fleet.failsoft`). Same interface and the same
 rules as the shared fleet, kept in process memory: its own node table (validated by
-:func:`table.validate_nodes`, like a publish), its own round-robin counter, its own node health
-(failures, quarantine, probes) and its own refresher thread, which always "leads" because there
-is nobody to elect. The refresh schedule is the shared refresher's: ``refresh_interval`` while
-the counter moves, ``idle_refresh_interval`` while it does not, exponential backoff after
-failures (``min(backoff_max, backoff_initial * 2**(n-1))``), the last good table kept meanwhile.
+:func:`table.validate_nodes`, like a publish), its own round-robin counter, its own refresher
+thread, which always "leads" because there is nobody to elect, and its own node health: the very
+same :class:`~alternator_shm.fleet.health.Health` (the spec's ACTIVE / QUARANTINED / DOWN
+machine, thresholds, generations, admission quarantine) over a private buffer with the segment's
+entry layout, probed by the same :class:`~alternator_shm.fleet.probes.Prober` on the same
+schedule (``probe_period``, the paced recovery sequence). The refresh schedule is the shared
+refresher's: ``refresh_interval`` while the counter moves, ``idle_refresh_interval`` while it
+does not, exponential backoff after failures (``min(backoff_max, backoff_initial * 2**(n-1))``),
+the last good table kept meanwhile.
 
 Nothing here touches shared memory, so nothing here can raise :class:`SharedStateError`.
 Fork-aware like the shared fleet: a child keeps the parent's last table (a valid starting
@@ -22,28 +26,30 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 
-from alternator_shm.fleet import table
-from alternator_shm.fleet.health import Eligibility, State, Status
+from alternator_shm.fleet import layout, table
+from alternator_shm.fleet.counter import LocalWords
+from alternator_shm.fleet.health import (
+    Eligibility,
+    Health,
+    HealthSettings,
+    State,
+    Status,
+    health_enabled,
+    node_counters,
+    private_words,
+    slots_used,
+)
 from alternator_shm.fleet.load import Attempt, LocalAttempt, LocalLoad
-from alternator_shm.fleet.stats import FleetStats, NodeStats
+from alternator_shm.fleet.probes import Prober
+from alternator_shm.fleet.schedule import DEFAULT, Schedule
+from alternator_shm.fleet.stats import FleetStats, node_stats
 
 __all__ = ["StandaloneFleet"]
 
 log = logging.getLogger("alternator_shm.fleet.standalone")
 
 _getpid = os.getpid
-
-
-@dataclass
-class _Health:
-    """One node's process-local counters (the shared segment's health entry, in memory)."""
-
-    picks: int = 0
-    failures: int = 0
-    quarantined_since_ns: int = 0  # monotonic ns of the failure that quarantined it; 0 = not
-    last_probe_ns: int = 0
 
 
 def _age(now: int, stamp: int) -> float | None:
@@ -54,8 +60,10 @@ class StandaloneFleet:
     """A fleet of one process. Thread-safe; construction starts nothing.
 
     ``refresh`` returns the node list (called by this object's refresher thread, or inline by
-    :meth:`refresh_now`); ``probe`` says whether a quarantined node is healthy again. Without a
-    probe a quarantine ends ``quarantine`` seconds after the failure. Intervals in seconds.
+    :meth:`refresh_now`); ``probe`` answers whether a node returned HTTP 200 to a direct probe
+    (run by this object's :class:`Prober`, as the shared leader's). ``health`` turns node health
+    on, as for :class:`SharedFleet` (None: every node is ACTIVE and nothing is probed).
+    Intervals in seconds.
     """
 
     def __init__(
@@ -64,17 +72,17 @@ class StandaloneFleet:
         *,
         refresh: Callable[[], Sequence[str]] | None = None,
         probe: Callable[[str], bool] | None = None,
-        refresh_interval: float = 1.0,
-        idle_refresh_interval: float = 60.0,
-        poll_interval: float = 0.2,
-        quarantine: float = 2.0,
-        probe_interval: float = 0.5,
-        backoff_initial: float | None = None,
-        backoff_max: float = 30.0,
+        refresh_interval: float = DEFAULT.refresh_interval,
+        idle_refresh_interval: float = DEFAULT.idle_refresh_interval,
+        poll_interval: float = DEFAULT.poll_interval,
+        health: HealthSettings | None = None,
+        backoff_initial: float | None = DEFAULT.backoff_initial,
+        backoff_max: float = DEFAULT.backoff_max,
         reason: str | None = None,
     ) -> None:
-        if min(refresh_interval, idle_refresh_interval, poll_interval, quarantine) <= 0:
-            raise ValueError("intervals must be positive")
+        schedule = Schedule(
+            refresh_interval, idle_refresh_interval, poll_interval, backoff_initial, backoff_max
+        )
         self.namespace = namespace
         self.reason = reason  # why this process balances alone (FleetStats.mode_reason)
         self._refresh = refresh
@@ -82,9 +90,12 @@ class StandaloneFleet:
         self._refresh_interval = refresh_interval
         self._idle_interval = idle_refresh_interval
         self._poll = poll_interval
-        self._quarantine_ns = int(quarantine * 1e9)
-        self._probe_interval_ns = int(probe_interval * 1e9)
-        self._backoff_initial = poll_interval if backoff_initial is None else backoff_initial
+        self.health_settings = health
+        # The health entries: the segment's layout in this process's memory (fleet/health.py
+        # owns it); kept across a fork, like the table (a valid starting point for the child).
+        self._health_words = private_words()
+        self._prober = self._new_prober()
+        self._backoff_initial = schedule.first_backoff
         self._backoff_max = backoff_max
         # The table: one attribute holding (generation, nodes, note), so readers see one
         # consistent triple. The note is the refresh result's (see table.validate_note).
@@ -92,10 +103,7 @@ class StandaloneFleet:
         self._counter = 0
         self._counter_at_refresh = 0
         self._activity = False  # an attempt that did not advance the counter (affinity)
-        self._health: dict[str, _Health] = {}
         self._load = LocalLoad()  # in flight and latency per node (resets itself after a fork)
-        self._health_version = 0  # bumped on every quarantine change
-        self._qcache: tuple[int, tuple[str, ...], dict[str, int]] = (-1, (), {})
         self._last_attempt_ns = 0
         self._last_success_ns = 0
         self._heartbeat_ns = 0
@@ -110,7 +118,10 @@ class StandaloneFleet:
     def _new_process_state(self) -> None:
         # Locks and the thread never cross a fork: a child starts with fresh ones.
         self._pid = _getpid()
-        self._lock = threading.Lock()  # counter and health
+        self._lock = threading.Lock()  # the counter
+        # A new Health over the same entries: fresh locks and caches in a fork child.
+        self._health = Health(self._health_words, LocalWords(self._health_words),
+                              self.health_settings)
         self._refresh_lock = threading.Lock()  # one refresh at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -124,6 +135,11 @@ class StandaloneFleet:
 
     def __repr__(self) -> str:
         return f"StandaloneFleet({self.namespace!r})"
+
+    def _new_prober(self) -> Prober | None:
+        settings = self.health_settings
+        probe = self._probe
+        return Prober(probe, settings) if probe is not None and settings is not None else None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -153,6 +169,11 @@ class StandaloneFleet:
         thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
+        if self._prober is not None:
+            # A closed Prober stays closed: a later start() (the next local episode) probes
+            # with a fresh one; late answers of the old one are ignored.
+            self._prober.close()
+            self._prober = self._new_prober()
 
     @property
     def is_leader(self) -> bool:
@@ -191,8 +212,9 @@ class StandaloneFleet:
         with self._refresh_lock:
             generation, current, _note = self._table
             if valid != current:
+                self._health.admit(valid)  # admission quarantine; the refresher probes them
                 self._table = (generation + 1, valid, "")
-                self._forget_health(valid)
+                self._health.collect(valid)
 
     def wait_for_nodes(self, timeout: float) -> tuple[str, ...]:
         """start(), then wait up to ``timeout`` for a non-empty table; returns what is there.
@@ -253,8 +275,16 @@ class StandaloneFleet:
             raise
         generation, current, current_note = self._table
         if (nodes, note) != (current, current_note):
+            # As the shared leader does: new nodes enter admission quarantine before the table
+            # shows them; the first table waits (briefly) for their admission probes.
+            self._health.admit(nodes)
+            if self._prober is not None:
+                if generation == 0:
+                    self._prober.admit(self._health, nodes)
+                else:
+                    self._prober.cycle(self._health, nodes)
             self._table = (generation + 1, nodes, note)
-            self._forget_health(nodes)
+            self._health.collect(nodes)
             log.info("process-local table of %s: generation %d, %d nodes", self.namespace,
                      generation + 1, len(nodes))
         self._counter_at_refresh = counter_now
@@ -305,26 +335,10 @@ class StandaloneFleet:
         return now - self._last_success_ns >= interval * 1e9
 
     def _maintain(self) -> None:
-        """Probe quarantined nodes (or expire them without a probe) and release the healthy."""
-        for node, since in self._quarantined_view(self._table[1]).items():
-            now = time.monotonic_ns()
-            if self._probe is None:
-                if now - since >= self._quarantine_ns:
-                    self._release(node, since)
-                continue
-            with self._lock:
-                entry = self._health.get(node)
-                if entry is None or now - entry.last_probe_ns < self._probe_interval_ns:
-                    continue
-                entry.last_probe_ns = now
-            try:
-                healthy = bool(self._probe(node))
-            except Exception:  # a probe that raises means "still unhealthy"
-                log.debug("probe of %s raised", node, exc_info=True)
-                healthy = False
-            if healthy:
-                log.info("node %s is healthy again; ending its quarantine", node)
-                self._release(node, since)
+        """Start the due probes of quarantined and down nodes (the shared leader's cycle)."""
+        nodes = self._table[1]
+        if nodes and self._prober is not None:
+            self._prober.cycle(self._health, nodes)
 
     # -- the counter and health -------------------------------------------------------------
 
@@ -343,79 +357,28 @@ class StandaloneFleet:
     def counter(self) -> int:
         return self._counter
 
-    def _entry(self, node: str) -> _Health:
-        entry = self._health.get(node)
-        if entry is None:
-            entry = self._health[node] = _Health()
-        return entry
-
     def record_pick(self, node: str) -> None:
-        with self._lock:
-            self._entry(node).picks += 1
+        self._health.record_pick(node)
 
-    def report_failure(self, node: str, generation: int | None = None) -> None:
-        """failures += 1 and quarantine ``node`` in this process (``generation``: unused, the
-        twin keeps a simple quarantine, not the shared fleet's three-state node health)."""
-        now = time.monotonic_ns()
-        with self._lock:
-            entry = self._entry(node)
-            entry.failures += 1
-            entry.quarantined_since_ns = max(entry.quarantined_since_ns, now)
-            self._health_version += 1
+    def report_failure(self, node: str, generation: int | None = None) -> Status | None:
+        """A traffic attempt to ``node`` failed before a final HTTP response (this process)."""
+        return self._health.report_failure(node, generation)
 
-    def report_success(self, node: str, generation: int | None = None) -> None:
-        """End ``node``'s quarantine if it has one."""
-        since = self._quarantined_view(self._table[1]).get(node)
-        if since is not None:
-            self._release(node, since)
-
-    def _release(self, node: str, since: int) -> None:
-        # Unless a newer failure re-armed it meanwhile (the shared fleet's compare-and-swap).
-        with self._lock:
-            entry = self._health.get(node)
-            if entry is not None and entry.quarantined_since_ns == since:
-                entry.quarantined_since_ns = 0
-                self._health_version += 1
-
-    def _forget_health(self, nodes: tuple[str, ...]) -> None:
-        """After a new generation: drop the entries of nodes that left the table."""
-        keep = set(nodes)
-        with self._lock:
-            for node in [n for n in self._health if n not in keep]:
-                del self._health[node]
-            self._health_version += 1
-
-    def _quarantined_view(self, nodes: tuple[str, ...]) -> dict[str, int]:
-        version = self._health_version
-        cache = self._qcache
-        if cache[0] == version and cache[1] is nodes:
-            return cache[2]
-        with self._lock:
-            found = {
-                n: e.quarantined_since_ns
-                for n in nodes
-                if (e := self._health.get(n)) is not None and e.quarantined_since_ns
-            }
-        self._qcache = (version, nodes, found)
-        return found
-
-    def quarantined(self) -> dict[str, int]:
-        """node -> monotonic ns of its last failure, for the table's quarantined nodes."""
-        view = self._quarantined_view(self._table[1])
-        if not view or self._probe is not None:
-            return view
-        now = time.monotonic_ns()
-        return {n: t for n, t in view.items() if now - t < self._quarantine_ns}
+    def report_success(self, node: str, generation: int | None = None) -> Status | None:
+        """A traffic attempt to ``node`` got a final, not health-neutral, HTTP response."""
+        return self._health.report_success(node, generation)
 
     def health_view_of(self, nodes: tuple[str, ...]) -> Mapping[str, Eligibility]:
-        """Routing's view: a quarantined node is QUARANTINED (tried after the others)."""
-        quarantined = self.quarantined()
-        return {n: (State.QUARANTINED, 0) for n in nodes if n in quarantined}
+        """node -> (state, generation), as :meth:`SharedFleet.health_view_of`."""
+        return self._health.view(nodes)
+
+    def quarantined(self) -> dict[str, int]:
+        """Nodes of the table out of the ordinary rotation (QUARANTINED or DOWN) -> generation."""
+        view = self._health.view(self._table[1])
+        return {n: g for n, (st, g) in view.items() if st is not State.ACTIVE}
 
     def node_status(self, node: str) -> Status:
-        if node in self.quarantined():
-            return Status(State.QUARANTINED)
-        return Status(State.ACTIVE)
+        return self._health.status(node)
 
     def identity_differences(self) -> list[str]:
         return []  # alone: nobody else's options apply
@@ -438,21 +401,8 @@ class StandaloneFleet:
         """The same snapshot as the shared fleet's, with ``mode="local"``."""
         now = time.monotonic_ns()
         generation, nodes, _note = self._table
-        with self._lock:
-            entries = {n: self._health.get(n) or _Health() for n in nodes}
-            slots = len(self._health)
-        loads = self._load.node_loads(nodes)
-        per_node = {
-            n: NodeStats(
-                e.picks,
-                e.failures,
-                e.quarantined_since_ns != 0,
-                state="quarantined" if e.quarantined_since_ns else "active",
-                in_flight=loads[n].in_flight,
-                latency_ms=loads[n].latency_ms,
-            )
-            for n, e in entries.items()
-        }
+        words = self._health_words
+        per_node = node_stats(node_counters(words, nodes), self._load.node_loads(nodes), now)
         leads = self.is_leader
         return FleetStats(
             namespace=self.namespace,
@@ -471,8 +421,9 @@ class StandaloneFleet:
             leader_heartbeat_age_s=_age(now, self._heartbeat_ns) if leads else None,
             leader_since_age_s=_age(now, self._since_ns) if leads else None,
             is_leader=leads,
-            health_slots_used=slots,
-            health_capacity=0,
+            health_slots_used=slots_used(words),
+            health_capacity=layout.HEALTH_CAPACITY,
+            node_health=health_enabled(words) and self.health_settings is not None,
             segment_size=0,
             shm_dir="",
             mode="local",

@@ -10,12 +10,13 @@ import mmap
 import os
 import stat
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from alternator_shm.fleet import health, layout, load, segment, table
 from alternator_shm.fleet.refresher import read_error
 
-__all__ = ["FleetStats", "NodeStats", "snapshot", "unusable"]
+__all__ = ["FleetStats", "NodeStats", "node_stats", "snapshot", "unusable"]
 
 _W = layout.word_index
 
@@ -90,6 +91,27 @@ def _age(now: int, stamp: int) -> float | None:
     return None if stamp == 0 else max(0.0, (now - stamp) / 1e9)
 
 
+def node_stats(
+    counters: Mapping[str, health.NodeCounters], loads: Mapping[str, load.NodeLoad], now: int
+) -> dict[str, NodeStats]:
+    """``per_node`` from health entries and loads (the shared segment's or the local twin's)."""
+    return {
+        n: NodeStats(
+            picks=c.picks,
+            failures=c.failures,
+            quarantined=c.state is not health.State.ACTIVE,
+            state=c.state.label,
+            generation=c.generation,
+            consecutive_failures=c.consecutive_failures,
+            successes=c.successes,
+            last_update_age_s=_age(now, c.updated_ns),
+            in_flight=loads[n].in_flight,
+            latency_ms=loads[n].latency_ms,
+        )
+        for n, c in counters.items()
+    }
+
+
 _MODES = {1: "lock", 2: "takeover"}
 
 
@@ -127,23 +149,7 @@ def snapshot(
     now = time.monotonic_ns()
     read = table.read_published(mm, words)
     w, nodes = read if read is not None else (int(words[_W(layout.PUBLISH_OFF)]), ())
-    counters = health.node_counters(words, nodes)
-    loads = load.node_loads(words, nodes)
-    per_node = {
-        n: NodeStats(
-            picks=c.picks,
-            failures=c.failures,
-            quarantined=c.state is not health.State.ACTIVE,
-            state=c.state.label,
-            generation=c.generation,
-            consecutive_failures=c.consecutive_failures,
-            successes=c.successes,
-            last_update_age_s=_age(now, c.updated_ns),
-            in_flight=loads[n].in_flight,
-            latency_ms=loads[n].latency_ms,
-        )
-        for n, c in counters.items()
-    }
+    per_node = node_stats(health.node_counters(words, nodes), load.node_loads(words, nodes), now)
     backend = layout.BACKEND_NAMES.get(segment.backend_code(words), "unknown")
     return FleetStats(
         namespace=namespace if namespace is not None else segment.read_namespace(mm, words),

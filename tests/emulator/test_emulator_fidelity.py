@@ -5,6 +5,7 @@ Every test talks to the emulator alone, over plain HTTP (http.client / raw socke
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import http.client
 import json
@@ -270,15 +271,24 @@ def test_plain_http_to_tls_port_gets_a_tls_alert() -> None:
 # ---------------------------------------------------------------- 7. error types
 
 
-def test_number_as_json_number_is_serialization_exception(shared: Cluster) -> None:
-    c = client(shared, shared.nodes[0])
+@contextlib.contextmanager
+def _fresh_table(cluster: Cluster, name: str) -> Iterator[Any]:
+    """A client with table ``name`` (string hash key ``p``) for the block; dropped after."""
+    c = client(cluster, cluster.nodes[0])
     c.create_table(
-        TableName="numtbl",
+        TableName=name,
         KeySchema=[{"AttributeName": "p", "KeyType": "HASH"}],
         AttributeDefinitions=[{"AttributeName": "p", "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
     )
     try:
+        yield c
+    finally:
+        c.delete_table(TableName=name)
+
+
+def test_number_as_json_number_is_serialization_exception(shared: Cluster) -> None:
+    with _fresh_table(shared, "numtbl"):
         body = b'{"TableName":"numtbl","Item":{"p":{"S":"a"},"n":{"N":5}}}'
         resp, data = _raw(shared.nodes[0], "PutItem", body)
         assert resp.status == 400
@@ -289,8 +299,16 @@ def test_number_as_json_number_is_serialization_exception(shared: Cluster) -> No
         # An attribute *named* N is no number.
         named = b'{"TableName":"numtbl","Item":{"p":{"S":"b"},"N":{"M":{"N":{"S":"x"}}}}}'
         assert _raw(shared.nodes[0], "PutItem", named)[0].status == 200
-    finally:
-        c.delete_table(TableName="numtbl")
+
+
+def test_a_repeated_member_name_keeps_its_first_value(shared: Cluster) -> None:
+    """rapidjson's FindMember (what Alternator looks members up with) returns the first of
+    repeated names; Python's json keeps the last."""
+    with _fresh_table(shared, "duptbl") as c:
+        body = b'{"TableName":"duptbl","Item":{"p":{"S":"k"},"v":{"S":"first"},"v":{"S":"last"}}}'
+        assert _raw(shared.nodes[0], "PutItem", body)[0].status == 200
+        item = c.get_item(TableName="duptbl", Key={"p": {"S": "k"}})["Item"]
+        assert item["v"] == {"S": "first"}
 
 
 def test_invalid_utf8_in_a_string_fails_at_parse_time(null_cluster: Cluster) -> None:

@@ -13,6 +13,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from alternator_shm.fleet import SharedFleet
+
 # The node table most fleet tests publish.
 NODES = (
     "http://127.0.0.1:8000",
@@ -85,3 +87,59 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
         if value or time.monotonic() >= deadline:
             return value
         time.sleep(interval)
+
+
+def cont_and_kill(pid: int) -> None:
+    """SIGCONT then SIGKILL (a stopped child dies at once either way)."""
+    for sig in (signal.SIGCONT, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def read_byte(fd: int, timeout: float) -> bytes:
+    """One byte from a pipe within ``timeout`` seconds, else b""."""
+    ready, _, _ = select.select([fd], [], [], timeout)
+    return os.read(fd, 1) if ready else b""
+
+
+DEPUTY_TABLE = ("http://127.0.0.9:8000",)
+
+
+def take_over(ns: str, ready_w: int, then: str, go: str = "") -> None:
+    """A follower that takes over from a stopped leader (2 s stale threshold) and reports 'T'.
+    ``then``: "hang" (stay inside its first refresh, heartbeat still stamped), "close" (close
+    the fleet once file ``go`` exists, report 'C') or "lead" (keep leading)."""
+    def refresh() -> tuple[str, ...]:
+        if then == "hang":
+            os.write(ready_w, b"T")
+            time.sleep(60)
+        return DEPUTY_TABLE
+
+    fleet = SharedFleet(ns, refresh=refresh, poll_interval=0.02, refresh_interval=0.05,
+                        idle_refresh_interval=0.05)
+    fleet.start()
+    if then == "hang":
+        time.sleep(120)
+        return
+    if not wait_until(lambda: fleet.is_leader and fleet.nodes() == DEPUTY_TABLE, 30):
+        raise RuntimeError("never took over")
+    os.write(ready_w, b"T")
+    if then == "close":
+        wait_until(lambda: os.path.exists(go), 60, 0.01)
+        fleet.close()
+        os.write(ready_w, b"C")
+    time.sleep(120)
+
+
+def follow(ns: str, table: tuple[str, ...], seconds: float, **options: Any) -> int:
+    """A follower child for ``seconds`` (fast polls, 2 s stale threshold); 1 if it ever led."""
+    fleet = SharedFleet(ns, refresh=lambda: table, poll_interval=0.02, refresh_interval=0.05,
+                        idle_refresh_interval=0.05, **options)
+    fleet.start()
+    led = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        led = max(led, int(fleet.is_leader))
+        time.sleep(0.005)
+    fleet.close()
+    return led

@@ -17,6 +17,7 @@ from _fleet_procs import NODES, Child, wait_until
 from alternator_shm.errors import SharedStateError
 from alternator_shm.fleet import segment
 from alternator_shm.fleet.failsoft import FailSoftFleet
+from alternator_shm.fleet.health import HealthSettings, State, Status
 from alternator_shm.fleet.standalone import StandaloneFleet
 
 LOGGER = "alternator_shm.fleet.failsoft"
@@ -128,8 +129,8 @@ def test_off_creates_nothing(fleets: Any, ns: str, tmp_path: Any) -> None:
     assert fleet.refresh_now() == NODES
     fleet.advance()
     fleet.report_failure(NODES[0])
-    assert NODES[0] in fleet.quarantined()
     st = fleet.stats()
+    assert st.per_node[NODES[0]].failures == 1
     assert st.mode == "local" and "off" in (st.mode_reason or "")
     fleet.close()
     assert os.listdir(tmp_path) == []
@@ -245,44 +246,84 @@ def test_twin_counter_is_exact_across_threads(ns: str) -> None:
     assert sorted(seen) == list(range(8000))
 
 
-def test_twin_quarantine_expires_without_probe_and_success_releases(ns: str) -> None:
-    twin = StandaloneFleet(ns, refresh=lambda: NODES, quarantine=0.2, poll_interval=0.02)
+#: Short periods so the twin's probes run within a test.
+FAST = HealthSettings(probe_period=0.05, probe_timeout=1.0)
+
+
+def _states(twin: StandaloneFleet) -> dict[str, str]:
+    return {n: st.state for n, st in twin.stats().per_node.items()}
+
+
+def test_twin_runs_the_spec_health_machine(ns: str) -> None:
+    """Issue 11: the twin used to quarantine a node on ONE failure until a probe or 2 s passed;
+    it now runs the shared fleet's machine: admission, thresholds, DOWN, generations."""
+    healthy = set(NODES)
+    twin = StandaloneFleet(ns, refresh=lambda: NODES, probe=lambda n: n in healthy,
+                           health=FAST, poll_interval=0.02)
     try:
         assert twin.wait_for_nodes(10) == NODES
-        twin.report_failure(NODES[1])
-        assert set(twin.quarantined()) == {NODES[1]}
-        assert wait_until(lambda: not twin.quarantined(), 10)
-        twin.report_failure(NODES[2])
-        twin.report_success(NODES[2])
+        # The first table waited for its admission probes: every node ACTIVE.
+        assert set(_states(twin).values()) == {"active"}
+        twin.report_failure(NODES[1], 0)  # one failure sidelines nothing ...
         assert twin.quarantined() == {}
-        st = twin.stats()
-        assert st.per_node[NODES[1]].failures == 1 and st.per_node[NODES[2]].failures == 1
+        healthy.discard(NODES[1])
+        for _ in range(FAST.active_failure_threshold - 1):
+            twin.report_failure(NODES[1], 0)
+        # ... the 10th in a row takes it DOWN: out of routing, generation 1.
+        assert twin.node_status(NODES[1]) == Status(State.DOWN, 10, 0, 1)
+        assert twin.quarantined() == {NODES[1]: 1}
+        assert twin.health_view_of(NODES)[NODES[1]] == (State.DOWN, 1)
+        assert twin.report_success(NODES[1], 0) is None  # a late answer: stale, ignored
+        time.sleep(0.3)  # its probes fail meanwhile: still DOWN
+        assert twin.node_status(NODES[1]).state is State.DOWN
+        healthy.add(NODES[1])
+        assert wait_until(lambda: _states(twin)[NODES[1]] == "active", 10)
+        st = twin.stats().per_node[NODES[1]]
+        assert (st.generation, st.failures, st.consecutive_failures) == (1, 10, 0)
     finally:
         twin.close()
 
 
-def test_twin_probe_releases_only_healthy_nodes(ns: str) -> None:
-    healthy = {NODES[0]}
-    probed: list[str] = []
-
-    def probe(node: str) -> bool:
-        probed.append(node)
-        return node in healthy
-
-    twin = StandaloneFleet(ns, refresh=lambda: NODES, probe=probe, probe_interval=0.02,
-                           quarantine=0.05, poll_interval=0.02)
+def test_twin_probes_again_after_close_and_start(ns: str) -> None:
+    """A second local episode (close on rejoin, start on the next switch) still probes."""
+    healthy = set(NODES)
+    twin = StandaloneFleet(ns, refresh=lambda: NODES, probe=lambda n: n in healthy,
+                           health=FAST, poll_interval=0.02)
     try:
         assert twin.wait_for_nodes(10) == NODES
-        twin.report_failure(NODES[0])
-        twin.report_failure(NODES[3])
-        assert wait_until(lambda: set(twin.quarantined()) == {NODES[3]}, 10)
-        time.sleep(0.2)  # a probe configured: quarantine lasts until a probe says healthy
-        assert set(twin.quarantined()) == {NODES[3]}
-        healthy.add(NODES[3])
-        assert wait_until(lambda: twin.quarantined() == {}, 10)
-        assert NODES[0] in probed and NODES[3] in probed
+        twin.close()
+        healthy.discard(NODES[2])
+        for _ in range(FAST.active_failure_threshold):
+            twin.report_failure(NODES[2], 0)
+        assert twin.node_status(NODES[2]).state is State.DOWN
+        twin.start()
+        healthy.add(NODES[2])
+        assert wait_until(lambda: _states(twin)[NODES[2]] == "active", 10)
     finally:
         twin.close()
+
+
+def test_twin_without_probe_promotes_by_traffic_only(ns: str) -> None:
+    twin = StandaloneFleet(ns, refresh=lambda: NODES, health=FAST, poll_interval=0.02)
+    try:
+        assert twin.wait_for_nodes(10) == NODES
+        assert set(_states(twin).values()) == {"quarantined"}  # admission, nobody to probe
+        for _ in range(FAST.quarantine_promotion_threshold):
+            twin.report_success(NODES[0], 0)
+        assert twin.node_status(NODES[0]).state is State.ACTIVE
+        assert set(twin.quarantined()) == set(NODES[1:])
+    finally:
+        twin.close()
+
+
+def test_twin_health_off_keeps_every_node_active(ns: str) -> None:
+    twin = StandaloneFleet(ns, refresh=lambda: NODES, probe=lambda n: False)
+    assert twin.refresh_now() == NODES
+    for _ in range(20):
+        twin.report_failure(NODES[0])
+    assert twin.quarantined() == {} and twin.health_view_of(NODES) == {}
+    st = twin.stats()
+    assert not st.node_health and st.per_node[NODES[0]].failures == 20
 
 
 def test_twin_refresh_failures_keep_the_table_and_are_visible(ns: str) -> None:
@@ -331,16 +372,20 @@ def test_twin_wait_returns_early_when_the_first_refresh_fails(ns: str) -> None:
         twin.close()
 
 
-def test_twin_drops_health_of_nodes_that_left(ns: str) -> None:
+def test_twin_keeps_health_of_nodes_that_leave_and_come_back(ns: str) -> None:
+    """Spec: removed and rediscovered endpoints retain their history (as in the segment)."""
     current = [list(NODES)]
-    twin = StandaloneFleet(ns, refresh=lambda: current[0])
+    twin = StandaloneFleet(ns, refresh=lambda: current[0], health=FAST)
     assert twin.refresh_now() == NODES
-    twin.report_failure(NODES[3])
+    for _ in range(FAST.quarantine_failure_threshold):
+        twin.report_failure(NODES[3], 0)
+    assert twin.node_status(NODES[3]).state is State.DOWN
     current[0] = list(NODES[:3])
     assert twin.refresh_now() == NODES[:3]
     current[0] = list(NODES)
     assert twin.refresh_now() == NODES
-    assert twin.quarantined() == {} and twin.stats().per_node[NODES[3]].failures == 0
+    assert twin.health_view_of(NODES)[NODES[3]] == (State.DOWN, 1)  # not a fresh admission
+    assert twin.stats().per_node[NODES[3]].failures == 3
 
 
 class _Noted(list[str]):

@@ -17,19 +17,21 @@ import threading
 import time
 
 import pytest
-from _fleet_procs import NODES, Child, wait_until
+from _fleet_procs import (
+    NODES,
+    Child,
+    cont_and_kill,
+    follow,
+    read_byte,
+    take_over,
+    wait_until,
+)
 
 from alternator_shm.errors import DiscoveryError
 from alternator_shm.fleet import SharedFleet, cleanup, layout, list_fleets, segment
 
 STALE = ("http://127.9.9.9:8000",)  # what a fenced-out writer would publish
 CHILD_TABLE = ("http://127.0.0.7:8000", "http://127.0.0.8:8000")
-
-
-def _cont_and_kill(pid: int) -> None:
-    for sig in (signal.SIGCONT, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
 
 
 def _lead(ns: str, ready_w: int, table: tuple[str, ...], interval: float = 0.05) -> None:
@@ -44,13 +46,6 @@ def _lead(ns: str, ready_w: int, table: tuple[str, ...], interval: float = 0.05)
     wait_until(lambda: not fleet.is_leader, 120, 0.01)
     os.write(ready_w, b"F")
     time.sleep(120)
-
-
-def _read_byte(fd: int, timeout: float) -> bytes:
-    import select
-
-    ready, _, _ = select.select([fd], [], [], timeout)
-    return os.read(fd, 1) if ready else b""
 
 
 # -- item 1: a closed Helper keeps writing ---------------------------------------------------------
@@ -75,7 +70,7 @@ def test_closed_leader_cannot_publish_from_a_slow_refresh(make_fleet, ns) -> Non
     ready_r, ready_w = os.pipe()
     new = Child(_lead, ns, ready_w, CHILD_TABLE)
     try:
-        assert _read_byte(ready_r, 20) == b"L"
+        assert read_byte(ready_r, 20) == b"L"
         assert old.nodes() == CHILD_TABLE
         release.set()  # the closed process's refresh returns now, with a stale table
         time.sleep(0.5)
@@ -91,28 +86,16 @@ def test_closed_leader_cannot_publish_from_a_slow_refresh(make_fleet, ns) -> Non
 # -- item 3: a stopped leader freezes the host -----------------------------------------------------
 
 
-def _follow(ns: str, table: tuple[str, ...], seconds: float) -> int:
-    fleet = SharedFleet(ns, refresh=lambda: table, poll_interval=0.02, refresh_interval=0.05,
-                        idle_refresh_interval=0.05)
-    fleet.start()
-    led = 0
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        led = max(led, int(fleet.is_leader))
-        time.sleep(0.01)
-    return led
-
-
 @pytest.mark.slow
 def test_sigstopped_leader_is_taken_over_by_one_follower_and_stands_down(make_fleet, ns) -> None:
     ready_r, ready_w = os.pipe()
     leader = Child(_lead, ns, ready_w, CHILD_TABLE)
     others: list[Child] = []
     try:
-        assert _read_byte(ready_r, 20) == b"L"
+        assert read_byte(ready_r, 20) == b"L"
         me = make_fleet(refresh=lambda: NODES, refresh_interval=0.05, idle_refresh_interval=0.05)
         me.start()
-        others = [Child(_follow, ns, NODES, 8.0) for _ in range(3)]
+        others = [Child(follow, ns, NODES, 8.0) for _ in range(3)]
         assert wait_until(lambda: me.nodes() == CHILD_TABLE, 10)
         epoch = me.stats().leader_epoch
         takeovers = me.stats().takeovers
@@ -127,7 +110,7 @@ def test_sigstopped_leader_is_taken_over_by_one_follower_and_stands_down(make_fl
         time.sleep(1.0)
         assert me.stats().takeovers == takeovers + 1, "several followers took over"
         os.kill(leader.pid, signal.SIGCONT)
-        assert _read_byte(ready_r, 10) == b"F", "the resumed leader did not stand down"
+        assert read_byte(ready_r, 10) == b"F", "the resumed leader did not stand down"
         deadline = time.monotonic() + 1.0
         while time.monotonic() < deadline:
             assert me.nodes() == NODES, "the resumed leader published"
@@ -135,41 +118,12 @@ def test_sigstopped_leader_is_taken_over_by_one_follower_and_stands_down(make_fl
         assert me.stats().published_epoch > epoch
         assert sum(c.result(timeout=30) for c in others) + int(me.is_leader) >= 1
     finally:
-        _cont_and_kill(leader.pid)
+        cont_and_kill(leader.pid)
         leader.kill()
         for c in others:
             c.kill()
         os.close(ready_r)
         os.close(ready_w)
-
-
-DEPUTY_TABLE = ("http://127.0.0.9:8000",)
-
-
-def _take_over(ns: str, ready_w: int, then: str, go: str = "") -> None:
-    """A follower that takes over from a stopped leader (2 s stale threshold) and reports 'T'.
-    ``then``: "hang" (stay inside its first refresh, heartbeat still stamped), "close" (close
-    the fleet once file ``go`` exists, report 'C') or "lead" (keep leading)."""
-    def refresh() -> tuple[str, ...]:
-        if then == "hang":
-            os.write(ready_w, b"T")
-            time.sleep(60)
-        return DEPUTY_TABLE
-
-    fleet = SharedFleet(ns, refresh=refresh, poll_interval=0.02, refresh_interval=0.05,
-                        idle_refresh_interval=0.05)
-    fleet.start()
-    if then == "hang":
-        time.sleep(120)
-        return
-    if not wait_until(lambda: fleet.is_leader and fleet.nodes() == DEPUTY_TABLE, 30):
-        raise RuntimeError("never took over")
-    os.write(ready_w, b"T")
-    if then == "close":
-        wait_until(lambda: os.path.exists(go), 60, 0.01)
-        fleet.close()
-        os.write(ready_w, b"C")
-    time.sleep(120)
 
 
 @pytest.mark.slow
@@ -184,12 +138,12 @@ def test_a_takeover_leader_that_is_gone_is_replaced_without_a_second_stale_heart
     stopped = Child(_lead, ns, ready_w, CHILD_TABLE)
     deputy: Child | None = None
     try:
-        assert _read_byte(ready_r, 20) == b"L"
+        assert read_byte(ready_r, 20) == b"L"
         os.kill(stopped.pid, signal.SIGSTOP)
         go = str(tmp_path / "go")
-        deputy = Child(_take_over, ns, ready_w, "hang" if gone.startswith("killed") else "close",
+        deputy = Child(take_over, ns, ready_w, "hang" if gone.startswith("killed") else "close",
                        go)
-        assert _read_byte(ready_r, 30) == b"T", "the follower never took over"
+        assert read_byte(ready_r, 30) == b"T", "the follower never took over"
         # our threshold is 30 s (3 x 10 s): only the deputy byte can let us in before that
         me = make_fleet(refresh=lambda: NODES, refresh_interval=10.0, idle_refresh_interval=10.0)
         me.start()
@@ -197,17 +151,17 @@ def test_a_takeover_leader_that_is_gone_is_replaced_without_a_second_stale_heart
         assert not me.is_leader
         if gone == "closed":
             open(go, "w").close()
-            assert _read_byte(ready_r, 10) == b"C"
+            assert read_byte(ready_r, 10) == b"C"
         else:
             deputy.kill()
         assert wait_until(lambda: me.is_leader, 10, 0.01), "waited for a stale heartbeat"
         st = me.stats()
         assert st.leader_mode == "takeover" and st.leader_pid == os.getpid()
         os.kill(stopped.pid, signal.SIGCONT)  # the old lock holder stands down ...
-        assert _read_byte(ready_r, 10) == b"F"
+        assert read_byte(ready_r, 10) == b"F"
         assert wait_until(lambda: me.stats().leader_mode == "lock", 10, 0.01)  # ... we hold it
     finally:
-        _cont_and_kill(stopped.pid)
+        cont_and_kill(stopped.pid)
         stopped.kill()
         if deputy is not None:
             deputy.kill()
@@ -224,15 +178,15 @@ def test_a_takeover_leader_without_the_deputy_byte_is_not_displaced(make_fleet, 
     stopped = Child(_lead, ns, ready_w, CHILD_TABLE)
     children: list[Child] = []
     try:
-        assert _read_byte(ready_r, 20) == b"L"
+        assert read_byte(ready_r, 20) == b"L"
         os.kill(stopped.pid, signal.SIGSTOP)
-        first = Child(_take_over, ns, ready_w, "lead")
+        first = Child(take_over, ns, ready_w, "lead")
         children.append(first)
-        assert _read_byte(ready_r, 30) == b"T"
+        assert read_byte(ready_r, 30) == b"T"
         os.kill(first.pid, signal.SIGSTOP)
-        second = Child(_take_over, ns, ready_w, "lead")
+        second = Child(take_over, ns, ready_w, "lead")
         children.append(second)
-        assert _read_byte(ready_r, 30) == b"T"
+        assert read_byte(ready_r, 30) == b"T"
         me = make_fleet(refresh=lambda: NODES, refresh_interval=10.0, idle_refresh_interval=10.0)
         me.start()
         epoch = me.stats().leader_epoch
@@ -245,7 +199,7 @@ def test_a_takeover_leader_without_the_deputy_byte_is_not_displaced(make_fleet, 
             time.sleep(0.01)
     finally:
         for child in (stopped, *children):
-            _cont_and_kill(child.pid)
+            cont_and_kill(child.pid)
             child.kill()
         os.close(ready_r)
         os.close(ready_w)
@@ -265,13 +219,13 @@ def test_refresh_now_with_a_stopped_leader_is_not_silently_stale(ns) -> None:
     ready_r, ready_w = os.pipe()
     leader = Child(_lead, ns, ready_w, CHILD_TABLE)
     try:
-        assert _read_byte(ready_r, 20) == b"L"
+        assert read_byte(ready_r, 20) == b"L"
         os.kill(leader.pid, signal.SIGSTOP)
         verdict = Child(_asker, ns, 1.0).result(timeout=20)
         assert verdict.startswith("DiscoveryError after 1."), verdict
         assert "heartbeat age" in verdict
     finally:
-        _cont_and_kill(leader.pid)
+        cont_and_kill(leader.pid)
         leader.kill()
         os.close(ready_r)
         os.close(ready_w)
@@ -387,7 +341,7 @@ def test_leader_death_frees_leadership_while_a_c_forked_child_keeps_the_fd(make_
         data = b""
         deadline = time.monotonic() + 20
         while len(data) < 4 and time.monotonic() < deadline:
-            data += _read_byte(ready_r, 1)
+            data += read_byte(ready_r, 1)
         grandchild = int.from_bytes(data, "little")
         assert grandchild > 0
         follower = make_fleet(refresh=lambda: NODES)
@@ -449,7 +403,7 @@ def test_a_fork_child_that_uses_the_library_does_not_keep_the_leader_lock(make_f
         data = b""
         deadline = time.monotonic() + 20
         while len(data) < 4 and time.monotonic() < deadline:
-            data += _read_byte(ready_r, 1)
+            data += read_byte(ready_r, 1)
         grandchild = int.from_bytes(data, "little")
         assert grandchild > 0
         follower = make_fleet(refresh=lambda: NODES)

@@ -7,14 +7,21 @@ Real processes, literal SIGKILL / SIGSTOP, loopback only; every wait is bounded.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import threading
 import time
 
 import pytest
-from _fleet_procs import NODES, Child, wait_until
+from _fleet_procs import (
+    NODES,
+    Child,
+    cont_and_kill,
+    follow,
+    read_byte,
+    take_over,
+    wait_until,
+)
 
 from alternator_shm.fleet import SharedFleet
 from alternator_shm.fleet.health import HealthSettings
@@ -65,20 +72,6 @@ def test_closed_leader_neither_claims_health_entries_nor_probes(make_fleet) -> N
 # -- the deputy byte covers one level of takeover only -----------------------------------------
 
 CHILD_TABLE = ("http://127.0.0.7:8000", "http://127.0.0.8:8000")
-TAKER_TABLE = ("http://127.0.0.9:8000",)
-
-
-def _cont_and_kill(pid: int) -> None:
-    for sig in (signal.SIGCONT, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-
-
-def _read_byte(fd: int, timeout: float) -> bytes:
-    import select
-
-    ready, _, _ = select.select([fd], [], [], timeout)
-    return os.read(fd, 1) if ready else b""
 
 
 def _lead(ns: str, ready_w: int) -> None:
@@ -89,27 +82,6 @@ def _lead(ns: str, ready_w: int) -> None:
     if not wait_until(lambda: fleet.is_leader and fleet.nodes() == CHILD_TABLE, 10):
         raise RuntimeError("child never led")
     os.write(ready_w, b"L")
-    time.sleep(120)
-
-
-def _taker(ns: str, ready_w: int, hang: bool) -> None:
-    """A follower (2 s stale threshold) that takes over and reports 'T': from inside its first
-    refresh if ``hang`` (which then never returns), else once it published."""
-    def refresh() -> tuple[str, ...]:
-        if hang:
-            os.write(ready_w, b"T")
-            time.sleep(60)
-        return TAKER_TABLE
-
-    fleet = SharedFleet(ns, refresh=refresh, poll_interval=0.02, refresh_interval=0.05,
-                        idle_refresh_interval=0.05)
-    fleet.start()
-    if hang:
-        time.sleep(120)
-        return
-    if not wait_until(lambda: fleet.is_leader and fleet.nodes() == TAKER_TABLE, 30):
-        raise RuntimeError("never took over")
-    os.write(ready_w, b"T")
     time.sleep(120)
 
 
@@ -144,11 +116,11 @@ def test_death_of_a_takeover_leader_is_seen_at_once_whoever_holds_the_deputy_byt
     procs: list[Child] = []
     try:
         procs.append(Child(_lead, ns, ready_w))
-        assert _read_byte(ready_r, 20) == b"L"
+        assert read_byte(ready_r, 20) == b"L"
         os.kill(procs[-1].pid, signal.SIGSTOP)
         if holder == "a stopped takeover leader":
-            procs.append(Child(_taker, ns, ready_w, False))
-            assert _read_byte(ready_r, 30) == b"T", "no takeover of the stopped leader"
+            procs.append(Child(take_over, ns, ready_w, "lead"))
+            assert read_byte(ready_r, 30) == b"T", "no takeover of the stopped leader"
             os.kill(procs[-1].pid, signal.SIGSTOP)  # it keeps the deputy byte
         else:
             path = os.path.join(os.path.realpath(segment.DEFAULT_SHM_DIR),
@@ -157,10 +129,10 @@ def test_death_of_a_takeover_leader_is_seen_at_once_whoever_holds_the_deputy_byt
             epoch = SharedFleet(ns).stats().leader_epoch
             procs.append(Child(_hold_byte_then_stop, path, layout.deputy_byte(epoch + 1),
                                ready_w))
-            assert _read_byte(ready_r, 10) == b"H"
-        taker = Child(_taker, ns, ready_w, True)
+            assert read_byte(ready_r, 10) == b"H"
+        taker = Child(take_over, ns, ready_w, "hang")
         procs.append(taker)
-        assert _read_byte(ready_r, 30) == b"T", "no takeover"
+        assert read_byte(ready_r, 30) == b"T", "no takeover"
         me = make_fleet(refresh=lambda: NODES, refresh_interval=0.05, idle_refresh_interval=0.05)
         me.start()
         time.sleep(0.3)
@@ -175,27 +147,13 @@ def test_death_of_a_takeover_leader_is_seen_at_once_whoever_holds_the_deputy_byt
             f"(a stale heartbeat); table age then {age}s")
     finally:
         for child in procs:
-            _cont_and_kill(child.pid)
+            cont_and_kill(child.pid)
             child.kill()
         os.close(ready_r)
         os.close(ready_w)
 
 
 # -- a live leader displaced while it waits for its first table's admission probes --------------
-
-
-def _follower_that_may_take_over(ns: str, seconds: float) -> int:
-    fleet = SharedFleet(ns, refresh=lambda: NODES, probe=lambda node: True,
-                        health=HealthSettings(), poll_interval=0.02, refresh_interval=0.05,
-                        idle_refresh_interval=0.05)
-    fleet.start()
-    led = 0
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        led = max(led, int(fleet.is_leader))
-        time.sleep(0.005)
-    fleet.close()
-    return led
 
 
 @pytest.mark.slow
@@ -224,6 +182,10 @@ def test_a_live_leader_waiting_for_admission_probes_is_not_taken_over(make_fleet
     assert not displaced, f"a live leader was displaced: {displaced}"
 
 
+def _probing_follower(ns: str, seconds: float) -> int:
+    return follow(ns, NODES, seconds, probe=lambda node: True, health=HealthSettings())
+
+
 def _admission_round(make_fleet, name: str) -> str:
     go = threading.Event()
     calls: list[int] = []
@@ -245,7 +207,7 @@ def _admission_round(make_fleet, name: str) -> str:
                     backoff_max=0.05)
     me.start()
     assert wait_until(lambda: me.is_leader and calls, 10)
-    follower = Child(_follower_that_may_take_over, name, 6.0)
+    follower = Child(_probing_follower, name, 6.0)
     try:
         time.sleep(1.0)  # the follower runs and polls
         assert me.is_leader
@@ -293,10 +255,10 @@ def test_a_live_takeover_leader_keeps_leading_when_the_stopped_leader_lets_go(ns
     peers: list[Child] = []
     watcher = _Fleet(ns)  # a pure reader
     try:
-        assert _read_byte(ready_r, 20) == b"L"
+        assert read_byte(ready_r, 20) == b"L"
         peers = [Child(_peer, ns, ready_w, 40.0) for _ in range(4)]
         for _ in peers:
-            assert _read_byte(ready_r, 20) == b"P"
+            assert read_byte(ready_r, 20) == b"P"
         displaced = []
         for _round in range(3):
             stopped = watcher.stats().leader_pid
@@ -316,7 +278,7 @@ def test_a_live_takeover_leader_keeps_leading_when_the_stopped_leader_lets_go(ns
             f"live takeover leaders displaced (pid, epoch -> pid, epoch): {displaced}")
     finally:
         for child in (leader, *peers):
-            _cont_and_kill(child.pid)
+            cont_and_kill(child.pid)
             child.kill()
         os.close(ready_r)
         os.close(ready_w)
@@ -341,12 +303,12 @@ def test_a_process_stopped_inside_the_commit_section_does_not_freeze_the_table(
     me = make_fleet(refresh=lambda: NODES, refresh_interval=0.05, idle_refresh_interval=0.05)
     assert me.wait_for_nodes(10) == NODES
     ready_r, ready_w = os.pipe()
-    follower = Child(_follower_that_may_take_over, ns, 12.0)
+    follower = Child(follow, ns, 12.0)
     path = os.path.join(os.path.realpath(segment.DEFAULT_SHM_DIR),
                         segment.base_name(ns) + ".lock")
     holder = Child(_hold_byte_then_stop, path, layout.LOCK_COMMIT, ready_w)
     try:
-        assert _read_byte(ready_r, 10) == b"H"
+        assert read_byte(ready_r, 10) == b"H"
         worst = 0.0
         deadline = time.monotonic() + 6.0
         while time.monotonic() < deadline:
@@ -356,7 +318,7 @@ def test_a_process_stopped_inside_the_commit_section_does_not_freeze_the_table(
         bound = max(3 * 0.05, 2.0) + 1.0
         assert worst <= bound, f"table {worst:.1f}s old while leader and follower run"
     finally:
-        _cont_and_kill(holder.pid)
+        cont_and_kill(holder.pid)
         holder.kill()
         follower.kill()
         os.close(ready_r)
@@ -388,10 +350,10 @@ def test_in_flight_counts_survive_a_stopped_counter_lock_holder(make_fleet, ns) 
     ready_r, ready_w = os.pipe()
     holder = Child(_hold_counter_lock_and_stop, ns, ready_w)
     try:
-        assert _read_byte(ready_r, 10) == b"!"
+        assert read_byte(ready_r, 10) == b"!"
         time.sleep(_load.EPOCH_S * 1.5)  # the renewer's next round meets the stopped holder
     finally:
-        _cont_and_kill(holder.pid)
+        cont_and_kill(holder.pid)
         holder.kill()
         os.close(ready_r)
         os.close(ready_w)
@@ -424,11 +386,11 @@ def test_a_follower_stopped_inside_its_takeover_attempt_does_not_block_the_takeo
     leader = Child(_lead, ns, ready_w)
     holder: Child | None = None
     try:
-        assert _read_byte(ready_r, 20) == b"L"
+        assert read_byte(ready_r, 20) == b"L"
         path = os.path.join(os.path.realpath(segment.DEFAULT_SHM_DIR),
                             segment.base_name(ns) + ".lock")
         holder = Child(_hold_byte_then_stop, path, layout.LOCK_TAKEOVER, ready_w)
-        assert _read_byte(ready_r, 10) == b"H"
+        assert read_byte(ready_r, 10) == b"H"
         me = make_fleet(refresh=lambda: NODES, refresh_interval=0.05, idle_refresh_interval=0.05)
         me.start()
         os.kill(leader.pid, signal.SIGSTOP)
@@ -438,7 +400,7 @@ def test_a_follower_stopped_inside_its_takeover_attempt_does_not_block_the_takeo
     finally:
         for child in (leader, holder):
             if child is not None:
-                _cont_and_kill(child.pid)
+                cont_and_kill(child.pid)
                 child.kill()
         os.close(ready_r)
         os.close(ready_w)

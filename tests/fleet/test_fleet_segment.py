@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
 import tempfile
 import uuid
 
@@ -174,26 +173,6 @@ def test_corrupted_header_is_refused_in_use_and_rebuilt_when_unused(ns, offset, 
             assert fleet.stats().picks == 1
         finally:
             fleet.close()
-
-
-@pytest.fixture
-def tiny_tmpfs():
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mountpoint = tempfile.mkdtemp(prefix="fleet-tmpfs-")
-    proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=1777", "tmpfs", mountpoint],
-        capture_output=True, check=False, timeout=20,
-    )
-    if proc.returncode != 0:
-        os.rmdir(mountpoint)
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
-    try:
-        yield mountpoint
-    finally:
-        # lazy: this process keeps its one fd on the lock file for the rest of its life
-        subprocess.run(["umount", "-l", mountpoint], check=False, timeout=20)
-        os.rmdir(mountpoint)
 
 
 def test_full_tmpfs_is_a_clear_error_not_sigbus(tiny_tmpfs, ns) -> None:

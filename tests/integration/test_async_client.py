@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,10 @@ from test_helper_support import (
     all_api_entries,
     api_counts,
     cluster_credentials,
+    create_table,
     header,
     make_helper,
+    module_cluster,
 )
 
 from alternator_shm import ConfigurationError, Helper
@@ -35,31 +36,13 @@ pytest.importorskip("aiobotocore")
 USERS = {f"user{secrets.token_hex(4)}": secrets.token_hex(16)}
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    with Cluster(nodes=3, users=USERS, backend="moto") as c:
-        yield c
-
-
-@pytest.fixture(autouse=True)
-def _clean(cluster: Any) -> Iterator[None]:
-    cluster.clear_logs()
-    yield
-    for node in cluster.nodes:
-        node.clear_faults()
+cluster = module_cluster(nodes=3, users=USERS, backend="moto")
+pytestmark = pytest.mark.usefixtures("clean_cluster")
 
 
 @pytest.fixture(scope="module")
 def table(cluster: Any) -> str:
-    name = f"aio_{uuid.uuid4().hex[:8]}"
-    with make_helper(cluster) as h:
-        h.new_dynamodb_client().create_table(
-            TableName=name,
-            KeySchema=[{"AttributeName": "p", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "p", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-    return name
+    return create_table(cluster, "aio")
 
 
 def _spread(counts: Any) -> int:
@@ -277,10 +260,7 @@ def test_event_loop_is_not_blocked_while_waiting_for_the_first_table(
     assert ticks >= 20, ticks
 
 
-@pytest.fixture(scope="module")
-def tls_cluster() -> Iterator[Any]:
-    with Cluster(nodes=2, users=USERS, https=True, backend="null") as c:
-        yield c
+tls_cluster = module_cluster("tls_cluster", nodes=2, users=USERS, https=True, backend="null")
 
 
 def test_https_ca_file_and_key_log(tls_cluster: Any, tmp_path: Path) -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from test_helper_support import module_cluster
 
 from alternator_shm.discovery import Discovery
 from alternator_shm.errors import ConfigurationError, DiscoveryError
@@ -24,17 +24,8 @@ TOPOLOGY = [
 ]
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    with Cluster(topology=TOPOLOGY, backend="null") as c:
-        yield c
-
-
-@pytest.fixture(autouse=True)
-def _clean(cluster: Any) -> Iterator[None]:
-    yield
-    for node in cluster.nodes:
-        node.clear_faults()
+cluster = module_cluster(topology=TOPOLOGY, backend="null")
+pytestmark = pytest.mark.usefixtures("clean_cluster")
 
 
 def _discovery(c: Any, seeds: list[int] | None = None, **kwargs: Any) -> Discovery:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import subprocess
 import sys
 import textwrap
@@ -17,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_helper_support import api_counts, helper_options, make_helper, node_urls
+from test_helper_support import api_counts, helper_options, make_helper, module_cluster, node_urls
 
 from alternator_shm import NoLiveNodesError
 from alternator_shm.discovery import Discovery, scope_note
@@ -30,19 +31,14 @@ TABLE = "views_table"
 KEY = {"p": {"S": "k"}}
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    with Cluster(topology=TOPOLOGY, users=USERS, backend="null") as c:
-        yield c
+cluster = module_cluster(topology=TOPOLOGY, users=USERS, backend="null")
 
 
 @pytest.fixture(autouse=True)
-def _clean(cluster: Any) -> Iterator[None]:
-    cluster.clear_logs()
+def _clean(clean_cluster: Any) -> Iterator[None]:
     yield
-    for node in cluster.nodes:
+    for node in clean_cluster.nodes:
         node.set_view(None)
-        node.clear_faults()
 
 
 def _lowest(cluster: Any, dc: str | None = None) -> Any:
@@ -163,11 +159,6 @@ def test_fallback_logs_one_warning_naming_the_scope_used(
     assert "datacenter 'nope'" in warnings[0] and "whole cluster" in warnings[0], warnings
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a scoped (dc/rack) table that one partial node narrowed is never re-checked against the "
-    "seeds: only nodes of the previous table are asked to confirm, so with seeds=[A, B, C] and "
-    "A answering first with [A], the table stays [A] while A's view lasts (issue 11 #1, "
-    "about 1 first table in 3 with random order)"))
 def test_seeds_outvote_a_partial_view_that_became_the_table(cluster: Any) -> None:
     """The stuck state: the published table is [A] (A answered first, listing only itself).
 
@@ -181,6 +172,32 @@ def test_seeds_outvote_a_partial_view_that_became_the_table(cluster: Any) -> Non
     for _ in range(3):
         result = d.fetch(known, previous_note=scope_note(d.scopes[0]))
         assert sorted(result) == node_urls(cluster, dc1)
+
+
+def test_a_paused_second_witness_is_not_waited_for(
+    cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second witness is only a confirmation: once another node confirmed, a paused
+    witness is cut off instead of costing its whole request deadline on every refresh."""
+    dc1 = [n for n in cluster.nodes if n.dc == "dc1"]
+    alone, paused, other = dc1
+    alone.set_view([alone.ip])  # lists only itself: a witness is needed
+    monkeypatch.setattr(random, "shuffle", lambda x: None)  # seeds asked in the given order
+    transport = Transport(TransportOptions(connect_timeout=0.5, read_timeout=3.0))
+    d = Discovery([paused.ip, other.ip], scheme=cluster.scheme, port=cluster.port,
+                  transport=transport, datacenter="dc1", request_timeout=3.0)
+    paused.pause()
+    try:
+        for _ in range(2):
+            started = time.monotonic()
+            result = d.fetch(node_urls(cluster, [alone]), previous_note=scope_note(d.scopes[0]))
+            elapsed = time.monotonic() - started
+            # The other seed was heard (whether it still lists the paused node is the
+            # emulator's failure detection's business).
+            assert set(node_urls(cluster, [alone, other])) <= set(result)
+            assert elapsed < 2.0, elapsed  # waiting for the paused witness takes >= 3 s
+    finally:
+        paused.resume()
 
 
 def test_no_table_yet_without_fallback_sends_nothing_outside_the_scope(cluster: Any) -> None:

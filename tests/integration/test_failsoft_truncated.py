@@ -17,11 +17,10 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_helper_support import helper_options
+from test_helper_support import helper_options, module_cluster
 
 from alternator_shm.fleet import mapguard, segment
 
@@ -32,12 +31,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    from alternator_shm.emulator import Cluster
-
-    with Cluster(nodes=3, users=USERS, backend="null") as c:
-        yield c
+cluster = module_cluster(nodes=3, users=USERS, backend="null")
 
 
 _CHILD = textwrap.dedent(

@@ -15,6 +15,9 @@ publishes, is about ``refresh_interval`` + that refresh + the threshold + one po
 successor's refresh. With refreshes of a few milliseconds (a real cluster) this is
 within ``3 x refresh_interval + 2 s``; on this 2-core machine the emulator answers
 ``/localnodes`` behind 8 busy writers, and a review measured a 3.95 s age after a 0.7 s refresh.
+The emulator runs one process per node here: in one process, its nodes shared one GIL with the
+test's monitor, and a CI run saw five successive leaders each killed (1 s apart) before their
+``/localnodes`` answer came.
 
 Ages of 4.5 to 5.5 s were once seen here under load: a follower took over from the SIGSTOPped
 leader (which still held the leader lock), and the chaos loop SIGKILLed that takeover leader
@@ -113,7 +116,7 @@ def test_chaos_8_workers_kill_stop_and_node_restarts(tmp_path) -> None:
     ctx.set_forkserver_preload(["boto3", "botocore", "alternator_shm", "test_helper_support"])
     rng = random.Random(8)
     with (
-        Cluster(nodes=5, users=USERS) as cluster,
+        Cluster(nodes=5, users=USERS, process_per_node=True) as cluster,
         make_helper(cluster, refresh_interval=REFRESH, idle_refresh_interval=REFRESH) as helper,
     ):
         key, secret = cluster_credentials(cluster)

@@ -18,23 +18,17 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_helper_support import helper_options, make_helper
+from test_helper_support import helper_options, make_helper, module_cluster
 
 from alternator_shm import discovery
 
 USERS = {"slow-key": "slow-secret"}
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    from alternator_shm.emulator import Cluster
-
-    with Cluster(nodes=3, users=USERS, backend="null") as c:
-        yield c
+cluster = module_cluster(nodes=3, users=USERS, backend="null")
 
 
 @pytest.mark.slow

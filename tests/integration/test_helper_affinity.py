@@ -16,7 +16,14 @@ from typing import Any
 
 import pytest
 from boto3.dynamodb.conditions import Attr
-from test_helper_support import api_counts, make_helper, node_urls, spawn_context, wait_for
+from test_helper_support import (
+    api_counts,
+    make_helper,
+    module_cluster,
+    node_urls,
+    spawn_context,
+    wait_for,
+)
 
 from alternator_shm.affinity import Affinity, Ring, Target, hash_key, seeded_order
 from alternator_shm.emulator import Cluster
@@ -27,10 +34,7 @@ TABLE = "aff_table"
 CONDITION = "attribute_not_exists(never_set)"  # always true: every conditional put succeeds
 
 
-@pytest.fixture(scope="module")
-def null_cluster() -> Iterator[Any]:
-    with Cluster(nodes=5, users=USERS, backend="null") as c:
-        yield c
+null_cluster = module_cluster("null_cluster", nodes=5, users=USERS, backend="null")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import logging
 import os
 import select
 import socket
-import ssl
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,18 +19,18 @@ from typing import Any
 import boto3
 import botocore.exceptions
 import pytest
-import trustme
 from botocore.config import Config
 from test_helper_support import (
+    MTLS_CLIENT_CN,
     all_api_entries,
     cluster_credentials,
     header,
     make_helper,
+    module_cluster,
     unique_namespace,
 )
 
 from alternator_shm import ConfigurationError, Helper, __version__
-from alternator_shm.emulator import Cluster
 
 USERS = {"b3-key": "b3-secret"}
 TABLE = "b3_table"
@@ -39,21 +38,11 @@ KEY = {"p": {"S": "k"}}
 ONE_ATTEMPT = Config(retries={"total_max_attempts": 1})
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    with Cluster(nodes=3, users=USERS, backend="null") as c:
-        yield c
+cluster = module_cluster(nodes=3, users=USERS, backend="null")
+pytestmark = pytest.mark.usefixtures("clean_cluster")
 
 
-@pytest.fixture(scope="module")
-def tls_cluster() -> Iterator[Any]:
-    with Cluster(nodes=3, users=USERS, backend="null", https=True) as c:
-        yield c
-
-
-@pytest.fixture(autouse=True)
-def _clean(cluster: Any) -> None:
-    cluster.clear_logs()
+tls_cluster = module_cluster("tls_cluster", nodes=3, users=USERS, backend="null", https=True)
 
 
 def _plain(cluster: Any, **kwargs: Any) -> Any:
@@ -336,10 +325,7 @@ def test_tcp_keepalive(cluster: Any, keepalive: bool) -> None:
     assert int(keepalive) in flags
 
 
-@pytest.fixture(scope="module")
-def slow_node() -> Iterator[Any]:
-    with Cluster(nodes=1, users=USERS, backend="null") as c:
-        yield c
+slow_node = module_cluster("slow_node", nodes=1, users=USERS, backend="null")
 
 
 class _Warnings(logging.Handler):
@@ -520,61 +506,7 @@ def test_refused_at_client_creation(cluster: Any, kwargs: dict[str, Any], names:
         h.new_dynamodb_client(use_ssl=False).get_item(TableName=TABLE, Key=KEY)  # consistent
 
 
-# -- client certificates -----------------------------------------------------------------------
-
-
-class _MTLSHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _MTLSServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _answer(self, body: bytes) -> None:
-        self.server.peers.append(self.connection.getpeercert())  # type: ignore[attr-defined]
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-amz-json-1.0")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self) -> None:
-        self._answer(b'["127.0.0.1"]')
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self._answer(b"{}")
-
-
-class _MTLSServer(ThreadingHTTPServer):
-    daemon_threads = True
-    peers: list[Any]
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def mtls(tmp_path: Path) -> Iterator[tuple[_MTLSServer, str, tuple[str, str]]]:
-    ca = trustme.CA()
-    ca_path = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_path))
-    client = ca.issue_cert("client.example", common_name="b3-client")
-    cert_path, key_path = tmp_path / "client.crt", tmp_path / "client.key"
-    client.cert_chain_pems[0].write_to_path(str(cert_path))
-    client.private_key_pem.write_to_path(str(key_path))
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    ca.configure_trust(context)
-    context.verify_mode = ssl.CERT_REQUIRED
-    server = _MTLSServer(("127.0.0.1", 0), _MTLSHandler)
-    server.peers = []
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server, str(ca_path), (str(cert_path), str(key_path))
-    server.shutdown()
-    server.server_close()
+# -- client certificates: the ``mtls`` node of conftest.py ---------------------------------------
 
 
 def test_client_cert_in_config(mtls: Any) -> None:
@@ -598,7 +530,7 @@ def test_client_cert_in_config(mtls: Any) -> None:
     )
     try:
         h.new_dynamodb_client(config=with_cert).get_item(TableName=TABLE, Key=KEY)
-        assert "b3-client" in repr(server.peers[-1])
+        assert MTLS_CLIENT_CN in repr(server.peers[-1])
         with pytest.raises(botocore.exceptions.BotoCoreError):
             h.new_dynamodb_client(config=ONE_ATTEMPT).get_item(TableName=TABLE, Key=KEY)
     finally:

@@ -9,48 +9,23 @@ really met chunked (and compressed) answers, not just that the calls worked.
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_helper_support import all_api_entries, make_helper
-
-from alternator_shm.emulator import Cluster
+from test_helper_support import all_api_entries, create_table, make_helper, module_cluster
 
 USERS = {"chunk-key": "chunk-secret"}
 ITEMS = 40
 VALUE = "v" * 4000  # 40 items x 4 KB: every full answer is well over 100 KB
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    with Cluster(nodes=3, users=USERS, backend="moto") as c:
-        yield c
+cluster = module_cluster(nodes=3, users=USERS, backend="moto")
 
 
 @pytest.fixture(scope="module")
 def table(cluster: Any) -> str:
-    name = f"chunk_{uuid.uuid4().hex[:8]}"
-    with make_helper(cluster) as h:
-        ddb = h.new_dynamodb_client()
-        ddb.create_table(
-            TableName=name,
-            KeySchema=[
-                {"AttributeName": "p", "KeyType": "HASH"},
-                {"AttributeName": "s", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "p", "AttributeType": "S"},
-                {"AttributeName": "s", "AttributeType": "N"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        for i in range(ITEMS):
-            ddb.put_item(
-                TableName=name, Item={"p": {"S": "k"}, "s": {"N": str(i)}, "v": {"S": VALUE}}
-            )
-    return name
+    items = [{"p": {"S": "k"}, "s": {"N": str(i)}, "v": {"S": VALUE}} for i in range(ITEMS)]
+    return create_table(cluster, "chunk", range_key="s", items=items)
 
 
 def _calls(table: str) -> list[tuple[str, dict[str, Any]]]:

@@ -7,7 +7,6 @@ signing (a signature over another node's Host would be rejected).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,47 +17,23 @@ from test_helper_support import (
     all_api_entries,
     api_counts,
     cluster_credentials,
+    create_table,
     header,
     make_helper,
+    module_cluster,
 )
-
-from alternator_shm.emulator import Cluster
 
 USERS = {"crud-key": "crud-secret"}
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    with Cluster(nodes=5, users=USERS, backend="moto") as c:
-        yield c
-
-
-@pytest.fixture(autouse=True)
-def _clean(cluster: Any) -> Iterator[None]:
-    cluster.clear_logs()
-    yield
-    for node in cluster.nodes:
-        node.clear_faults()
+cluster = module_cluster(nodes=5, users=USERS, backend="moto")
+pytestmark = pytest.mark.usefixtures("clean_cluster")
 
 
 @pytest.fixture(scope="module")
 def table(cluster: Any) -> str:
     """A hash+range table shared by the read-mostly tests of this module."""
-    name = f"crud_{uuid.uuid4().hex[:8]}"
-    with make_helper(cluster) as h:
-        h.new_dynamodb_client().create_table(
-            TableName=name,
-            KeySchema=[
-                {"AttributeName": "p", "KeyType": "HASH"},
-                {"AttributeName": "s", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "p", "AttributeType": "S"},
-                {"AttributeName": "s", "AttributeType": "N"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
-    return name
+    return create_table(cluster, "crud", range_key="s")
 
 
 def _assert_all_authenticated_and_spread(cluster: Any) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -19,6 +18,7 @@ from test_helper_support import (
     api_entries,
     localnodes_entries,
     make_helper,
+    module_cluster,
     node_urls,
     wait_for,
 )
@@ -32,18 +32,8 @@ TABLE = "disc_table"
 KEY = {"p": {"S": "k"}}
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    with Cluster(topology=TOPOLOGY, users=USERS, backend="null") as c:
-        yield c
-
-
-@pytest.fixture(autouse=True)
-def _clean(cluster: Any) -> Iterator[None]:
-    cluster.clear_logs()
-    yield
-    for node in cluster.nodes:
-        node.clear_faults()
+cluster = module_cluster(topology=TOPOLOGY, users=USERS, backend="null")
+pytestmark = pytest.mark.usefixtures("clean_cluster")
 
 
 def _urls(cluster: Any, dc: str | None = None, rack: str | None = None) -> list[str]:

@@ -17,7 +17,6 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from test_helper_support import (
     api_counts,
     helper_options,
     make_helper,
+    module_cluster,
     spawn_context,
     wait_for,
 )
@@ -46,17 +46,8 @@ FAILSOFT_LOGGER = "alternator_shm.fleet.failsoft"
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    from alternator_shm.emulator import Cluster
-
-    with Cluster(nodes=3, users=USERS, backend="null") as c:
-        yield c
-
-
-@pytest.fixture(autouse=True)
-def _clean_logs(cluster: Any) -> None:
-    cluster.clear_logs()
+cluster = module_cluster(nodes=3, users=USERS, backend="null")
+pytestmark = pytest.mark.usefixtures("clean_cluster")
 
 
 def _paths(namespace: str, shm_dir: str = SHM) -> tuple[str, str]:
@@ -191,27 +182,6 @@ def test_rejoins_the_host_fleet_once_the_cause_is_gone(
 
 
 # -- a full shared-memory filesystem ----------------------------------------------------------
-
-
-@pytest.fixture
-def tiny_tmpfs() -> Iterator[str]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mountpoint = tempfile.mkdtemp(prefix="failsoft-tmpfs-")
-    proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=1777", "tmpfs", mountpoint],
-        capture_output=True, check=False, timeout=20,
-    )
-    if proc.returncode != 0:
-        os.rmdir(mountpoint)
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
-    try:
-        yield mountpoint
-    finally:
-        # lazy: this process keeps its one fd on the lock file for the rest of its life
-        subprocess.run(["umount", "-l", mountpoint], check=False, timeout=20)
-        with contextlib.suppress(OSError):
-            os.rmdir(mountpoint)
 
 
 def test_full_tmpfs_balances_alone(

@@ -12,16 +12,15 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import boto3
 import botocore.exceptions
 import pytest
-from test_helper_support import cluster_credentials, make_helper
+from test_helper_support import cluster_credentials, make_helper, module_cluster
 
 from alternator_shm import _forksafe
-from alternator_shm.emulator import Cluster
 
 USERS = {"fork-key": "fork-secret"}
 TABLE = "fork_table"
@@ -49,10 +48,7 @@ def _c_level_fork() -> int:
 FORKS: dict[str, Callable[[], int]] = {"os.fork": _os_fork, "c-level-fork": _c_level_fork}
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    with Cluster(nodes=3, users=USERS, backend="null") as c:
-        yield c
+cluster = module_cluster(nodes=3, users=USERS, backend="null")
 
 
 def _run_child(body: Callable[[], int], fork: Callable[[], int]) -> int:

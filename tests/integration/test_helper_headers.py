@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import re
 import statistics
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
-from test_helper_support import all_api_entries, cluster_credentials, header, make_helper
-
-from alternator_shm.emulator import Cluster
+from test_helper_support import (
+    all_api_entries,
+    cluster_credentials,
+    header,
+    make_helper,
+    module_cluster,
+)
 
 USERS = {"hdr-key": "hdr-secret"}
 TABLE = "headers_table"
@@ -23,10 +26,7 @@ SMALL_ITEM = {"p": {"S": "key-1"}, "v": {"S": "x" * 40}}
 BIG_ITEM = {"p": {"S": "key-2"}, "v": {"S": "alternator " * 500}}  # ~5.5 kB, compressible
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    with Cluster(nodes=3, users=USERS, backend="null") as c:
-        yield c
+cluster = module_cluster(nodes=3, users=USERS, backend="null")
 
 
 def _plain_client(cluster: Any) -> Any:

@@ -14,7 +14,6 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,12 +22,12 @@ from test_helper_support import (
     all_api_entries,
     api_counts,
     make_helper,
+    module_cluster,
     spawn_context,
     wait_for,
 )
 
 from alternator_shm import ConfigurationError, Helper
-from alternator_shm.emulator import Cluster
 from alternator_shm.fleet import load as _load
 
 USERS = {"load-key": "load-secret"}
@@ -36,18 +35,8 @@ TABLE = "load_table"
 KEY = {"p": {"S": "k"}}
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    with Cluster(nodes=5, users=USERS, backend="null") as c:
-        yield c
-
-
-@pytest.fixture(autouse=True)
-def _clean(cluster: Any) -> Iterator[None]:
-    cluster.clear_logs()
-    yield
-    for node in cluster.nodes:
-        node.clear_faults()
+cluster = module_cluster(nodes=5, users=USERS, backend="null")
+pytestmark = pytest.mark.usefixtures("clean_cluster")
 
 
 #: Generous socket timeouts: on a loaded machine a 2 s connect timeout would fail over attempts

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,6 +15,7 @@ from test_helper_support import (
     all_api_entries,
     api_counts,
     make_helper,
+    module_cluster,
     node_urls,
     spawn_context,
     wait_for,
@@ -29,10 +29,7 @@ USERS = {"mp-key": "mp-secret"}
 TABLE = "mp_table"
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    with Cluster(nodes=5, users=USERS, backend="null") as c:
-        yield c
+cluster = module_cluster(nodes=5, users=USERS, backend="null")
 
 
 def _collect(results: Any, count: int, timeout: float) -> list[dict[str, Any]]:

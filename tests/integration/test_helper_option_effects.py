@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -22,27 +21,20 @@ from test_helper_support import (
     header,
     localnodes_entries,
     make_helper,
+    module_cluster,
     node_urls,
     unique_namespace,
 )
 
 from alternator_shm import __version__
-from alternator_shm.emulator import Cluster
 
 USERS = {"opt-key": "opt-secret"}
 TABLE = "options_table"
 KEY = {"p": {"S": "k"}}
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    with Cluster(nodes=5, users=USERS, backend="null") as c:
-        yield c
-
-
-@pytest.fixture(autouse=True)
-def _clean(cluster: Any) -> None:
-    cluster.clear_logs()
+cluster = module_cluster(nodes=5, users=USERS, backend="null")
+pytestmark = pytest.mark.usefixtures("clean_cluster")
 
 
 @pytest.fixture

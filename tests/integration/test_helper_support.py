@@ -21,6 +21,8 @@ from alternator_shm import fleet as _fleet
 
 #: Refresh period used by the tests: short, so topology changes show up fast.
 REFRESH = 0.2
+#: The common name of the client certificate the ``mtls`` fixture (conftest.py) issues.
+MTLS_CLIENT_CN = "alternator-shm-test-client"
 
 
 def unique_namespace() -> str:
@@ -64,6 +66,48 @@ def make_helper(cluster: Any, **overrides: Any) -> Iterator[Helper]:
     finally:
         helper.close()
         cleanup(helper.namespace)
+
+
+def module_cluster(name: str = "cluster", **options: Any) -> Any:
+    """A module-scoped emulator cluster fixture, built with ``Cluster(**options)``.
+
+    ``cluster = module_cluster(nodes=3, users=USERS, backend="null")`` in a test module; give
+    ``name=`` for a second one (``tls_cluster = module_cluster("tls_cluster", https=True)``).
+    Pair it with ``pytestmark = pytest.mark.usefixtures("clean_cluster")`` (conftest.py) for
+    empty request logs before each test and no fault left injected after it.
+    """
+    # Imported here: spawned children import this module for the worker functions below, and
+    # need neither pytest nor the emulator.
+    import pytest
+
+    @pytest.fixture(scope="module", name=name)
+    def cluster() -> Iterator[Any]:
+        from alternator_shm.emulator import Cluster
+
+        with Cluster(**options) as c:
+            yield c
+
+    return cluster
+
+
+def create_table(
+    cluster: Any, prefix: str, *, range_key: str | None = None, items: Iterable[Any] = ()
+) -> str:
+    """A new on-demand table ``<prefix>_<hex>`` with string hash key ``p`` (and numeric range
+    key ``range_key``), holding ``items``; its name."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    schema = [{"AttributeName": "p", "KeyType": "HASH"}]
+    attributes = [{"AttributeName": "p", "AttributeType": "S"}]
+    if range_key is not None:
+        schema.append({"AttributeName": range_key, "KeyType": "RANGE"})
+        attributes.append({"AttributeName": range_key, "AttributeType": "N"})
+    with make_helper(cluster) as h:
+        ddb = h.new_dynamodb_client()
+        ddb.create_table(TableName=name, KeySchema=schema, AttributeDefinitions=attributes,
+                         BillingMode="PAY_PER_REQUEST")  # fmt: skip
+        for item in items:
+            ddb.put_item(TableName=name, Item=item)
+    return name
 
 
 def cleanup(namespace: str) -> None:

@@ -6,45 +6,33 @@ verification is on by default and must fail until ``ca_file`` names that CA.
 
 from __future__ import annotations
 
-import json
-import ssl
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import botocore.exceptions
 import pytest
-import trustme
 from botocore.config import Config
 from test_helper_support import (
+    MTLS_CLIENT_CN,
     all_api_entries,
     api_counts,
     cleanup,
     localnodes_entries,
     make_helper,
+    module_cluster,
     node_urls,
     unique_namespace,
 )
 
 from alternator_shm import DiscoveryError, Helper
-from alternator_shm.emulator import Cluster
 
 USERS = {"tls-key": "tls-secret"}
 TABLE = "tls_table"
 KEY = {"p": {"S": "k"}}
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    with Cluster(nodes=3, users=USERS, backend="null", https=True) as c:
-        yield c
-
-
-@pytest.fixture(autouse=True)
-def _clean(cluster: Any) -> None:
-    cluster.clear_logs()
+cluster = module_cluster(nodes=3, users=USERS, backend="null", https=True)
+pytestmark = pytest.mark.usefixtures("clean_cluster")
 
 
 def _calls(helper: Helper, count: int) -> None:
@@ -112,59 +100,7 @@ def test_key_log_file_gets_discovery_and_api_connections(cluster: Any, tmp_path:
     assert set(api_counts(cluster).values()) == {1}
 
 
-# -- client certificates (mTLS) ----------------------------------------------------------------
-# The emulator does not ask for client certificates, so a stdlib TLS server that REQUIRES one
-# plays a node here: it answers /localnodes and records the certificate it was shown.
-
-
-class _LocalnodesHandler(BaseHTTPRequestHandler):
-    server: _MTLSServer
-
-    def do_GET(self) -> None:
-        self.server.peers.append(self.connection.getpeercert())  # type: ignore[attr-defined]
-        body = json.dumps([self.server.server_address[0]]).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class _MTLSServer(ThreadingHTTPServer):
-    daemon_threads = True
-    peers: list[Any]
-
-
-@pytest.fixture
-def mtls(tmp_path: Path) -> Iterator[tuple[_MTLSServer, str, tuple[str, str]]]:
-    ca = trustme.CA()
-    ca_path = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_path))
-    client = ca.issue_cert("client.example", common_name="alternator-shm-test-client")
-    cert_path, key_path = tmp_path / "client.crt", tmp_path / "client.key"
-    client.cert_chain_pems[0].write_to_path(str(cert_path))
-    client.private_key_pem.write_to_path(str(key_path))
-
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    ca.configure_trust(context)
-    context.verify_mode = ssl.CERT_REQUIRED
-    server = _MTLSServer(("127.0.0.1", 0), _LocalnodesHandler)
-    server.peers = []
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    try:
-        yield server, str(ca_path), (str(cert_path), str(key_path))
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+# -- client certificates (mTLS): the ``mtls`` node of conftest.py --------------------------------
 
 
 @pytest.mark.parametrize("with_cert", [True, False], ids=["client-cert", "no-client-cert"])
@@ -184,7 +120,7 @@ def test_client_cert_is_presented(mtls: Any, with_cert: bool) -> None:
             # This server ignores ?rack=, like an old Alternator: the probe says unsupported.
             assert h.check_if_rack_datacenter_feature_is_supported() is False
             assert server.peers
-            assert "alternator-shm-test-client" in repr(server.peers[0])
+            assert MTLS_CLIENT_CN in repr(server.peers[0])
         else:
             with pytest.raises(DiscoveryError):
                 h.check_if_rack_datacenter_feature_is_supported()

@@ -16,6 +16,7 @@ import botocore.config
 import botocore.exceptions
 import botocore.parsers
 import pytest
+from test_helper_support import module_cluster
 
 from alternator_shm.errors import NoLiveNodesError
 from alternator_shm.hooks import HookOptions, register_hooks
@@ -81,12 +82,12 @@ def _client(
     return client
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
+def _random_user() -> dict[str, str]:
     # A 12-character access key id, like the emulator's and typical role names.
-    users = {f"user{secrets.token_hex(4)}": secrets.token_hex(16)}
-    with Cluster(nodes=3, users=users) as c:
-        yield c
+    return {f"user{secrets.token_hex(4)}": secrets.token_hex(16)}
+
+
+cluster = module_cluster(nodes=3, users=_random_user())
 
 
 @pytest.fixture
@@ -232,11 +233,7 @@ def test_response_compression_is_decoded(cluster: Any, table: str) -> None:
         control.get_item(TableName=table, Key={"p": {"S": "big"}})
 
 
-@pytest.fixture(scope="module")
-def tls_cluster() -> Iterator[Any]:
-    users = {f"user{secrets.token_hex(4)}": secrets.token_hex(16)}
-    with Cluster(nodes=2, users=users, https=True) as c:
-        yield c
+tls_cluster = module_cluster("tls_cluster", nodes=2, users=_random_user(), https=True)
 
 
 def test_https_with_ca_and_key_log(tls_cluster: Any, tmp_path: Path) -> None:

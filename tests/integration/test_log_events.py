@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_helper_support import make_helper, wait_for
+from test_helper_support import make_helper, module_cluster, wait_for
 
-from alternator_shm.emulator import Cluster
 from alternator_shm.fleet import SharedFleet, cleanup
 from alternator_shm.fleet.events import EVENTS
 
 USERS = {"ev-key": "ev-secret"}
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    with Cluster(nodes=3, users=USERS, backend="null") as c:
-        yield c
+cluster = module_cluster(nodes=3, users=USERS, backend="null")
 
 
 def _events(caplog: pytest.LogCaptureFixture) -> list[tuple[str, Any]]:

@@ -9,12 +9,11 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_helper_support import all_api_entries, make_helper
+from test_helper_support import all_api_entries, create_table, make_helper, module_cluster
 
 from alternator_shm.emulator import Cluster
 from alternator_shm.metrics import AlternatorCollector, exposition
@@ -25,31 +24,13 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 USERS = {f"user{secrets.token_hex(4)}": secrets.token_hex(16)}
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    with Cluster(nodes=3, users=USERS, backend="moto") as c:
-        yield c
-
-
-@pytest.fixture(autouse=True)
-def _clean(cluster: Any) -> Iterator[None]:
-    cluster.clear_logs()
-    yield
-    for node in cluster.nodes:
-        node.clear_faults()
+cluster = module_cluster(nodes=3, users=USERS, backend="moto")
+pytestmark = pytest.mark.usefixtures("clean_cluster")
 
 
 @pytest.fixture(scope="module")
 def table(cluster: Any) -> str:
-    name = f"m_{uuid.uuid4().hex[:8]}"
-    with make_helper(cluster) as h:
-        h.new_dynamodb_client().create_table(
-            TableName=name,
-            KeySchema=[{"AttributeName": "p", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "p", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-    return name
+    return create_table(cluster, "m")
 
 
 def _samples(text: str, namespace: str) -> dict[str, list[Any]]:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_helper_support import make_helper
+from test_helper_support import make_helper, module_cluster
 
 from alternator_shm.fleet import SharedFleet
 from alternator_shm.fleet.counter import FlockWords
@@ -25,12 +25,22 @@ USERS = {"flk-key": "flk-secret"}
 TABLE = "flock_table"
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    from alternator_shm.emulator import Cluster
+def _flock_client(helper: Any) -> Any:
+    """A client of ``helper`` on a flock-backend segment, its table created, first call done."""
+    SharedFleet(helper.namespace, counter_backend="flock").nodes()  # the segment is flock
+    client = helper.new_dynamodb_client()
+    with contextlib.suppress(Exception):  # the module's cluster may have it already
+        client.create_table(
+            TableName=TABLE,
+            KeySchema=[{"AttributeName": "p", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "p", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+    client.get_item(TableName=TABLE, Key={"p": {"S": "warm"}})
+    return client
 
-    with Cluster(nodes=3, users=USERS, backend="null") as c:
-        yield c
+
+cluster = module_cluster(nodes=3, users=USERS, backend="null")
 
 
 def _stopped(pid: int) -> bool:
@@ -80,16 +90,7 @@ def test_call_in_flight_when_a_process_stops_inside_the_counter_lock_does_not_fa
     cluster: Any,
 ) -> None:
     with make_helper(cluster) as helper:
-        SharedFleet(helper.namespace, counter_backend="flock").nodes()  # the segment is flock
-        client = helper.new_dynamodb_client()
-        with contextlib.suppress(Exception):
-            client.create_table(
-                TableName=TABLE,
-                KeySchema=[{"AttributeName": "p", "KeyType": "HASH"}],
-                AttributeDefinitions=[{"AttributeName": "p", "AttributeType": "S"}],
-                BillingMode="PAY_PER_REQUEST",
-            )
-        client.get_item(TableName=TABLE, Key={"p": {"S": "warm"}})
+        client = _flock_client(helper)
         assert helper.stats().counter_backend == "flock"
         for node in cluster.nodes:
             node.inject_fault("latency", delay=4.0)  # each call stays in flight 4 s
@@ -119,16 +120,7 @@ def test_a_stopped_counter_lock_holder_does_not_send_the_process_local(cluster: 
     (counted in stats)'. Not: the process leaves the host's fleet (no shared health, no exact
     round-robin) for at least 30 s because another process was stopped for a moment."""
     with make_helper(cluster) as helper:
-        SharedFleet(helper.namespace, counter_backend="flock").nodes()
-        client = helper.new_dynamodb_client()
-        with contextlib.suppress(Exception):
-            client.create_table(
-                TableName=TABLE,
-                KeySchema=[{"AttributeName": "p", "KeyType": "HASH"}],
-                AttributeDefinitions=[{"AttributeName": "p", "AttributeType": "S"}],
-                BillingMode="PAY_PER_REQUEST",
-            )
-        client.get_item(TableName=TABLE, Key={"p": {"S": "warm"}})
+        client = _flock_client(helper)
         assert helper.stats().mode == "shared" and helper.stats().counter_backend == "flock"
         with _stopped_inside_the_counter_lock(helper.namespace):
             client.get_item(TableName=TABLE, Key={"p": {"S": "k"}})

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import csv
-import threading
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ import pytest
 from alternator_shm.endpoints import canonical_endpoint, canonical_order, representative_order
 from alternator_shm.errors import ConfigurationError
 from alternator_shm.fleet import layout
+from alternator_shm.fleet.counter import LocalWords
 from alternator_shm.fleet.health import (
     Health,
     HealthSettings,
@@ -39,35 +39,9 @@ HEALTH_ROWS = _rows("node-health-transitions.tsv")
 ORDER_ROWS = _rows("endpoint-order.tsv")
 
 
-class LockedWords:
-    """SharedWords over a plain buffer (the unit-test twin of the segment's atomic ops)."""
-
-    name = "test"
-
-    def __init__(self, words: memoryview) -> None:
-        self._words = words
-        self._lock = threading.Lock()
-
-    def fetch_add(self, offset: int, delta: int = 1) -> int:
-        with self._lock:
-            old = int(self._words[offset // 8])
-            self._words[offset // 8] = (old + delta) % (1 << 64)
-            return old
-
-    def compare_exchange(self, offset: int, expected: int, desired: int) -> bool:
-        with self._lock:
-            if self._words[offset // 8] != expected:
-                return False
-            self._words[offset // 8] = desired
-            return True
-
-    def advance(self) -> int:
-        return self.fetch_add(layout.COUNTER_OFF)
-
-
 def make_health(settings: HealthSettings | None) -> Health:
     words = memoryview(bytearray(layout.SLOTS_OFF)).cast("Q")
-    return Health(words, LockedWords(words), settings)
+    return Health(words, LocalWords(words), settings)  # the local twin's own ops
 
 
 def _settings(row: list[str]) -> HealthSettings:
@@ -248,3 +222,58 @@ def test_traffic_success_suppresses_one_quarantine_probe() -> None:
     health.report_failure(node, 0)
     assert health.status(node) == Status(State.QUARANTINED, 1, 0, 0)
     assert health.probe_due([node], 10 + 3 * period, period) == [(node, State.QUARANTINED)]
+
+
+# -- one canonical endpoint for health, routing and affinity (endpoints.py) -----------------------
+
+
+def test_affinity_uses_the_one_canonical_endpoint() -> None:
+    from alternator_shm import affinity
+    from alternator_shm.affinity import _plan
+
+    assert affinity.canonical_endpoint is _plan.canonical_endpoint is canonical_endpoint
+
+
+@pytest.mark.parametrize(
+    ("given", "canonical"),
+    [
+        ("http://a:80", "http://a"),
+        ("HTTP://A:80", "http://a"),
+        ("http://a:080", "http://a"),  # the port's value counts, not its spelling
+        ("https://B:443/x", "https://b"),
+        ("https://b:80", "https://b:80"),  # 80 is the default of http only
+        ("http://b:443", "http://b:443"),
+        ("http://user:pw@Host.Example:8000/p?q#f", "http://host.example:8000"),
+        ("http://[2001:DB8::1]:80", "http://[2001:db8::1]"),
+        ("http://[2001:db8::1]:8043", "http://[2001:db8::1]:8043"),
+        ("  http://A:80\n", "http://a"),  # surrounding white space, as URL parsers drop it
+        ("http://127.0.0.1:8000", "http://127.0.0.1:8000"),
+    ],
+)
+def test_canonical_default_port_and_case(given: str, canonical: str) -> None:
+    assert canonical_endpoint(given) == canonical
+    # Whatever the path (plain spelling or urlsplit), the same identity.
+    assert canonical_endpoint(given.strip().upper().replace("HTTP", "http", 1)) == canonical
+
+
+@pytest.mark.parametrize(
+    "bad", ["http://bücher.example", "http://BÜCHER.example:80", "http://a b:80", "http://a\x7fb"]
+)
+def test_host_must_be_printable_ascii(bad: str) -> None:
+    # The spec folds ASCII case only and sorts ASCII bytes: an internationalized name is given
+    # in its IDNA form. Before, "BÜCHER" was Unicode-folded, canonical_order raised
+    # UnicodeEncodeError and the affinity ring sorted it by UTF-8 instead.
+    with pytest.raises(ValueError, match="ASCII"):
+        canonical_endpoint(bad)
+    with pytest.raises(ValueError):
+        canonical_order([bad, "http://a"])
+
+
+def test_ring_and_canonical_order_agree() -> None:
+    from alternator_shm.affinity import Ring
+
+    given = ["HTTP://B:80", "http://a:8080", "http://bücher.example", "http://[::1]", "http://b"]
+    ring = Ring(given)
+    valid = [g for g in given if g.isascii()]
+    assert list(ring.keys) == canonical_order(valid)
+    assert list(ring.nodes) == representative_order(valid)

@@ -5,6 +5,7 @@ Real sockets only: small stdlib HTTP(S) servers on random 127.x.y.z loopback add
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import random
@@ -596,3 +597,52 @@ def test_key_log_fifo_is_refused_without_hanging(
         os.close(reader)
         pytest.fail("opening a FIFO key log blocked")
     assert len(outcome) == 1 and isinstance(outcome[0], ConfigurationError), outcome
+
+
+def test_both_raw_bodies_read_alike() -> None:
+    """botocore's ``raw`` (read / stream) and aiobotocore's (``await read``) share one buffer."""
+    import asyncio
+
+    from alternator_shm.aio.transport import _ReadBody
+    from alternator_shm.transport import _BufferedBody
+
+    sync = _BufferedBody(b"abcdef")
+    assert list(sync.stream()) == [b"abcdef"]  # botocore's .content; the body stays
+    assert (sync.read(2), sync.read(10), sync.read()) == (b"ab", b"cdef", b"")
+    assert list(sync.stream()) == []
+
+    async def reads() -> tuple[bytes, ...]:
+        body = _ReadBody(b"abcdef")
+        return (await body.read(2), await body.read(), await body.read())
+
+    assert asyncio.run(reads()) == (b"ab", b"cdef", b"")
+    closed = _BufferedBody(b"abc")
+    closed.close()
+    assert closed.read() == b""
+
+
+def test_a_fork_child_closes_its_copy_of_an_unpooled_connection_in_flight() -> None:
+    """A discovery fetch or a probe (unpooled connections) in flight in another thread when the
+    process forks: the child must close its copy, or it keeps the parent's connection open (no
+    FIN while it lives). A CI run saw a child still holding one after its first use."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        port = listener.getsockname()[1]
+        conn = Transport(TransportOptions()).connection(f"http://127.0.0.1:{port}/localnodes",
+                                                        timeout=5)
+        conn.connect()  # in flight: connected, no answer yet
+        assert conn.sock is not None
+        inode = os.fstat(conn.sock.fileno()).st_ino
+        pid = os.fork()
+        if pid == 0:  # the child: the at-fork hook ran
+            held = False
+            for fd in os.listdir("/proc/self/fd"):
+                with contextlib.suppress(OSError):
+                    held = held or os.readlink(f"/proc/self/fd/{fd}") == f"socket:[{inode}]"
+            os._exit(1 if held else 0)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "the child kept the parent's connection"
+        assert conn.sock is not None and conn.sock.fileno() >= 0  # the parent's is untouched
+        conn.close()
+    finally:
+        listener.close()

@@ -1,0 +1,204 @@
+"""Review of issue 11 (the local twin runs the same node health): probes that found faults.
+
+Real HTTP against the emulator, real shared-memory failures (another user owns the lock file's
+name, as in test_helper_failsoft.py; needs root). Each test is ``xfail(strict=True)``: it
+documents a fault of the code as reviewed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from test_helper_support import helper_options, make_helper, wait_for
+
+from alternator_shm.emulator import Cluster
+from alternator_shm.fleet import segment
+from alternator_shm.fleet.health import HealthSettings
+
+USERS = {"b11t-key": "b11t-secret"}
+TABLE = "b11t_table"
+NOBODY = 65534
+SETTINGS = HealthSettings(probe_period=60.0, probe_timeout=1.0)  # no twin probe in the test
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+
+
+@contextlib.contextmanager
+def _squatted(path: str) -> Iterator[None]:
+    """Another local user (uid 65534) owns ``path``."""
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    os.close(fd)
+    os.chown(path, NOBODY, NOBODY)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _calls(client: Any, count: int) -> list[str]:
+    failures = []
+    for i in range(count):
+        try:
+            client.get_item(TableName=TABLE, Key={"p": {"S": f"k{i}"}})
+        except Exception as exc:  # counted
+            failures.append(repr(exc))
+    return failures
+
+
+def _states(h: Any) -> set[str]:
+    return {s.state for s in h.stats().per_node.values()}
+
+
+@needs_root
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "issue 11 review: the local twin keeps its node health from an earlier local episode "
+    "(DOWN from minutes ago) and the next episode routes by it: every call fails with "
+    "NoLiveNodesError while the whole cluster is healthy (fleet/failsoft.py _go_local seeds "
+    "the table only; fleet/standalone.py keeps _health_words across episodes)"))
+def test_second_local_episode_does_not_route_by_the_first_ones_stale_health(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ALTERNATOR_SHM_REJOIN_INTERVAL", "0.2")
+    with Cluster(nodes=3, users=USERS, backend="null", failure_detect_delay=60.0) as c:
+        options = helper_options(c, node_health=SETTINGS)
+        base = os.path.join(segment.DEFAULT_SHM_DIR, segment.base_name(options["namespace"]))
+        seg_path, lock_path = base, base + ".lock"
+        with make_helper(c, **options) as h:
+            client = h.new_dynamodb_client()
+            # Episode 1 (local): the cluster is briefly unreachable; the twin marks all DOWN.
+            with _squatted(lock_path):
+                assert _calls(client, 3) == []
+                assert h.stats().mode == "local"
+                for node in c.nodes:
+                    node.kill()
+                assert wait_for(lambda: (_calls(client, 1), _states(h) == {"down"})[1], 60)
+                for node in c.nodes:
+                    node.start()
+            # Shared again: the host's fleet sees a healthy cluster; calls succeed.
+            assert wait_for(lambda: h.stats().mode == "shared", 30)
+            assert wait_for(lambda: _states(h) == {"active"}, 30)
+            assert _calls(client, 6) == []
+            # Episode 2: the segment is removed and its lock name taken (systemd RemoveIPC,
+            # then another user): this process balances alone again.
+            assert wait_for(lambda: h.stats().is_leader, 20)
+            os.unlink(seg_path)
+            os.unlink(lock_path)
+            with _squatted(lock_path):
+                failures: list[str] = []
+
+                def local() -> bool:
+                    failures.extend(_calls(client, 1))
+                    return h.stats().mode == "local"
+
+                assert wait_for(local, 30)
+                began = time.monotonic()
+                failures.extend(_calls(client, 20))
+                states = _states(h)
+                took = time.monotonic() - began
+        # Nothing is wrong with the cluster: no call may fail (failsoft: "the switch itself
+        # loses nothing").
+        assert failures == [], (len(failures), failures[:2], states, f"{took:.1f}s")
+
+
+class _BlockingHandler(logging.Handler):
+    """A user's logging handler that is slow on one record (a network handler, say): in the
+    parent it holds the emitting thread until released."""
+
+    def __init__(self, needle: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.parent = os.getpid()
+        self.needle = needle
+        self.inside = threading.Event()
+        self.go = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if os.getpid() == self.parent and self.needle in record.getMessage() \
+                and not self.go.is_set():
+            self.inside.set()
+            self.go.wait(60)
+
+
+def _run_child(body: Callable[[], int]) -> int:
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 99
+        signal.alarm(40)  # a hung child ends itself
+        try:
+            code = body()
+        except BaseException:
+            code = 98
+        finally:
+            os._exit(code)
+    return pid
+
+
+def _wait_child(pid: int, timeout: float) -> int | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "issue 11 review: the local twin keeps its Prober across a fork, and the Prober's lock is "
+    "a plain threading.Lock (not _forksafe.ForkSafeLock): forked while the refresher thread "
+    "was inside Prober.cycle (here: logging a timed-out probe), the child's refresher blocks "
+    "forever and a DOWN node never recovers in the child (fleet/probes.py:52, "
+    "fleet/standalone.py:_new_process_state keeps self._prober)"))
+def test_fork_of_a_local_process_while_its_prober_logs_keeps_probing_in_the_child() -> None:
+    settings = HealthSettings(probe_period=1.0, probe_timeout=0.3)
+    probes_log = logging.getLogger("alternator_shm.fleet.probes")
+    handler = _BlockingHandler("timed out")
+    with Cluster(nodes=3, users=USERS, backend="null", failure_detect_delay=60.0) as c, \
+            make_helper(c, shared="off", node_health=settings) as h:
+        client = h.new_dynamodb_client()
+        assert _calls(client, 3) == []
+        victim = c.nodes[1]
+        url = victim.url.rstrip("/")
+        victim.kill()
+        assert wait_for(lambda: (_calls(client, 1),
+                                 h.stats().per_node[url].state == "down")[1], 30)
+        victim.start()
+        victim.inject_fault("localnodes_hang")  # its probes hang past probe_timeout
+        old_level = probes_log.level
+        probes_log.setLevel(logging.DEBUG)
+        probes_log.addHandler(handler)
+        try:
+            assert handler.inside.wait(20)  # the refresher thread is inside Prober.cycle
+
+            def child() -> int:
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline:
+                    _calls(client, 1)
+                    if h.stats().per_node[url].state == "active":
+                        return 0
+                    time.sleep(0.05)
+                return 1
+
+            pid = _run_child(child)
+        finally:
+            handler.go.set()
+            victim.clear_faults()
+            probes_log.removeHandler(handler)
+            probes_log.setLevel(old_level)
+        code = _wait_child(pid, 45)
+        # The parent recovers it (its thread was only slowed down) ...
+        assert wait_for(lambda: h.stats().per_node[url].state == "active", 15)
+        # ... the child must too: it probes on its own (shared="off").
+        assert code == 0, code
