@@ -525,8 +525,10 @@ class Discovery:
 
     def _exchange(self, url: str, deadline: float, wake: threading.Condition | None = None,
                   max_body: int = _MAX_BODY_BYTES,
-                  headers: dict[str, str] | None = None) -> _Exchange:
-        own = time.monotonic() + self.request_timeout
+                  headers: dict[str, str] | None = None,
+                  request_timeout: float | None = None) -> _Exchange:
+        own = time.monotonic() + (self.request_timeout if request_timeout is None
+                                  else request_timeout)
         exchange = _Exchange(self._transport, url, min(deadline, own), max_body, wake, headers)
         exchange.full_budget = own <= deadline
         return exchange.start()
@@ -561,9 +563,10 @@ class Discovery:
         one more candidate is asked every :data:`HEDGE_DELAY` (at once after a failure), at
         most :data:`MAX_IN_FLIGHT` at a time. Once answers are in, every node of ``previous``
         that no answer lists is asked itself (for the cluster scope: every candidate not yet
-        covered, since each datacenter answers only for itself), and while only one node has
-        answered and its word alone would make the table (no table of this scope yet, or it
-        lists only itself) one more is asked (a second witness; hedged like the first). A node of
+        covered, since each datacenter answers only for itself), and while the answers would
+        make the table on too narrow a word (one node's with no table of this scope yet, or
+        only views that list nothing but their own node) one more is asked (a witness: a node
+        they list, else the remaining candidates, then the seeds; hedged like the first). A node of
         ``previous`` is dropped only if it was asked and failed on its own or answered without
         itself.
         """
@@ -592,14 +595,16 @@ class Discovery:
             return node not in asked and node not in state.failed and node not in union
 
         def lone_word() -> bool:
-            """Only one node answered and its word alone would make the table: there is no
-            table of this scope yet (a first table, or the scope changed), or it lists no node
-            but (at most) itself -- a partial view's signature, and the way a table narrowed
-            by one node (it answered first) would otherwise stay narrowed."""
-            if len(answers) != 1:
+            """The answers so far would make the table on too narrow a word: one node's, with
+            no table of this scope yet (a first table, or the scope changed); or only
+            self-only views (each lists no node but itself: a partial view's signature), however
+            many -- two partly cut-off nodes confirming each other would keep a table narrowed
+            by them for good, while a seed that lists everyone is never asked."""
+            if not answers:
                 return False
-            ((node, nodes),) = answers.items()
-            return not previous or set(nodes) <= {node}
+            if len(answers) == 1 and not previous:
+                return True
+            return all(set(nodes) <= {node} for node, nodes in answers.items())
 
         def second_witness() -> str | None:
             listed = [n for n in union if n not in asked and n not in state.failed]
@@ -663,7 +668,7 @@ class Discovery:
                     else:
                         witnesses.add(witness)
                         launch(witness)
-                if len(answers) >= 2:
+                if not lone_word():
                     for node in witnesses & pending.keys():
                         pending.pop(node).abort()  # not needed (a paused one would cost 2 s)
                 if not pending:
@@ -798,14 +803,16 @@ class Discovery:
             f"cannot tell whether rack/dc are supported: {_describe_failures(failed)}"
         )
 
-    def probe(self, node: str) -> bool:
+    def probe(self, node: str, timeout: float | None = None) -> bool:
         """Node-health probe: a direct ``GET node/localnodes`` answers HTTP 200 within
-        :attr:`request_timeout` in total (connect to last byte). The body is not judged
+        ``timeout`` seconds in total (connect to last byte; default :attr:`request_timeout`;
+        the Helper passes ``HealthSettings.probe_timeout``). The body is not judged
         (node-health spec: probes classify by final status); a JOINING node, listed before it
         serves, fails it until its port opens."""
+        budget = self.request_timeout if timeout is None else timeout
         exchange = self._exchange(
-            node.rstrip("/") + "/localnodes", time.monotonic() + self.request_timeout,
-            max_body=_MAX_PROBE_BODY_BYTES, headers=_PROBE_HEADERS,
+            node.rstrip("/") + "/localnodes", time.monotonic() + budget,
+            max_body=_MAX_PROBE_BODY_BYTES, headers=_PROBE_HEADERS, request_timeout=budget,
         )
         exchange.wait()
         if exchange.error is not None:

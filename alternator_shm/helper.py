@@ -464,7 +464,9 @@ class Helper:
     def _probe(self, node: str) -> bool:
         discovery = self._discovery_obj
         assert discovery is not None
-        return discovery.probe(node)
+        settings = _options.health_settings(self._options.node_health)
+        # the probe's own deadline is probe_timeout (node-health spec), not discovery's
+        return discovery.probe(node, settings.probe_timeout if settings is not None else None)
 
     def _session(self) -> boto3.Session:
         if self._options.session is not None:

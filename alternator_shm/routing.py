@@ -297,6 +297,11 @@ class Router:
     def _check_empty_verdict(self) -> None:
         reason = self._fleet.empty_reason()
         if reason is not None and not self._scope_fallback:
+            # a refused call is still demand: the verdict is re-checked every refresh_interval,
+            # not every idle_refresh_interval, so a node joining the scope is seen soon
+            note = getattr(self._fleet, "note_activity", None)
+            if note is not None:
+                note()
             raise NoLiveNodesError(
                 f"{reason}: no call is sent outside the configured scope (discovery's verdict, "
                 "checked again at every refresh)"

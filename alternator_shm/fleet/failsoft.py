@@ -220,6 +220,7 @@ class FailSoftFleet:
             cause = str(exc) or type(exc).__name__
             alone = self._standalone
             alone.reason = cause
+            alone.forget_health()  # an earlier episode's DOWN verdicts are stale by now
             alone.seed_table(self._last_nodes)
             key = (self.shm_dir, self.namespace, cause)
             level = logging.INFO if key in _warned else logging.WARNING

@@ -54,11 +54,25 @@ class Prober:
         self._settings = settings
         self._lock = threading.Lock()
         self._settled = threading.Condition(self._lock)
+        self._lock_pid = os.getpid()
         self._inflight: dict[str, _Probe] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._closed = False  # close() is final: no pool is rebuilt, no probe started
         self._pid = -1
         self.started = 0  # probes started (tests, diagnostics)
+
+    def _locked(self) -> threading.Condition:
+        """The lock (as its condition) of this process. A child forked while another thread
+        held it (a probe logging a timeout, say) would otherwise block on it forever and never
+        probe again; the local twin keeps its Prober across forks. Checked by pid, so C-level
+        forks are covered too."""
+        if self._lock_pid != os.getpid():
+            self._lock = threading.Lock()
+            self._settled = threading.Condition(self._lock)
+            self._inflight = {}
+            self._pool = None
+            self._lock_pid = os.getpid()
+        return self._settled
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None or self._pid != os.getpid():
@@ -79,7 +93,7 @@ class Prober:
             return
         now = time.monotonic_ns()
         timeout_ns = int(self._settings.probe_timeout * 1e9)
-        with self._lock:
+        with self._locked():
             if self._closed or not leading():
                 return
             pool = self._executor()
@@ -120,7 +134,7 @@ class Prober:
         deadline = time.monotonic() + min(ADMISSION_WAIT, self._settings.probe_timeout)
         while True:
             self.cycle(health, nodes, leading)
-            with self._lock:
+            with self._locked():
                 if self._closed or not leading():
                     return
                 waiting = [n for n in fresh if health.never_probed(n)
@@ -131,7 +145,7 @@ class Prober:
                 self._settled.wait(min(left, 0.05))
 
     def _run(self, node: str) -> None:
-        with self._lock:
+        with self._locked():
             p = self._inflight.get(node)
             if p is None:
                 return
@@ -142,20 +156,20 @@ class Prober:
         except Exception:  # a probe that raises is a failed probe
             log.debug("probe of %s raised", node, exc_info=True)
             ok = False
-        with self._lock:
+        with self._locked():
             if self._inflight.get(node) is not p:
                 return
             del self._inflight[node]
             if p.settled:
                 return  # the deadline already counted it as failed; ignore the late answer
         p.health.observe(node, Observation.PROBE_SUCCESS if ok else Observation.PROBE_FAILURE)
-        with self._lock:
+        with self._locked():
             p.settled = True
             self._settled.notify_all()
 
     def close(self) -> None:
         """Stop starting probes; running ones finish on their own (bounded by the transport)."""
-        with self._lock:
+        with self._locked():
             pool, self._pool = self._pool, None
             self._inflight = {}
             self._closed = True

@@ -200,6 +200,15 @@ class StandaloneFleet:
         _generation, nodes, note = self._table
         return None if nodes else (note or None)
 
+    def forget_health(self) -> None:
+        """Start a new local episode with no health history (as a restarted client does,
+        node-health spec): what an earlier episode saw (nodes DOWN back then) may be long
+        wrong, and its probes, one period apart, would keep healthy nodes out meanwhile."""
+        with self._refresh_lock:
+            self._health_words.cast("B")[:] = bytes(len(self._health_words) * 8)
+            self._health = Health(self._health_words, LocalWords(self._health_words),
+                                  self.health_settings)
+
     def seed_table(self, nodes: Sequence[str]) -> None:
         """Adopt a table known elsewhere (the host's last one: fresher than ours, if we have one
         from an earlier episode) instead of starting from nothing. Ignores an invalid list."""

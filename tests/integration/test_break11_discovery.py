@@ -1,7 +1,7 @@
 """Review of issue 11 (discovery that no single node can narrow): probes that found faults.
 
 Real HTTP against the emulator; a node's ``/localnodes`` view is forced with ``set_view``.
-Each test is ``xfail(strict=True)``: it documents a fault of the code as reviewed.
+Each test failed on the code as reviewed and passes since its fix.
 """
 
 from __future__ import annotations
@@ -41,10 +41,6 @@ def _discovery(c: Any, seeds: list[str], **kwargs: Any) -> Discovery:
     return Discovery(seeds, scheme=c.scheme, port=c.port, transport=transport, **kwargs)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 11 review: two nodes that each list only themselves confirm each other; the seed "
-    "that lists the whole datacenter is never asked, so the narrowed table never widens "
-    "(discovery.py _ask_scope: second_witness takes the known nodes before the seeds)"))
 def test_two_self_only_views_do_not_keep_the_table_narrowed(cluster: Any) -> None:
     """dc1 = A, B, C. A and B are partly cut off and each list only itself; C lists all three
     and is a seed. The published table is [A, B] (for instance C was down at the last refresh
@@ -62,12 +58,6 @@ def test_two_self_only_views_do_not_keep_the_table_narrowed(cluster: Any) -> Non
     assert all(r == expected for r in results), results
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 11 review: calls refused by an empty-scope verdict (fallback=False) do not count "
-    "as activity, so the refresher treats the host as idle and re-checks the scope only every "
-    "idle_refresh_interval (60 s): every call keeps failing for up to a minute after the scope "
-    "has a node again (routing.py Router._check_empty_verdict raises before any "
-    "advance()/note_activity(); fleet/refresher.py and standalone.py _due)"))
 def test_an_empty_scope_verdict_is_lifted_soon_after_the_scope_gets_a_node() -> None:
     """Rack r2 has no live node (say its only node is being replaced): fallback=False calls
     raise NoLiveNodesError naming the scope, as they must. Then a node of rack r2 serves; the

@@ -1,14 +1,13 @@
 """Review of issue 11 (the local twin runs the same node health): probes that found faults.
 
 Real HTTP against the emulator, real shared-memory failures (another user owns the lock file's
-name, as in test_helper_failsoft.py; needs root). Each test is ``xfail(strict=True)``: it
-documents a fault of the code as reviewed.
+name, as in test_helper_failsoft.py; needs root). Each test failed on the code as reviewed
+and passes since its fix.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
 import threading
@@ -60,11 +59,6 @@ def _states(h: Any) -> set[str]:
 
 @needs_root
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 11 review: the local twin keeps its node health from an earlier local episode "
-    "(DOWN from minutes ago) and the next episode routes by it: every call fails with "
-    "NoLiveNodesError while the whole cluster is healthy (fleet/failsoft.py _go_local seeds "
-    "the table only; fleet/standalone.py keeps _health_words across episodes)"))
 def test_second_local_episode_does_not_route_by_the_first_ones_stale_health(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -110,24 +104,6 @@ def test_second_local_episode_does_not_route_by_the_first_ones_stale_health(
         assert failures == [], (len(failures), failures[:2], states, f"{took:.1f}s")
 
 
-class _BlockingHandler(logging.Handler):
-    """A user's logging handler that is slow on one record (a network handler, say): in the
-    parent it holds the emitting thread until released."""
-
-    def __init__(self, needle: str) -> None:
-        super().__init__(logging.DEBUG)
-        self.parent = os.getpid()
-        self.needle = needle
-        self.inside = threading.Event()
-        self.go = threading.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if os.getpid() == self.parent and self.needle in record.getMessage() \
-                and not self.go.is_set():
-            self.inside.set()
-            self.go.wait(60)
-
-
 def _run_child(body: Callable[[], int]) -> int:
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
@@ -155,16 +131,8 @@ def _wait_child(pid: int, timeout: float) -> int | None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 11 review: the local twin keeps its Prober across a fork, and the Prober's lock is "
-    "a plain threading.Lock (not _forksafe.ForkSafeLock): forked while the refresher thread "
-    "was inside Prober.cycle (here: logging a timed-out probe), the child's refresher blocks "
-    "forever and a DOWN node never recovers in the child (fleet/probes.py:52, "
-    "fleet/standalone.py:_new_process_state keeps self._prober)"))
 def test_fork_of_a_local_process_while_its_prober_logs_keeps_probing_in_the_child() -> None:
     settings = HealthSettings(probe_period=1.0, probe_timeout=0.3)
-    probes_log = logging.getLogger("alternator_shm.fleet.probes")
-    handler = _BlockingHandler("timed out")
     with Cluster(nodes=3, users=USERS, backend="null", failure_detect_delay=60.0) as c, \
             make_helper(c, shared="off", node_health=settings) as h:
         client = h.new_dynamodb_client()
@@ -175,12 +143,22 @@ def test_fork_of_a_local_process_while_its_prober_logs_keeps_probing_in_the_chil
         assert wait_for(lambda: (_calls(client, 1),
                                  h.stats().per_node[url].state == "down")[1], 30)
         victim.start()
-        victim.inject_fault("localnodes_hang")  # its probes hang past probe_timeout
-        old_level = probes_log.level
-        probes_log.setLevel(logging.DEBUG)
-        probes_log.addHandler(handler)
+        # Fork while another thread holds the twin's Prober lock: the refresher thread was
+        # once caught there by a slow logging handler (its probe-timeout record); holding the
+        # lock from this thread is the same state, made deterministic.
+        prober = h._fleet._standalone._prober  # white box: the one lock at stake
+        assert prober is not None
+        holder_inside, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with prober._locked():
+                holder_inside.set()
+                release.wait(30)
+
+        holder = threading.Thread(target=hold, daemon=True)
+        holder.start()
         try:
-            assert handler.inside.wait(20)  # the refresher thread is inside Prober.cycle
+            assert holder_inside.wait(10)
 
             def child() -> int:
                 deadline = time.monotonic() + 15
@@ -193,10 +171,8 @@ def test_fork_of_a_local_process_while_its_prober_logs_keeps_probing_in_the_chil
 
             pid = _run_child(child)
         finally:
-            handler.go.set()
-            victim.clear_faults()
-            probes_log.removeHandler(handler)
-            probes_log.setLevel(old_level)
+            release.set()
+            holder.join(10)
         code = _wait_child(pid, 45)
         # The parent recovers it (its thread was only slowed down) ...
         assert wait_for(lambda: h.stats().per_node[url].state == "active", 15)
