@@ -46,7 +46,7 @@ from alternator_shm.fleet.failsoft import FailSoftFleet, default_shm_dir
 from alternator_shm.fleet.health import HealthSettings
 from alternator_shm.fleet.schedule import DEFAULT as _SCHEDULE
 from alternator_shm.fleet.schedule import seconds
-from alternator_shm.hooks import HookOptions, register_hooks
+from alternator_shm.hooks import HookOptions, register_hooks, skip_sdk_user_agent_rebuild
 from alternator_shm.routing import Router
 from alternator_shm.transport import Transport, TransportOptions
 
@@ -793,6 +793,7 @@ class Helper:
                 affinity=self._affinity,
                 client=client,
             )
+            skip_sdk_user_agent_rebuild(client)  # as register_hooks does for the sync client
             transport.acquire()
             try:
                 yield client

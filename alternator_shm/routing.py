@@ -29,16 +29,24 @@ import time
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from contextvars import ContextVar
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from alternator_shm import balancing as _balancing
 from alternator_shm.errors import NoLiveNodesError
 from alternator_shm.fleet import events as _events
+from alternator_shm.fleet import layout as _layout
 from alternator_shm.fleet.health import State
+
+if TYPE_CHECKING:
+    from alternator_shm.fleet.shared import PickSnapshot
 
 __all__ = ["FleetView", "LoadView", "Router", "active_nodes", "round_robin_plan", "select"]
 
 _log = logging.getLogger(__name__)
+
+# Words a PickSnapshot is valid for (fleet.shared.PickSnapshot; byte offsets in fleet.layout).
+_PUBLISH_WORD = _layout.word_index(_layout.PUBLISH_OFF)
+_HEALTH_VERSION_WORD = _layout.word_index(_layout.HEALTH_VERSION_OFF)
 
 Eligibility = tuple[State, int]
 _HEALTHY: Eligibility = (State.ACTIVE, 0)
@@ -76,6 +84,19 @@ class _PickPath(Protocol):
 
     @property
     def rotation(self) -> int: ...
+
+    @property
+    def token(self) -> int: ...
+
+    @property
+    def words(self) -> memoryview: ...
+
+    @property
+    def snap(self) -> PickSnapshot | None: ...
+
+    def alive(self) -> int: ...
+
+    def resnap(self) -> PickSnapshot | None: ...
 
 
 class FleetView(Protocol):
@@ -343,16 +364,58 @@ class Router:
         """A first round-robin attempt through ``path``: the same steps as :meth:`choose`
         without a frame per fleet layer. None (nothing advanced) when the slow path must
         decide: no table yet, or the shared state failed (the fleet's own fallback handles it).
+
+        Steady state (:class:`~alternator_shm.fleet.shared.PickSnapshot` still current): the
+        fork mark, two word compares, the counter add, an index and the pick add.
         """
         state = path.state  # PickPath.usable(), inlined: one frame less per pick
-        if (
-            path.revoked
-            or path.pid != os.getpid()
-            or state.att is not path.att
-            or state.stale
-        ):
+        if path.revoked or state.att is not path.att or state.stale:
             self._path = None
             return None
+        snap = path.snap
+        if snap is not None and snap.pick is not None:
+            # the C extension: fork mark, both words, counter and pick record in one call
+            try:
+                i = snap.pick()
+            except Exception:  # the methods path reports it (fail-soft, typed)
+                path.revoke()
+                self._path = None
+                return None
+            if i >= 0:
+                attempt = snap.attempts[i]
+                _ATTEMPT.set(attempt)
+                return attempt[0]
+        if path.alive() != path.token:  # forked since the path was made
+            self._path = None
+            return None
+        try:
+            words = path.words
+            if (
+                snap is None
+                or words[_PUBLISH_WORD] != snap.publish
+                or words[_HEALTH_VERSION_WORD] != snap.version
+            ):
+                snap = path.resnap()
+                if snap is None:
+                    return self._choose_path(path)
+            i = (path.advance() + path.rotation) % snap.size
+        except Exception:  # the methods path reports it (fail-soft, typed)
+            path.revoke()
+            self._path = None
+            return None
+        attempt = snap.attempts[i]
+        _ATTEMPT.set(attempt)
+        try:
+            snap.adders[i]()
+        except Exception:  # stats only; the methods path handles the failure
+            path.revoke()
+            self._path = None
+            self._fleet.record_pick(attempt[0])
+        return attempt[0]
+
+    def _choose_path(self, path: _PickPath) -> str | None:
+        """:meth:`_choose_fast` when no snapshot applies (no ACTIVE node, a node without a
+        shared health entry, no table): the general plan and filter, still through ``path``."""
         try:
             nodes = path.read()
             if not nodes:
@@ -433,6 +496,11 @@ class Router:
         _log.debug("attempt on %s failed: %s", node, type(error).__name__,
                    extra=_events.fields("node_failed", node, error=type(error).__name__))
         self._fleet.report_failure(node, attempt_generation(node))
+        refresh_soon = getattr(self._fleet, "refresh_soon", None)
+        if refresh_soon is not None:
+            # topology only (health keeps the spec's thresholds): if the cluster already
+            # dropped the node, the next table leaves it out now (fleet.SharedFleet)
+            refresh_soon()
 
     def report_success(self, node: str) -> None:
         """An attempt got a final HTTP response that is not health-neutral (500/502/503/504

@@ -71,6 +71,55 @@ compare_exchange(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_FALSE;
 }
 
+/* pick(mark, token, publish_addr, publish, version_addr, version, counter_addr, rotation,
+ *      pick_addrs) -> index, or -1 having changed nothing
+ *
+ * Routing's steady-state round-robin pick in one call (fleet/shared.py PickSnapshot): if the
+ * fork mark still holds this process's token and the publish word and the health version
+ * still hold the values the snapshot was built for, advance the shared counter once, count a
+ * pick at pick_addrs[i] and return i = (counter + rotation) mod len(pick_addrs) (computed
+ * without overflow: the same value as Python's unbounded sum). Any mismatch returns -1 before
+ * anything is written: the caller rebuilds its snapshot in Python. The loads are acquire
+ * loads, so a word seen unchanged vouches for the data read after it when the snapshot was
+ * built. */
+static PyObject *
+pick(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint64_t *mark, *pub, *ver, *counter, *target, token, publish, version, rotation;
+    PyObject *addrs;
+    Py_ssize_t size;
+    if (nargs != 9 || !PyTuple_Check(args[8])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "pick(mark, token, publish_addr, publish, version_addr, version, "
+                        "counter_addr, rotation, pick_addrs: tuple)");
+        return NULL;
+    }
+    if (as_addr(args[0], &mark) < 0 || as_u64(args[1], &token) < 0
+        || as_addr(args[2], &pub) < 0 || as_u64(args[3], &publish) < 0
+        || as_addr(args[4], &ver) < 0 || as_u64(args[5], &version) < 0
+        || as_addr(args[6], &counter) < 0 || as_u64(args[7], &rotation) < 0)
+        return NULL;
+    addrs = args[8];
+    size = PyTuple_GET_SIZE(addrs);
+    if (size == 0) {
+        PyErr_SetString(PyExc_ValueError, "pick_addrs must not be empty");
+        return NULL;
+    }
+    if (__atomic_load_n(mark, __ATOMIC_ACQUIRE) != token
+        || __atomic_load_n(pub, __ATOMIC_ACQUIRE) != publish
+        || __atomic_load_n(ver, __ATOMIC_ACQUIRE) != version)
+        return PyLong_FromLong(-1);
+    uint64_t n = (uint64_t)size;
+    /* pick_addrs are the snapshot builder's own (checked there); the counter add comes
+     * first because the target depends on it */
+    uint64_t position = __atomic_fetch_add(counter, 1, __ATOMIC_SEQ_CST);
+    Py_ssize_t i = (Py_ssize_t)(((position % n) + (rotation % n)) % n);
+    if (as_addr(PyTuple_GET_ITEM(addrs, i), &target) < 0)
+        return NULL;
+    __atomic_fetch_add(target, 1, __ATOMIC_SEQ_CST);
+    return PyLong_FromSsize_t(i);
+}
+
 /* lock_free() -> True if 8-byte atomics are lock-free on this CPU (no hidden lock) */
 static PyObject *
 lock_free(PyObject *self, PyObject *unused)
@@ -83,6 +132,9 @@ static PyMethodDef methods[] = {
      "fetch_add(address, delta) -> previous value; seq_cst, mod 2**64."},
     {"compare_exchange", (PyCFunction)(void (*)(void))compare_exchange, METH_FASTCALL,
      "compare_exchange(address, expected, desired) -> bool; seq_cst."},
+    {"pick", (PyCFunction)(void (*)(void))pick, METH_FASTCALL,
+     "pick(mark, token, publish_addr, publish, version_addr, version, counter_addr, rotation, "
+     "pick_addrs) -> index, or -1 (nothing changed) if a word moved."},
     {"lock_free", lock_free, METH_NOARGS,
      "True if 8-byte atomics compile to lock-free instructions here."},
     {NULL, NULL, 0, NULL},

@@ -145,8 +145,11 @@ class AtomicWords:
         self._buf = (ctypes.c_char * len(mm)).from_buffer(mm)
         self._base = ctypes.addressof(self._buf)
         self.impl = "extension" if _ext is not None else "libatomic"
+        #: The extension's one-call round-robin pick (routing's fast path), else None.
+        self.ext_pick: Callable[..., int] | None = None
         if _ext is not None:
             ext = _ext
+            self.ext_pick = ext.pick
             base, counter = self._base, self._base + layout.COUNTER_OFF
             fa = ext.fetch_add
             cas = ext.compare_exchange
@@ -181,6 +184,10 @@ class AtomicWords:
             ctypes.c_uint64(1),
             ctypes.c_int(_SEQ_CST),
         )
+
+    def address(self, offset: int) -> int:
+        """The address of the word at ``offset`` in this process (valid while we live)."""
+        return self._base + offset
 
     def fetch_add(self, offset: int, delta: int = 1) -> int:
         return int(self._fa(self._base + offset, delta & _MASK, _SEQ_CST))

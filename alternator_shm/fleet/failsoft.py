@@ -34,6 +34,7 @@ from typing import Any, Literal, TypeVar
 
 from alternator_shm.errors import SharedStateError
 from alternator_shm.fleet import segment
+from alternator_shm.fleet.counter import CounterLockBusy
 from alternator_shm.fleet.health import Eligibility, HealthSettings, Status
 from alternator_shm.fleet.load import Attempt, LocalAttempt
 from alternator_shm.fleet.schedule import DEFAULT, Schedule, seconds
@@ -411,6 +412,17 @@ class FailSoftFleet:
             except _SHM_ERRORS as exc:
                 return self._fallback(exc).advance()
         return self._run(lambda f: f.advance())
+
+    def refresh_soon(self) -> bool:
+        """See :meth:`SharedFleet.refresh_soon`; False (nothing asked) while local."""
+        if self._alone is None and self._pid == _getpid():
+            try:
+                return self._shared.refresh_soon()
+            except CounterLockBusy:
+                return False  # a hint only: a stopped lock holder is no reason to go local
+            except _SHM_ERRORS as exc:
+                self._fallback(exc)
+        return False
 
     def note_activity(self) -> None:
         """See :meth:`SharedFleet.note_activity`."""

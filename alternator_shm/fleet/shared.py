@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+from alternator_shm import _forkmark
 from alternator_shm.errors import DiscoveryError, SharedStateError
 from alternator_shm.fleet import identity, layout, segment
 from alternator_shm.fleet.counter import CounterLockBusy
@@ -24,7 +26,7 @@ from alternator_shm.fleet.refresher import RefreshConfig, Refresher, read_error
 from alternator_shm.fleet.schedule import DEFAULT, Schedule
 from alternator_shm.fleet.stats import FleetStats, snapshot, unusable
 
-__all__ = ["PickPath", "SharedFleet", "cleanup", "list_fleets"]
+__all__ = ["PickPath", "PickSnapshot", "SharedFleet", "cleanup", "list_fleets"]
 
 log = logging.getLogger("alternator_shm.fleet")
 
@@ -36,46 +38,170 @@ _ACTIVITY = _W(layout.ACTIVITY_OFF)
 _identity_warned: set[tuple[int, str, str]] = set()  # (pid, shm_dir, namespace)
 
 
+class PickSnapshot:
+    """A round-robin first attempt, precomputed for one (publish word, health version) pair.
+
+    ``choices`` are the nodes a first attempt may get: every node of the table when all are
+    ACTIVE, else the ACTIVE ones in table order (``routing.round_robin_plan`` followed by
+    ``routing.select`` returns ``choices[position % len(choices)]`` then). ``attempts[i]`` is
+    ``(choices[i], generation)`` as the attempt must report it, ``adders[i]`` counts a pick in
+    that node's shared health entry.
+
+    Valid while both words read before it was built are unchanged: a new table changes the
+    publish word, and every state or generation change, claim or free of a health entry bumps
+    the health version (``fleet/health.py``). An entry is only freed for a node that a newer
+    publication left out, so an adder of a node in a still-current table never counts into a
+    recycled entry (the per-pick key and tag check of ``Health.record_pick``, done once).
+    """
+
+    __slots__ = ("adders", "attempts", "choices", "pick", "publish", "size", "version")
+
+    def __init__(
+        self,
+        publish: int,
+        version: int,
+        attempts: tuple[tuple[str, int], ...],
+        adders: tuple[Callable[[], object], ...],
+        pick: Callable[[], int] | None = None,
+    ) -> None:
+        self.publish = publish
+        self.version = version
+        self.attempts = attempts
+        self.choices = tuple(node for node, _ in attempts)
+        self.adders = adders
+        self.size = len(attempts)
+        #: With the C extension: the whole pick in one call (``_atomic.pick``, bound to this
+        #: snapshot's words and addresses): the index into :attr:`attempts`, or -1 having
+        #: changed nothing when the fork mark or a word moved. None without the extension.
+        self.pick = pick
+
+
+#: Word indices routing compares with a :class:`PickSnapshot` before using it.
+PUBLISH_WORD = _W(layout.PUBLISH_OFF)
+HEALTH_VERSION_WORD = _W(layout.HEALTH_VERSION_OFF)
+
+
 class PickPath:
     """The per-attempt calls of one attachment, bound once (routing's fast path).
 
     A pick through :class:`SharedFleet`'s public methods re-checks the pid and the attachment
     in each of them (and again in a wrapper such as the fail-soft fleet): about a dozen Python
     frames for one table read, one health read, one atomic add and one pick record. A router
-    takes one of these instead and checks :meth:`usable` (one pid check, three attribute loads;
-    routing inlines it) before each pick; the guarantees are those of the wrapped objects (the
-    table reader still accepts only a validated table, re-validated whenever the publish word
-    changes). Whoever hands one out may :meth:`revoke` it (the fail-soft wrapper going local).
+    takes one of these instead and checks :meth:`usable` (one fork-mark load, three attribute
+    loads; routing inlines it) before each pick; the guarantees are those of the wrapped
+    objects (the table reader still accepts only a validated table, re-validated whenever the
+    publish word changes). Whoever hands one out may :meth:`revoke` it (the fail-soft wrapper
+    going local).
+
+    The fork check compares :func:`alternator_shm._forkmark.current` (a load from a page the
+    kernel wipes in every fork child) with the token read at creation, instead of a
+    ``getpid()`` system call per pick. :meth:`resnap` builds the :class:`PickSnapshot` that
+    turns a steady-state pick into two word compares, one counter add and one pick add.
     """
 
     __slots__ = (
-        "__weakref__", "advance", "att", "pid", "read", "record_pick", "revoked", "rotation",
-        "state", "view",
+        "__weakref__",
+        "_adder",
+        "_ext",
+        "_health",
+        "_reader",
+        "advance",
+        "alive",
+        "att",
+        "pid",
+        "read",
+        "record_pick",
+        "revoked",
+        "rotation",
+        "snap",
+        "state",
+        "token",
+        "view",
+        "words",
     )
 
     def __init__(self, state: LocalState, att: Attachment, pid: int) -> None:
         self.state = state
         self.att = att
         self.pid = pid
+        self.token = _forkmark.token()
+        self.alive = _forkmark.current
         self.revoked = False
         self.read = att.reader.read
         self.view = att.health.view
         self.advance = att.ops.advance
         self.record_pick = att.health.record_pick
+        self.words = att.seg.words
         self.rotation = int(att.seg.words[_ROTATION])  # fixed for the segment's life
+        self.snap: PickSnapshot | None = None
+        self._reader = att.reader
+        self._health = att.health
+        ops = att.ops
+        adder = getattr(ops, "adder", None)  # AtomicWords: a C-level bound add
+        self._adder: Callable[[int], Callable[[], object]] = (
+            adder if adder is not None else lambda off: functools.partial(ops.fetch_add, off)
+        )
+        # The extension's one-call pick needs the fork mark's address and the words' own.
+        ext_pick = getattr(ops, "ext_pick", None)
+        self._ext: tuple[Callable[..., int], Callable[[int], int]] | None = (
+            (ext_pick, ops.address)  # type: ignore[attr-defined]
+            if ext_pick is not None and _forkmark.address is not None
+            else None
+        )
 
     def usable(self) -> bool:
         """True while this process still routes through this very attachment."""
         state = self.state
         return (
             not self.revoked
-            and self.pid == _getpid()
+            and self.alive() == self.token
             and state.att is self.att
             and not state.stale
         )
 
     def revoke(self) -> None:
         self.revoked = True
+
+    def resnap(self) -> PickSnapshot | None:
+        """Rebuild :attr:`snap` for the words as they are now; None (and no snapshot) when a
+        first attempt needs the general path: no table, no ACTIVE node, or a node without a
+        shared health entry (its state is this process's own, versioned apart)."""
+        self.snap = None
+        words = self.words
+        # Read both words before the data they guard: a change during the build then shows
+        # as a mismatch at the next pick (never a snapshot newer words would vouch for).
+        version = int(words[HEALTH_VERSION_WORD])
+        publish, nodes = self._reader.current()
+        if not nodes or int(words[PUBLISH_WORD]) != publish:
+            return None
+        health = self._health
+        view = health.view(nodes)
+        attempts: list[tuple[str, int]] = []
+        offsets: list[int] = []
+        for node in nodes:
+            index = health.slot(node, create=False)
+            if index is None:
+                return None
+            state, generation = view.get(node, (State.ACTIVE, 0))
+            if state is State.ACTIVE:
+                attempts.append((node, generation))
+                offsets.append(layout.health_offset(index) + layout.H_PICKS)
+        if not attempts:
+            return None
+        pick: Callable[[], int] | None = None
+        if self._ext is not None and _forkmark.current() == self.token:
+            ext_pick, address = self._ext
+            pick = functools.partial(
+                ext_pick, _forkmark.address, self.token,
+                address(layout.PUBLISH_OFF), publish,
+                address(layout.HEALTH_VERSION_OFF), version,
+                address(layout.COUNTER_OFF), self.rotation,
+                tuple(address(off) for off in offsets),
+            )
+        adders = tuple(self._adder(off) for off in offsets)
+        snap = PickSnapshot(publish, version, tuple(attempts), adders, pick)
+        self.snap = snap
+        return snap
 
 
 class SharedFleet:
@@ -382,6 +508,29 @@ class SharedFleet:
             if att is not None and not state.stale:  # type: ignore[union-attr]
                 return att.ops.advance()
         return self._att().ops.advance()
+
+    def refresh_soon(self) -> bool:
+        """Ask the host's leader for a table refresh at its next poll, without waiting.
+
+        Routing calls it when an attempt could not reach a node (refused, reset, timed out):
+        if the cluster already dropped that node (decommissioned, or a killed node its peers
+        noticed), the next table leaves it out at once instead of after up to
+        ``refresh_interval`` more attempts to it. Node health is not touched (its thresholds
+        stay the spec's); this is topology only. Coalesced host-wide: nothing is added while a
+        request is pending or when the last refresh attempt started less than
+        ``poll_interval`` ago, so a burst of failures costs at most one extra ``/localnodes``
+        poll per poll interval. Returns True if a request was added.
+        """
+        att = self._att()
+        words = att.seg.words
+        if words[_W(layout.REQUEST_OFF)] != words[_W(layout.REQUEST_SERVED_OFF)]:
+            return False  # one is pending: it will answer for this failure too
+        last = int(words[_W(layout.LAST_ATTEMPT_OFF)])
+        if 0 <= time.monotonic_ns() - last < self._config.poll_interval * 1e9:
+            return False
+        att.ops.fetch_add(layout.REQUEST_OFF, 1)
+        self._local().wake()
+        return True
 
     def note_activity(self) -> None:
         """An attempt that did not advance the counter (an affinity plan): still traffic, so

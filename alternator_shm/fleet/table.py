@@ -158,6 +158,14 @@ class TableReader:
             return cache[1]
         return self._reload()[1]
 
+    def current(self) -> tuple[int, tuple[str, ...]]:
+        """(publish word, nodes) of the table :meth:`read` returns now: the word tells which
+        publication the nodes are (after every bounded read was torn, the last good one)."""
+        cache = self._cache
+        if self._words[_PUB] != cache[0]:
+            cache = self._reload()
+        return cache[0], cache[1]
+
     def note(self) -> str:
         """The note published with the current table ("" if none or nothing published)."""
         cache = self._cache
