@@ -40,7 +40,9 @@ def test_failing_refresh_keeps_last_table_and_backs_off(make_fleet, mode) -> Non
     cb.calls.clear()
     # Event-based: wait for 9 failed attempts rather than sleeping a fixed window, and assert
     # only what scheduling delays cannot fake (a stalled thread makes gaps longer, not shorter).
-    assert wait_until(lambda: len(cb.calls) >= 9, 30)
+    # (the failure is recorded just after the callback returns: wait for both)
+    assert wait_until(lambda: len(cb.calls) >= 9
+                      and fleet.stats().consecutive_refresh_failures >= 9, 30)
     stats = fleet.stats()
     calls = list(cb.calls)[:9]
     assert fleet.nodes() == NODES and fleet.generation == generation
