@@ -67,8 +67,9 @@ def _health_text(value: object) -> str:
     settings = health_settings(value)
     if settings is None:
         return "off"
-    return ",".join(f"{f.name}={getattr(settings, f.name)!r}"
-                    for f in dataclasses.fields(settings))
+    values = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
+    values["recovery_probe_interval"] = settings.recovery_spacing  # derived default resolved
+    return ",".join(f"{name}={value!r}" for name, value in values.items())
 
 
 def identity_options(o: IdentitySource) -> dict[str, str]:

@@ -136,6 +136,9 @@ class HealthSettings:
     Pass one as ``Helper(node_health=HealthSettings(...))`` to tune; ``node_health=True`` means
     these defaults. Thresholds below 1 become 1 (spec); larger than 65535 raise
     :class:`ConfigurationError`, as do non-positive periods and a concurrency outside 1..64.
+    ``recovery_probe_interval`` (seconds, not in the spec): the spacing of the probes of one
+    recovery sequence, after a DOWN node's first successful probe; None (default) means
+    ``min(1 s, probe_period / 10)``; at most ``probe_period`` (equal: the spec's own timing).
     """
 
     active_failure_threshold: int = 10
@@ -159,20 +162,23 @@ class HealthSettings:
         if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= 64:
             raise ConfigurationError(f"probe_concurrency must be an integer in 1..64, got {c!r}")
         spacing = self.recovery_probe_interval
-        if spacing is None:
-            spacing = min(DEFAULT_RECOVERY_SPACING, self.probe_period * RECOVERY_SPACING_SHARE)
-        spacing = _seconds("recovery_probe_interval", spacing)
-        if spacing > self.probe_period:
-            raise ConfigurationError(
-                f"recovery_probe_interval must be at most probe_period ({self.probe_period}s), "
-                f"got {spacing!r}"
-            )
-        object.__setattr__(self, "recovery_probe_interval", spacing)
+        if spacing is not None:
+            spacing = _seconds("recovery_probe_interval", spacing)
+            if spacing > self.probe_period:
+                raise ConfigurationError(
+                    "recovery_probe_interval must be at most probe_period "
+                    f"({self.probe_period}s), got {spacing!r}"
+                )
+            object.__setattr__(self, "recovery_probe_interval", spacing)
+        # None stays None (so dataclasses.replace(settings, probe_period=...) derives it anew)
 
     @property
     def recovery_spacing(self) -> float:
-        """``recovery_probe_interval`` resolved (seconds; never None after construction)."""
-        return float(self.recovery_probe_interval or self.probe_period)
+        """``recovery_probe_interval`` resolved, in seconds: as given, else
+        ``min(1 s, probe_period / 10)``."""
+        if self.recovery_probe_interval is not None:
+            return float(self.recovery_probe_interval)
+        return min(DEFAULT_RECOVERY_SPACING, self.probe_period * RECOVERY_SPACING_SHARE)
 
 
 @dataclass(frozen=True)

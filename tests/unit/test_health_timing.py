@@ -8,6 +8,8 @@ first successful probe are ``recovery_probe_interval`` apart; any failure ends t
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from test_health_vectors import make_health
 
@@ -28,11 +30,18 @@ NODE = "http://a:8000"
 
 
 def test_default_spacing_is_a_short_share_of_the_period() -> None:
-    assert HealthSettings().recovery_probe_interval == 1.0  # default 30 s period: capped at 1 s
-    assert HealthSettings(probe_period=2.0).recovery_probe_interval == pytest.approx(0.2)
+    assert HealthSettings().recovery_spacing == 1.0  # default 30 s period: capped at 1 s
+    assert HealthSettings(probe_period=2.0).recovery_spacing == pytest.approx(0.2)
+    # the default is derived, not baked in: replace() derives it again
+    assert dataclasses.replace(HealthSettings(), probe_period=2.0).recovery_spacing == \
+        pytest.approx(0.2)
+    dataclasses.replace(HealthSettings(), probe_period=0.5)  # no "at most probe_period" error
     assert HealthSettings(probe_period=2.0, recovery_probe_interval=0.5).recovery_spacing == 0.5
     # The resolved value is what the namespace identity sees: None and the default are equal.
-    assert HealthSettings(recovery_probe_interval=1.0) == HealthSettings()
+    from alternator_shm._options import _health_text
+
+    assert _health_text(HealthSettings(recovery_probe_interval=1.0)) == \
+        _health_text(HealthSettings())
 
 
 @pytest.mark.parametrize("bad", [0, -1, "1", True, 31.0])
