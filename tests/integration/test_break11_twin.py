@@ -7,16 +7,20 @@ and passes since its fix.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from test_helper_support import helper_options, make_helper, wait_for
+from test_helper_support import (
+    helper_options,
+    make_helper,
+    run_child,
+    squatted,
+    wait_children,
+    wait_for,
+)
 
 from alternator_shm.emulator import Cluster
 from alternator_shm.fleet import segment
@@ -24,23 +28,9 @@ from alternator_shm.fleet.health import HealthSettings
 
 USERS = {"b11t-key": "b11t-secret"}
 TABLE = "b11t_table"
-NOBODY = 65534
 SETTINGS = HealthSettings(probe_period=60.0, probe_timeout=1.0)  # no twin probe in the test
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
-
-
-@contextlib.contextmanager
-def _squatted(path: str) -> Iterator[None]:
-    """Another local user (uid 65534) owns ``path``."""
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    os.close(fd)
-    os.chown(path, NOBODY, NOBODY)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
 
 
 def _calls(client: Any, count: int) -> list[str]:
@@ -70,7 +60,7 @@ def test_second_local_episode_does_not_route_by_the_first_ones_stale_health(
         with make_helper(c, **options) as h:
             client = h.new_dynamodb_client()
             # Episode 1 (local): the cluster is briefly unreachable; the twin marks all DOWN.
-            with _squatted(lock_path):
+            with squatted(lock_path):
                 assert _calls(client, 3) == []
                 assert h.stats().mode == "local"
                 for node in c.nodes:
@@ -87,7 +77,7 @@ def test_second_local_episode_does_not_route_by_the_first_ones_stale_health(
             assert wait_for(lambda: h.stats().is_leader, 20)
             os.unlink(seg_path)
             os.unlink(lock_path)
-            with _squatted(lock_path):
+            with squatted(lock_path):
                 failures: list[str] = []
 
                 def local() -> bool:
@@ -102,32 +92,6 @@ def test_second_local_episode_does_not_route_by_the_first_ones_stale_health(
         # Nothing is wrong with the cluster: no call may fail (failsoft: "the switch itself
         # loses nothing").
         assert failures == [], (len(failures), failures[:2], states, f"{took:.1f}s")
-
-
-def _run_child(body: Callable[[], int]) -> int:
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        code = 99
-        signal.alarm(40)  # a hung child ends itself
-        try:
-            code = body()
-        except BaseException:
-            code = 98
-        finally:
-            os._exit(code)
-    return pid
-
-
-def _wait_child(pid: int, timeout: float) -> int | None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    return None
 
 
 @pytest.mark.slow
@@ -169,11 +133,11 @@ def test_fork_of_a_local_process_while_its_prober_logs_keeps_probing_in_the_chil
                     time.sleep(0.05)
                 return 1
 
-            pid = _run_child(child)
+            pid = run_child(child)
         finally:
             release.set()
             holder.join(10)
-        code = _wait_child(pid, 45)
+        code = wait_children([pid], 45)[pid]
         # The parent recovers it (its thread was only slowed down) ...
         assert wait_for(lambda: h.stats().per_node[url].state == "active", 15)
         # ... the child must too: it probes on its own (shared="off").

@@ -19,16 +19,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from test_helper_support import (
+    NOBODY,
     api_counts,
     helper_options,
     make_helper,
     module_cluster,
     spawn_context,
+    squatted,
     wait_for,
 )
 
@@ -40,7 +41,6 @@ from alternator_shm.fleet import segment
 USERS = {"fs-key": "fs-secret"}
 TABLE = "failsoft_table"
 SHM = segment.DEFAULT_SHM_DIR
-NOBODY = 65534
 FAILSOFT_LOGGER = "alternator_shm.fleet.failsoft"
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
@@ -53,19 +53,6 @@ pytestmark = pytest.mark.usefixtures("clean_cluster")
 def _paths(namespace: str, shm_dir: str = SHM) -> tuple[str, str]:
     base = os.path.join(shm_dir, segment.base_name(namespace))
     return base, base + ".lock"
-
-
-@contextlib.contextmanager
-def _squatted(path: str) -> Iterator[None]:
-    """Another local user (uid 65534) owns ``path``, as after ``touch`` by that user."""
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    os.close(fd)
-    os.chown(path, NOBODY, NOBODY)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
 
 
 def st_name(options: dict[str, Any]) -> str:
@@ -104,7 +91,7 @@ def test_name_squatted_by_another_user_balances_alone(
     caplog.set_level(logging.INFO, logger="alternator_shm")
     options = helper_options(cluster)
     seg_path, lock_path = _paths(options["namespace"])
-    with _squatted(lock_path if which == "lock" else seg_path), make_helper(
+    with squatted(lock_path if which == "lock" else seg_path), make_helper(
         cluster, **options
     ) as h:
         client = h.new_dynamodb_client()
@@ -133,7 +120,7 @@ def test_name_squatted_by_another_user_balances_alone(
 def test_required_raises_shared_state_error(cluster: Any) -> None:
     options = helper_options(cluster, shared="required")
     _seg_path, lock_path = _paths(options["namespace"])
-    with _squatted(lock_path), make_helper(cluster, **options) as h:
+    with squatted(lock_path), make_helper(cluster, **options) as h:
         client = h.new_dynamodb_client()
         with pytest.raises(SharedStateError, match=str(NOBODY)):
             client.get_item(TableName=TABLE, Key={"p": {"S": "x"}})
@@ -161,7 +148,7 @@ def test_rejoins_the_host_fleet_once_the_cause_is_gone(
                 failures.extend(_calls(client, 1, "rejoin"))
                 done[0] += 1
 
-        with _squatted(lock_path):
+        with squatted(lock_path):
             assert _calls(client, 3) == []
             assert h.stats().mode == "local"
             worker = threading.Thread(target=load, daemon=True)
@@ -342,7 +329,7 @@ def test_failure_after_attach_switches_without_failing_a_call(
         h.close()  # refresher stopped: cleanup may remove the segment under this process
         base = segment.base_name(options["namespace"])
         assert _fleet.cleanup(options["namespace"]) == ["/" + base]
-        with _squatted(lock_path):
+        with squatted(lock_path):
             assert _calls(client, 6) == []
             st = h.stats()
             assert st.mode == "local" and str(NOBODY) in (st.mode_reason or "")
@@ -365,7 +352,7 @@ def test_segment_removed_and_name_squatted_while_running_is_not_served_silently(
         assert wait_for(lambda: h.stats().is_leader, 20)
         os.unlink(seg_path)
         os.unlink(lock_path)
-        with _squatted(lock_path):
+        with squatted(lock_path):
             failures: list[str] = []
 
             def switched() -> bool:
@@ -393,7 +380,7 @@ def test_fork_child_of_a_local_process_works(cluster: Any) -> None:
 
     options = helper_options(cluster)
     _seg_path, lock_path = _paths(options["namespace"])
-    with _squatted(lock_path), make_helper(cluster, **options) as h:
+    with squatted(lock_path), make_helper(cluster, **options) as h:
         client = h.new_dynamodb_client()
         assert _calls(client, 4) == []
         assert h.stats().mode == "local"

@@ -18,7 +18,13 @@ from typing import Any
 import boto3
 import botocore.exceptions
 import pytest
-from test_helper_support import cluster_credentials, make_helper, module_cluster
+from test_helper_support import (
+    cluster_credentials,
+    make_helper,
+    module_cluster,
+    run_child,
+    wait_children,
+)
 
 from alternator_shm import _forksafe
 
@@ -49,40 +55,6 @@ FORKS: dict[str, Callable[[], int]] = {"os.fork": _os_fork, "c-level-fork": _c_l
 
 
 cluster = module_cluster(nodes=3, users=USERS, backend="null")
-
-
-def _run_child(body: Callable[[], int], fork: Callable[[], int]) -> int:
-    """Fork; the child runs ``body`` and exits with its code (99 on an exception)."""
-    pid = fork()
-    if pid == 0:  # pragma: no cover - child
-        code = 99
-        signal.alarm(40)  # a hung child ends itself: nothing outlives the test
-        try:
-            code = body()
-        except BaseException:
-            code = 98
-        finally:
-            os._exit(code)
-    return pid
-
-
-def _wait_all(pids: list[int], timeout: float) -> dict[int, int | None]:
-    """Exit code per child; None for a child still alive at the deadline (then SIGKILLed)."""
-    deadline = time.monotonic() + timeout
-    codes: dict[int, int | None] = {}
-    pending = set(pids)
-    while pending and time.monotonic() < deadline:
-        for pid in list(pending):
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                codes[pid] = os.waitstatus_to_exitcode(status)
-                pending.discard(pid)
-        time.sleep(0.02)
-    for pid in pending:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        codes[pid] = None
-    return codes
 
 
 class _SlowClientCreation:
@@ -119,8 +91,8 @@ def test_fork_while_another_thread_builds_a_client(cluster: Any, fork: str) -> N
             return 0
 
         try:
-            pids = [_run_child(child, FORKS[fork]) for _ in range(30)]
-            codes = _wait_all(pids, 60)
+            pids = [run_child(child, FORKS[fork]) for _ in range(30)]
+            codes = wait_children(pids, 60)
         finally:
             slow.release.set()
             builder.join(30)
@@ -169,7 +141,7 @@ def test_child_closes_inherited_sockets_on_first_use(
             report.write_text(f"{len(unused)} {len(used)}")
             return 0
 
-        codes = _wait_all([_run_child(child, FORKS[fork])], 60)
+        codes = wait_children([run_child(child, FORKS[fork])], 60)
         assert list(codes.values()) == [0]
         unused, used = map(int, report.read_text().split())
         assert used == 0, "the child still holds its parent's connections after first use"
@@ -203,7 +175,7 @@ def test_close_from_a_signal_handler_while_building_a_client(cluster: Any) -> No
             client.get_item(TableName=TABLE, Key=KEY)  # still usable after close()
         return 0
 
-    codes = _wait_all([_run_child(child, _os_fork)], 60)
+    codes = wait_children([run_child(child, _os_fork)], 60)
     assert list(codes.values()) == [0]
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
+import signal
 import threading
 import time
 import uuid
@@ -248,3 +250,54 @@ def worker_load_until(
         w.join(60)
     results.put({"ident": ident, "calls": sum(calls), "failures": failures})
     helper.close()
+
+
+#: A uid no test user has: files chowned to it look like another local user's.
+NOBODY = 65534
+
+
+@contextlib.contextmanager
+def squatted(path: str) -> Iterator[None]:
+    """Another local user (uid 65534) owns ``path``, as after ``touch`` by that user (root)."""
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    os.close(fd)
+    os.chown(path, NOBODY, NOBODY)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def run_child(body: Callable[[], int], fork: Callable[[], int] = os.fork) -> int:
+    """Fork; the child runs ``body`` and exits with its code (98 on an exception)."""
+    pid = fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 99
+        signal.alarm(40)  # a hung child ends itself: nothing outlives the test
+        try:
+            code = body()
+        except BaseException:
+            code = 98
+        finally:
+            os._exit(code)
+    return pid
+
+
+def wait_children(pids: list[int], timeout: float) -> dict[int, int | None]:
+    """Exit code per child; None for a child still alive at the deadline (then SIGKILLed)."""
+    deadline = time.monotonic() + timeout
+    codes: dict[int, int | None] = {}
+    pending = set(pids)
+    while pending and time.monotonic() < deadline:
+        for pid in list(pending):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                codes[pid] = os.waitstatus_to_exitcode(status)
+                pending.discard(pid)
+        time.sleep(0.02)
+    for pid in pending:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        codes[pid] = None
+    return codes
