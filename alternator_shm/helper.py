@@ -48,7 +48,7 @@ from alternator_shm.fleet.schedule import DEFAULT as _SCHEDULE
 from alternator_shm.fleet.schedule import seconds
 from alternator_shm.hooks import HookOptions, register_hooks, skip_sdk_user_agent_builds
 from alternator_shm.routing import Router
-from alternator_shm.transport import Transport, TransportOptions
+from alternator_shm.transport import Transport, TransportOptions, environment_proxy_for
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient, DynamoDBServiceResource
@@ -678,7 +678,7 @@ class Helper:
         urls = [node_url(o.scheme, seed, o.port) for seed in o.seeds]
         if self._fleet is not None:
             urls.extend(self._fleet.nodes())
-        return any(botocore.utils.get_environ_proxies(url) for url in urls)
+        return any(environment_proxy_for(url) is not None for url in urls)
 
     def _router_bootstrap(self) -> str:
         o = self._options
