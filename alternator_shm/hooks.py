@@ -38,6 +38,7 @@ from typing import Any, Protocol, TypeVar
 
 import botocore.awsrequest
 import botocore.exceptions
+import botocore.handlers
 import botocore.hooks
 from urllib3.util import SKIP_HEADER
 
@@ -46,7 +47,9 @@ from alternator_shm.affinity import Affinity, DescribeTable, Target
 from alternator_shm.metrics import annotate_attempt
 from alternator_shm.transport import Transport
 
-__all__ = ["HookOptions", "Router", "register_hooks", "skip_sdk_user_agent_builds"]
+__all__ = [
+    "HookOptions", "Router", "register_hooks", "skip_sdk_retry_headers", "skip_sdk_user_agent_builds",
+]
 
 #: Key in ``request.context`` holding the nodes tried by the current call, in order.
 TRIED_KEY = "alternator_shm.tried"
@@ -323,12 +326,16 @@ class _Handlers:
 
     def _trim(self, headers: Any) -> None:
         kept = self._kept
+        dropped = [name for name in headers if name.lower() not in kept]
+        if not dropped:
+            return
         authorization = headers.get("Authorization")
         if authorization:
             match = _SIGNED_HEADERS.search(str(authorization))
             if match:
-                kept = kept | set(match.group(1).lower().split(";"))
-        for name in [name for name in headers if name.lower() not in kept]:
+                signed = set(match.group(1).lower().split(";"))
+                dropped = [name for name in dropped if name.lower() not in signed]
+        for name in dropped:
             del headers[name]
 
 
@@ -390,6 +397,18 @@ def skip_sdk_user_agent_builds(client: Any, user_agent: str) -> bool:
     return True
 
 
+def skip_sdk_retry_headers(events: botocore.hooks.BaseEventHooks) -> None:
+    """With ``optimize_headers``: let botocore not add ``amz-sdk-invocation-id`` and
+    ``amz-sdk-request`` to this client's requests.
+
+    Its ``request-created`` handler adds them after the signer (so they are never signed) and
+    header optimisation drops them before sending; not adding them saves both steps. Done
+    with the public events API; retries themselves are unaffected (their state lives in the
+    request context).
+    """
+    events.unregister("request-created", botocore.handlers.add_retry_headers)
+
+
 def register_hooks(
     events: botocore.hooks.BaseEventHooks,
     *,
@@ -411,6 +430,8 @@ def register_hooks(
     handlers = _Handlers(router, transport, options, timeout, affinity, describe)
     if client is not None:
         skip_sdk_user_agent_builds(client, options.wire_user_agent)
+    if options.optimize_headers:
+        skip_sdk_retry_headers(events)
     if affinity is not None:
         # Registered after boto3's resource transforms (same event), so a Table resource's
         # high-level values are already plain AttributeValues here.

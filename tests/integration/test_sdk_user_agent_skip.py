@@ -155,3 +155,25 @@ def test_async_client_builds_no_user_agent_per_call(cluster: Any, ua_builds: lis
 
     with make_helper(cluster) as h:
         assert asyncio.run(run(h)) == 0
+
+
+@pytest.mark.parametrize("optimize", [False, True])
+def test_retry_headers_are_not_made_only_to_be_dropped(cluster: Any, optimize: bool) -> None:
+    # botocore adds amz-sdk-invocation-id / amz-sdk-request after signing; optimize_headers
+    # drops them before sending, so with it they are not made at all. Without it they are
+    # made and sent as by plain boto3. Either way the wire keeps its promise.
+    seen: list[set[str]] = []
+
+    def capture(request: Any, **kwargs: Any) -> None:
+        seen.append({k.lower() for k in request.headers})
+
+    cluster.clear_logs()
+    with make_helper(cluster, optimize_headers=optimize) as h:
+        client = h.new_dynamodb_client()
+        client.meta.events.register_first("before-send.dynamodb", capture)
+        client.get_item(TableName=TABLE, Key=KEY)
+    retry_headers = {"amz-sdk-invocation-id", "amz-sdk-request"}
+    assert bool(seen[0] & retry_headers) is not optimize
+    ((_, entry),) = all_api_entries(cluster)
+    assert entry.auth_ok
+    assert bool({k.lower() for k in entry.headers} & retry_headers) is not optimize
