@@ -48,7 +48,11 @@ from alternator_shm.metrics import annotate_attempt
 from alternator_shm.transport import Transport
 
 __all__ = [
-    "HookOptions", "Router", "register_hooks", "skip_sdk_retry_headers", "skip_sdk_user_agent_builds",
+    "HookOptions",
+    "Router",
+    "register_hooks",
+    "skip_sdk_retry_headers",
+    "skip_sdk_user_agent_builds",
 ]
 
 #: Key in ``request.context`` holding the nodes tried by the current call, in order.

@@ -10,6 +10,8 @@ Sections (each prints a table; all are written to ``benchmarks/compare.md`` with
    cannot hide client cost and the emulator's control server, which runs in this process, does
    not add to it; and the calling thread's ``time.thread_time``), sync and async, interleaved
    rounds, median;
+3b. client instructions per call (callgrind, the calling thread only, when valgrind is
+   installed): deterministic, where CPU time on a shared 2-core VM swings 20 % round to round;
 4. per-call pick cost (``next_node()``, in a process of its own), p50 / p99;
 5. request header bytes per PutItem, with and without header optimisation;
 6. a node killed under load: failed calls and attempts sent to the dead node;
@@ -28,12 +30,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
+import json
 import multiprocessing
 import os
 import platform
+import re
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -333,6 +341,76 @@ def cpu_per_call(fresh: Callable[[], Target], rounds: int, calls: int) -> list[l
     return _cpu_rows("sync", LABELS, sync) + _cpu_rows("async", labels, asyn)
 
 
+# The measured loop runs inside exec(): callgrind collects only while the calling thread is in
+# CPython's builtin_exec (--toggle-collect), so start-up, imports, client creation and warm-up
+# are left out, and so are other threads (a refresher poll would land in one run, not another).
+_MEASURED_LOOP = "for _ in range(n):\n    step()"
+_CALLGRIND_CALLS = 100
+
+
+def _callgrind_child(path: str, kind: str, target: str, calls: int) -> None:
+    """Body of ``bench_compare.py --callgrind-child``: one client, ``calls`` GetItems."""
+    t = Target.__new__(Target)
+    t.__dict__.update(json.loads(target))
+    if path == "sync":
+        client, close = make_client(kind, t)
+        for _ in range(20):
+            client.get_item(TableName=TABLE, Key=KEY)
+
+        def step() -> None:
+            client.get_item(TableName=TABLE, Key=KEY)
+
+        exec(_MEASURED_LOOP, {"step": step, "n": calls})
+        close()
+        return
+    loop = asyncio.new_event_loop()
+    stack = contextlib.AsyncExitStack()
+    aclient = loop.run_until_complete(stack.enter_async_context(make_async_client(kind, t)))
+
+    async def run(n: int) -> None:
+        for _ in range(n):
+            await aclient.get_item(TableName=TABLE, Key=KEY)
+
+    loop.run_until_complete(run(20))
+    exec("loop.run_until_complete(run(n))", {"loop": loop, "run": run, "n": calls})
+    loop.run_until_complete(stack.aclose())
+    loop.close()
+
+
+def _callgrind_one(path: str, kind: str, t: Target) -> int | None:
+    """Instructions the calling thread executes per GetItem (callgrind), or None on failure."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = ["valgrind", "--tool=callgrind", "--toggle-collect=builtin_exec",
+               f"--callgrind-out-file={tmp}/callgrind.out", sys.executable, __file__,
+               "--callgrind-child", path, kind, json.dumps(vars(t)), str(_CALLGRIND_CALLS)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    match = re.search(r"Collected : (\d+)", done.stderr)
+    if done.returncode != 0 or match is None:
+        print(f"callgrind {path} {kind} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return int(match.group(1)) // _CALLGRIND_CALLS
+
+
+def instructions_per_call(fresh: Callable[[], Target]) -> list[list[str]] | None:
+    """Section 3b: deterministic (run to run within 0.1 %), unlike CPU time on a shared VM.
+    None when valgrind is not installed."""
+    if shutil.which("valgrind") is None:
+        return None
+    jobs = [("sync", k) for k in CPU_KINDS] + [("async", k) for k in ("plain", "ours", "peer")]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        counts = list(pool.map(lambda job: _callgrind_one(job[0], job[1], fresh()), jobs))
+    async_labels = {"plain": "plain aiobotocore (one node)", "ours": "alternator-shm async",
+                    "peer": "alternator-client async"}
+    base = {path: counts[jobs.index((path, "plain"))] for path in ("sync", "async")}
+    rows = []
+    for (path, kind), count in zip(jobs, counts, strict=True):
+        label = LABELS[kind] if path == "sync" else async_labels[kind]
+        ref = base[path]
+        ratio = f"{count / ref:.3f}" if count and ref else "-"
+        rows.append([path, label, f"{count / 1e6:.2f}" if count else "failed", ratio])
+    return rows
+
+
 def _child_pick(t: Target, picks: int, out: Any) -> None:
     import alternator
 
@@ -499,7 +577,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run)")
     parser.add_argument("--out", default=str(OUT_DIR / "compare.md"))
+    parser.add_argument("--callgrind-child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.callgrind_child:
+        path, kind, target, calls = args.callgrind_child
+        _callgrind_child(path, kind, target, int(calls))
+        return 0
     scale = 50 if args.quick else 400
     rounds, calls = (2, 200) if args.quick else (8, 600)
     out = Path(args.out)
@@ -538,6 +621,12 @@ def main() -> int:
             plot(out.parent / "compare_cpu.png", "Client CPU per GetItem",
                  [f"{r[0]}: {r[1]}" for r in cpu], [float(r[2].replace(",", "")) for r in cpu],
                  "µs of CPU per call")
+            instructions = instructions_per_call(fresh)
+            emit("3b. Client instructions per call (callgrind, calling thread, "
+                 f"{_CALLGRIND_CALLS} GetItems after 20 warm-up calls)",
+                 table(["path", "client", "million instructions per call", "vs plain"],
+                       instructions) if instructions is not None
+                 else "Skipped: valgrind is not installed.")
             emit("4. Pick cost (next_node)", table(["call", "p50 µs", "p99 µs"],
                                                    pick_cost(fresh, 20000 if args.quick
                                                              else 100000)))
