@@ -169,8 +169,8 @@ def test_cleanup_removes_only_unused_state(cluster: Cluster, namespace: str) -> 
     proc = _start_worker(cluster, namespace)
     try:
         kept = _cli("cleanup", "--namespace", namespace)
-        assert kept.returncode == 0
-        assert kept.stdout.startswith("kept") and namespace in kept.stdout
+        assert kept.returncode == 1  # named on the command line, and not removed
+        assert kept.stdout.startswith("kept (a process is attached)") and namespace in kept.stdout
         assert _status(namespace) is not None, "cleanup removed a segment in use"
         # The attached worker still routes through its shared table.
         assert _status(namespace)["picks"] == CALLS  # type: ignore[index]
@@ -264,22 +264,22 @@ def test_check_https_against_plain_http_is_a_tls_error(cluster: Cluster) -> None
         (["check", "http://10.0.0.1"], "10.0.0.1 --scheme http"),
         (["check", "https://10.0.0.1:8000/x"], "10.0.0.1 --scheme https"),
         (["check", "10.0.0.1:8000"], "10.0.0.1 --port 8000"),
-        (["check", "127.0.0.1", "--port", "70000"], "1..65535"),
-        (["check", "127.0.0.1", "--port", "http"], "port must be a number"),
+        (["check", "127.0.0.1", "--port", "70000"], "between 1 and 65535"),
+        (["check", "127.0.0.1", "--port", "http"], "expected an integer"),
         (["check", "bad_host!"], "not a host name or IP"),
         (["check", "127.0.0.1", "--scheme", "ftp"], "invalid choice"),
         (["check"], "required"),
         (["emulator", "--enforce-auth", "KEY"], "KEY:SECRET"),
         (["emulator", "--enforce-auth", "KEY:"], "KEY:SECRET"),
-        (["emulator", "--nodes", "0"], "at least 1"),
-        (["emulator", "--nodes", "-3"], "at least 1"),
+        (["emulator", "--nodes", "0"], "between 1 and 254"),
+        (["emulator", "--nodes", "-3"], "between 1 and 254"),
         (["emulator", "--nodes", "2", "--dc", "dc1:1"], "not allowed with argument --nodes"),
         (["emulator", "--dc", "dc1:0"], "DC:COUNT"),
-        (["emulator", "--port", "99999"], "1..65535"),
-        (["emulator", "--failure-detect-delay", "-1"], "0 or more seconds"),
+        (["emulator", "--port", "99999"], "between 1 and 65535"),
+        (["emulator", "--failure-detect-delay", "-1"], "between 0 and 3600"),
         (["emulator", "--profile", "7.0"], "invalid choice"),
-        (["demo", "--workers", "0"], "more than 0"),
-        (["demo", "--duration", "-1"], "more than 0"),
+        (["demo", "--workers", "0"], "between 1 and 64"),
+        (["demo", "--duration", "-1"], "between 1 and 3600"),
         (["demo", "--backend", "dynamodb-local"], "invalid choice"),
         (["status", "--bogus"], "unrecognized arguments"),
         (["cleanup", "--all", "--namespace", "x"], "not allowed with argument"),
@@ -335,7 +335,8 @@ def test_emulator_command_runs_and_stops_on_sigterm() -> None:
             if line.startswith("ready"):
                 break
         text = "".join(lines)
-        assert "3 nodes, profile 6.0" in text, text + (proc.stderr.read() if proc.stderr else "")
+        assert "3 nodes in 2 datacenters" in text and "profile 6.0" in text, \
+            text + (proc.stderr.read() if proc.stderr else "")
         assert text.count("dc=dc1") == 2 and text.count("dc=dc2") == 1
         assert "credentials: k:s (enforced)" in text
         proc.send_signal(signal.SIGTERM)  # our own child, by pid
@@ -574,6 +575,19 @@ def test_status_refuses_options_it_would_ignore(args: list[str], expected: str) 
 
 
 @pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["127.0.0.1", "--insecure"], "--insecure is for https"),
+        (["127.0.0.1", "--ca-file", "/etc/hostname"], "--ca-file is for https"),
+        (["127.0.0.1", "--no-fallback"], "--no-fallback needs --dc or --rack"),
+    ],
+)
+def test_check_refuses_options_it_would_ignore(args: list[str], expected: str) -> None:
+    line = _usage_error(_cli("check", *args))
+    assert line.startswith("alternator-shm check: error: ") and expected in line, line
+
+
+@pytest.mark.parametrize(
     "args",
     [["status", "--bogus"], ["cleanup", "--bogus"], ["demo", "--bogus"],
      ["emulator", "--bogus"], ["check", "127.0.0.1", "--bogus"],
@@ -624,8 +638,11 @@ def test_each_numeric_option_has_its_own_bounds_and_message(
             action.type(value)  # type: ignore[misc, operator]
         message = str(info.value)
         assert message.startswith(f"expected {kind} ") and message.endswith(f", got {value!r}")
-        assert f"{high:g}" in message, message
-    assert action.type(f"{low:g}") == low and action.type(f"{high:g}") == high  # type: ignore[misc, operator]
+        assert (str(high) if integer else f"{high:g}") in message, message
+    def text(x: float) -> str:
+        return str(x) if integer else f"{x:g}"
+
+    assert action.type(text(low)) == low and action.type(text(high)) == high  # type: ignore[misc, operator]
     # The same text reaches the user, one line, naming the command.
     line = _usage_error(_cli(command, option, "1.5" if integer else "x"))
     assert line.startswith(f"alternator-shm {command}: error: argument {option}: expected"), line

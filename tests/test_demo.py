@@ -38,11 +38,11 @@ def test_demo_json_summary() -> None:
     assert len(set(summary["leader_pids"])) >= 2
     events = " ".join(e["event"] for e in summary["events"])
     assert "SIGKILL leader" in events and "killed node" in events and "restarted node" in events
-    # While every node was up the spread was even: only the calls in flight at the snapshot
-    # (at most one per worker) may be unaccounted for.
+    # While every node was up the spread was even: only the calls in flight at the node kill
+    # (at most one per worker) and the killed leader's last pick may be unaccounted for.
     phase = summary["balanced_phase"]
     assert sum(phase["attempts_per_node"].values()) > 0
-    assert phase["max_minus_min"] <= summary["workers"] + 1, phase
+    assert phase["max_minus_min"] <= summary["workers"] + 2, phase
     # Calls were all answered, and no node saw fewer requests than calls minus retries.
     assert sum(per_node.values()) >= summary["calls"]
 
