@@ -435,13 +435,13 @@ def _smash_magic(shm: str, namespace: str) -> str:
     return "/" + base
 
 
-def _foreign(shm: str, digest: str, size: int | None = None) -> str:
+def _foreign(shm: str, digest: str, size: int | None = None, fill: bytes = b"\0") -> str:
     """A file under our name pattern that is not our format (another version, a stray copy)."""
     from alternator_shm.fleet import layout
 
     base = f"rrlb{layout.LAYOUT_VERSION}.{os.geteuid()}.{digest}"
     with open(os.path.join(shm, base), "wb") as f:
-        f.write(b"NOT-OURS" + bytes((size or layout.TOTAL_SIZE) - 8))
+        f.write(b"NOT-OURS" + fill * ((size or layout.TOTAL_SIZE) - 8))
     return "/" + base
 
 
@@ -458,11 +458,14 @@ def test_cleanup_removes_exactly_the_unusable_segment_status_shows(tmp_path: Any
     corrupt = _smash_magic(shm, ns)
     foreign = _foreign(shm, "0123456789")
     truncated = _foreign(shm, "abcdefabcd", size=4096)
+    garbage = _foreign(shm, "fedcbafedc", fill=b"\xab")  # no namespace can be read back
     healthy_ns = f"t-{uuid.uuid4().hex}"
     _make_segment(healthy_ns, shm)
     shown = {e["segment_name"]: e for e in _status_json(shm)}
     assert shown[corrupt]["namespace"] == ns and shown[corrupt]["problem"]
     assert shown[foreign]["namespace"] == "" and shown[truncated]["namespace"] == ""
+    assert shown[garbage]["namespace"] == ""  # not the bytes' mojibake
+    assert "\ufffd" not in _cli("status", "--shm-dir", shm).stdout
     text = _cli("status", "--shm-dir", shm).stdout
     # The hint names a command that removes that very segment.
     assert f"alternator-shm cleanup --segment {foreign}" in text, text
@@ -475,9 +478,10 @@ def test_cleanup_removes_exactly_the_unusable_segment_status_shows(tmp_path: Any
     line = _usage_error(_cli("cleanup", "--namespace", "", "--shm-dir", shm))
     assert foreign in line and truncated in line and "--segment" in line, line
     # By the segment name status prints (with or without the slash, or as a path).
-    out = _cli("cleanup", "--segment", foreign, "--segment", truncated[1:], "--shm-dir", shm)
+    out = _cli("cleanup", "--segment", foreign, "--segment", truncated[1:],
+               "--segment", os.path.join(shm, garbage[1:]), "--shm-dir", shm)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.count("removed") == 2, out.stdout
+    assert out.stdout.count("removed") == 3, out.stdout
     assert [e["namespace"] for e in _status_json(shm)] == [healthy_ns]
     # A name that is not one of this user's segments is refused, never unlinked.
     stray = tmp_path / "stray"
