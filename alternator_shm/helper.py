@@ -46,9 +46,9 @@ from alternator_shm.fleet.failsoft import FailSoftFleet, default_shm_dir
 from alternator_shm.fleet.health import HealthSettings
 from alternator_shm.fleet.schedule import DEFAULT as _SCHEDULE
 from alternator_shm.fleet.schedule import seconds
-from alternator_shm.hooks import HookOptions, register_hooks, skip_sdk_user_agent_rebuild
+from alternator_shm.hooks import HookOptions, register_hooks, skip_sdk_user_agent_builds
 from alternator_shm.routing import Router
-from alternator_shm.transport import Transport, TransportOptions
+from alternator_shm.transport import Transport, TransportOptions, environment_proxy_for
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient, DynamoDBServiceResource
@@ -678,7 +678,7 @@ class Helper:
         urls = [node_url(o.scheme, seed, o.port) for seed in o.seeds]
         if self._fleet is not None:
             urls.extend(self._fleet.nodes())
-        return any(botocore.utils.get_environ_proxies(url) for url in urls)
+        return any(environment_proxy_for(url) is not None for url in urls)
 
     def _router_bootstrap(self) -> str:
         o = self._options
@@ -783,17 +783,19 @@ class Helper:
                 if transport is None:
                     transport = self._async_transports[options] = AsyncTransport(options)
             transport.prepare()  # a bad CA bundle, client cert or key log is refused now
+            hook_options = self._hook_options(config, user_config)
             register_async_hooks(
                 client.meta.events,
                 router=self._router,
                 transport=transport,
-                options=self._hook_options(config, user_config),
+                options=hook_options,
                 timeout=_timeouts(config),
                 table_ready=self._router.table_ready,
                 affinity=self._affinity,
                 client=client,
             )
-            skip_sdk_user_agent_rebuild(client)  # as register_hooks does for the sync client
+            # as register_hooks does for the sync client
+            skip_sdk_user_agent_builds(client, hook_options.wire_user_agent)
             transport.acquire()
             try:
                 yield client

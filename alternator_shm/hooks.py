@@ -38,6 +38,7 @@ from typing import Any, Protocol, TypeVar
 
 import botocore.awsrequest
 import botocore.exceptions
+import botocore.handlers
 import botocore.hooks
 from urllib3.util import SKIP_HEADER
 
@@ -46,7 +47,9 @@ from alternator_shm.affinity import Affinity, DescribeTable, Target
 from alternator_shm.metrics import annotate_attempt
 from alternator_shm.transport import Transport
 
-__all__ = ["HookOptions", "Router", "register_hooks", "skip_sdk_user_agent_rebuild"]
+__all__ = [
+    "HookOptions", "Router", "register_hooks", "skip_sdk_retry_headers", "skip_sdk_user_agent_builds",
+]
 
 #: Key in ``request.context`` holding the nodes tried by the current call, in order.
 TRIED_KEY = "alternator_shm.tried"
@@ -104,6 +107,15 @@ class HookOptions:
     request_compression: int | None = None
     #: send ``Accept-Encoding: gzip, deflate`` and decode compressed answers.
     response_compression: bool = False
+
+    @property
+    def wire_user_agent(self) -> str:
+        """The User-Agent sent with every attempt ("" = none): the rule of ``user_agent``."""
+        if self.user_agent is not None:
+            return self.user_agent
+        # Alternator only stores the User-Agent for system.clients; when the user did not
+        # ask for one, header optimisation drops it.
+        return "" if self.optimize_headers else f"alternator-shm/{__version__}"
 
 
 def _base_url(url: str) -> str:
@@ -200,14 +212,7 @@ class _Handlers:
         self._decode = options.response_compression
         self._min_gzip = options.request_compression
         self._optimize = options.optimize_headers
-        if options.user_agent is not None:
-            self._user_agent: str = options.user_agent
-        elif options.optimize_headers:
-            # Alternator only stores the User-Agent for system.clients; when the user did not
-            # ask for one, header optimisation drops it.
-            self._user_agent = ""
-        else:
-            self._user_agent = f"alternator-shm/{__version__}"
+        self._user_agent = options.wire_user_agent
         # The headers we always set on the wire; SKIP_HEADER stops http.client / urllib3
         # from adding their own defaults ("python-urllib3/x", "Accept-Encoding: identity").
         self._fixed: dict[str, str] = {"User-Agent": self._user_agent or SKIP_HEADER}
@@ -321,12 +326,16 @@ class _Handlers:
 
     def _trim(self, headers: Any) -> None:
         kept = self._kept
+        dropped = [name for name in headers if name.lower() not in kept]
+        if not dropped:
+            return
         authorization = headers.get("Authorization")
         if authorization:
             match = _SIGNED_HEADERS.search(str(authorization))
             if match:
-                kept = kept | set(match.group(1).lower().split(";"))
-        for name in [name for name in headers if name.lower() not in kept]:
+                signed = set(match.group(1).lower().split(";"))
+                dropped = [name for name in dropped if name.lower() not in signed]
+        for name in dropped:
             del headers[name]
 
 
@@ -347,25 +356,57 @@ def describe_with(client: Any) -> DescribeTable:
     return describe
 
 
-def skip_sdk_user_agent_rebuild(client: Any) -> bool:
-    """Unregister botocore's per-attempt User-Agent rebuild from ``client``'s events.
+class _WireUserAgent:
+    """Stands in for one client's botocore ``UserAgentString``: its ``to_string()`` is the
+    User-Agent our ``before-send`` puts on the wire (ours, the user's, or empty for none)."""
 
-    botocore builds its User-Agent string twice per attempt: when it serializes the request
-    and again in a ``request-created`` handler (``rebuild_and_replace_user_agent_handler``),
-    about 300 Python calls each, some 5 % of a plain GetItem's client CPU. Our
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def to_string(self) -> str:
+        return self._value
+
+
+def skip_sdk_user_agent_builds(client: Any, user_agent: str) -> bool:
+    """Spare ``client`` botocore's two User-Agent builds per attempt, whose value is never sent.
+
+    botocore builds its User-Agent string when it serializes a request
+    (``_convert_to_request_dict`` calls the client's ``_user_agent_creator.to_string()``) and
+    again in a ``request-created`` handler (``rebuild_and_replace_user_agent_handler``): about
+    300 Python calls each, some 10 % of a plain GetItem's client CPU together. Our
     ``before-send`` handler always replaces that header (``User-Agent`` of
-    :class:`HookOptions`: ours, the user's, or none), so the rebuilt value is never sent: the
-    wire is byte for byte the same without it. Done with the public events API
-    (``unregister``); the handler is found on the client's user-agent creator. Returns False
-    (nothing changed, only the saving lost) if a botocore version lays this out otherwise.
+    :class:`HookOptions`), so both builds are thrown away; the wire is byte for byte the same
+    without them. The rebuild handler is removed with the public events API (``unregister``).
+    No event precedes the serialization-time build, so the client's own creator (one per
+    client, never shared) is swapped for one answering ``user_agent``: handlers that read the
+    header before sending now see the value that is sent. aiobotocore clients lay this out the
+    same way. Returns False (nothing changed, only the saving lost) if a botocore version lays
+    it out otherwise; calling it again is a no-op.
     """
     creator = getattr(client, "_user_agent_creator", None)
+    if isinstance(creator, _WireUserAgent):
+        return True
     handler = getattr(creator, "rebuild_and_replace_user_agent_handler", None)
-    if handler is None:
+    if handler is None or not callable(getattr(creator, "to_string", None)):
         return False
     service_id = client.meta.service_model.service_id.hyphenize()
     client.meta.events.unregister(f"request-created.{service_id}", handler)
+    client._user_agent_creator = _WireUserAgent(user_agent)
     return True
+
+
+def skip_sdk_retry_headers(events: botocore.hooks.BaseEventHooks) -> None:
+    """With ``optimize_headers``: let botocore not add ``amz-sdk-invocation-id`` and
+    ``amz-sdk-request`` to this client's requests.
+
+    Its ``request-created`` handler adds them after the signer (so they are never signed) and
+    header optimisation drops them before sending; not adding them saves both steps. Done
+    with the public events API; retries themselves are unaffected (their state lives in the
+    request context).
+    """
+    events.unregister("request-created", botocore.handlers.add_retry_headers)
 
 
 def register_hooks(
@@ -388,7 +429,9 @@ def register_hooks(
     describe = describe_with(client) if client is not None else None
     handlers = _Handlers(router, transport, options, timeout, affinity, describe)
     if client is not None:
-        skip_sdk_user_agent_rebuild(client)
+        skip_sdk_user_agent_builds(client, options.wire_user_agent)
+    if options.optimize_headers:
+        skip_sdk_retry_headers(events)
     if affinity is not None:
         # Registered after boto3's resource transforms (same event), so a Table resource's
         # high-level values are already plain AttributeValues here.

@@ -55,7 +55,9 @@ from alternator_shm._decode import decode_answer
 from alternator_shm._forksafe import ForkSafeLock
 from alternator_shm.errors import ConfigurationError
 
-__all__ = ["DEFAULT_NUM_POOLS", "Transport", "TransportOptions", "open_key_log"]
+__all__ = [
+    "DEFAULT_NUM_POOLS", "Transport", "TransportOptions", "environment_proxy_for", "open_key_log",
+]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,17 @@ _KEEPALIVE_INTERVAL_S = 10
 _KEEPALIVE_COUNT = 3
 
 _PID_ATTR = "_alternator_shm_pid"
+
+
+def environment_proxy_for(url: str) -> str | None:
+    """The proxy HTTP(S)_PROXY names for ``url``, NO_PROXY applied; None for none.
+
+    What botocore uses without ``Config(proxies=...)``. A NO_PROXY alone (no proxy variable
+    for the URL's scheme) is no proxy.
+    """
+    env = botocore.utils.get_environ_proxies(url)
+    proxy = botocore.httpsession.ProxyConfiguration(proxies=env).proxy_url_for(url)
+    return proxy or None
 
 
 @dataclass(frozen=True)
@@ -495,9 +508,7 @@ class Transport:
         if key in st.proxy_for:
             return st.proxy_for[key]
         if self.options.proxies is None:
-            # botocore without Config(proxies=...): the environment's proxies, NO_PROXY applied.
-            env = botocore.utils.get_environ_proxies(url)
-            proxy = botocore.httpsession.ProxyConfiguration(proxies=env).proxy_url_for(url)
+            proxy = environment_proxy_for(url)
         else:
             proxy = self._proxies.proxy_url_for(url)
         st.proxy_for[key] = proxy or None

@@ -6,13 +6,16 @@ Sections (each prints a table; all are written to ``benchmarks/compare.md`` with
 
 1. fleet spread: 4 processes with uneven work (1x..4x calls) over 5 nodes, per-node requests;
 2. ``/localnodes`` polls made by 8 processes in the same time;
-3. client CPU per call (``time.process_time`` in the client process, so a slow server cannot
-   hide client cost), sync and async, interleaved rounds, median;
-4. per-call pick cost (``next_node()``), p50 / p99;
+3. client CPU per call (``time.process_time`` in a client process of its own, so a slow server
+   cannot hide client cost and the emulator's control server, which runs in this process, does
+   not add to it; and the calling thread's ``time.thread_time``), sync and async, interleaved
+   rounds, median;
+4. per-call pick cost (``next_node()``, in a process of its own), p50 / p99;
 5. request header bytes per PutItem, with and without header optimisation;
 6. a node killed under load: failed calls and attempts sent to the dead node;
 7. RSS added per worker process, and the shared segment size;
-8. one slow node (+60 ms): p50 / p99 call latency, when this alternator-shm has ``balancing=``.
+8. one slow node (+60 ms): p50 / p99 / mean call latency and the slow node's share, for
+   ``balancing="round_robin"`` and ``"adaptive"`` and the peer (``bench_adaptive.run_phase``).
 
 Needs the extra ``alternator-shm[bench]`` (matplotlib and the peer client) and ``[async]``.
 
@@ -52,6 +55,7 @@ ITEM = {"p": {"S": "some-partition-key"}, "v": {"S": "x" * 100}}
 OUT_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
 
 SYNC_KINDS = ("plain", "ours", "ours+opt", "peer", "peer+opt")
+CPU_KINDS = ("plain", "ours", "ours+opt", "peer")
 LABELS = {
     "plain": "plain boto3 (one node)",
     "ours": "alternator-shm",
@@ -245,63 +249,93 @@ def localnodes_polls(
     return rows
 
 
-def _cpu_run(client: Any, calls: int) -> float:
+def _cpu_run(client: Any, calls: int) -> tuple[float, float]:
+    """(process CPU, calling thread CPU) in µs per GetItem over ``calls`` calls."""
     get_item = client.get_item
-    cpu = time.process_time()
+    cpu, own = time.process_time(), time.thread_time()
     for _ in range(calls):
         get_item(TableName=TABLE, Key=KEY)
-    return (time.process_time() - cpu) / calls * 1e6
+    return ((time.process_time() - cpu) / calls * 1e6, (time.thread_time() - own) / calls * 1e6)
 
 
-def cpu_per_call(fresh: Callable[[], Target], rounds: int, calls: int) -> list[list[str]]:
-    t = fresh()
-    clients = {kind: make_client(kind, t) for kind in ("plain", "ours", "ours+opt", "peer")}
-    results: dict[str, list[float]] = {kind: [] for kind in clients}
+def _child_cpu_sync(t: Target, rounds: int, calls: int, out: Any) -> None:
+    # A process of its own: the emulator's control server (which logs every request the
+    # nodes serve) runs in the benchmark's parent, and its CPU must not count as the client's.
+    clients = {kind: make_client(kind, t) for kind in CPU_KINDS}
+    results: dict[str, list[tuple[float, float]]] = {kind: [] for kind in clients}
     try:
         for client, _ in clients.values():
             _cpu_run(client, 100)
-        for _ in range(rounds):
-            for kind, (client, _) in clients.items():
-                results[kind].append(_cpu_run(client, calls))
+        for r in range(rounds):
+            order = list(clients) if r % 2 == 0 else list(reversed(clients))
+            for kind in order:
+                results[kind].append(_cpu_run(clients[kind][0], calls))
     finally:
         for _, close in clients.values():
             close()
-    base = statistics.median(results["plain"])
+    out.put(results)
+
+
+def _child_cpu_async(t: Target, rounds: int, calls: int, out: Any) -> None:
+    async def main() -> dict[str, list[tuple[float, float]]]:
+        results: dict[str, list[tuple[float, float]]] = {"plain": [], "ours": [], "peer": []}
+        async with contextlib.AsyncExitStack() as stack:
+            clients = {
+                k: await stack.enter_async_context(make_async_client(k, t)) for k in results
+            }
+
+            async def run(client: Any, n: int) -> tuple[float, float]:
+                cpu, own = time.process_time(), time.thread_time()
+                for _ in range(n):
+                    await client.get_item(TableName=TABLE, Key=KEY)
+                return ((time.process_time() - cpu) / n * 1e6,
+                        (time.thread_time() - own) / n * 1e6)
+
+            for client in clients.values():
+                await run(client, 50)
+            for r in range(rounds):
+                order = list(clients) if r % 2 == 0 else list(reversed(clients))
+                for kind in order:
+                    results[kind].append(await run(clients[kind], calls))
+        return results
+
+    out.put(asyncio.run(main()))
+
+
+def _in_child(target: Callable[..., None], *args: Any) -> Any:
+    """Run ``target(*args, out)`` in a spawned process; its one result."""
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    proc = ctx.Process(target=target, args=(*args, out))
+    proc.start()
+    try:
+        return out.get(timeout=900)
+    finally:
+        proc.join(60)
+
+
+def _cpu_rows(path: str, labels: dict[str, str],
+              results: dict[str, list[tuple[float, float]]]) -> list[list[str]]:
+    base = statistics.median(p for p, _ in results["plain"])
     rows = []
     for kind, values in results.items():
-        med = statistics.median(values)
-        rows.append(["sync", LABELS[kind], f"{med:,.0f}", f"{med / base:.3f}"])
+        proc = statistics.median(p for p, _ in values)
+        own = statistics.median(o for _, o in values)
+        rows.append([path, labels[kind], f"{proc:,.0f}", f"{own:,.0f}", f"{proc / base:.3f}"])
     return rows
 
 
-async def _async_cpu(fresh: Callable[[], Target], rounds: int, calls: int) -> list[list[str]]:
-    t = fresh()
-    results: dict[str, list[float]] = {"plain": [], "ours": [], "peer": []}
-    async with contextlib.AsyncExitStack() as stack:
-        clients = {k: await stack.enter_async_context(make_async_client(k, t)) for k in results}
-
-        async def run(client: Any, n: int) -> float:
-            cpu = time.process_time()
-            for _ in range(n):
-                await client.get_item(TableName=TABLE, Key=KEY)
-            return (time.process_time() - cpu) / n * 1e6
-
-        for client in clients.values():
-            await run(client, 50)
-        for _ in range(rounds):
-            for kind, client in clients.items():
-                results[kind].append(await run(client, calls))
-    base = statistics.median(results["plain"])
+def cpu_per_call(fresh: Callable[[], Target], rounds: int, calls: int) -> list[list[str]]:
+    sync = _in_child(_child_cpu_sync, fresh(), rounds, calls)
     labels = {"plain": "plain aiobotocore (one node)", "ours": "alternator-shm async",
               "peer": "alternator-client async"}
-    return [["async", labels[k], f"{statistics.median(v):,.0f}",
-             f"{statistics.median(v) / base:.3f}"] for k, v in results.items()]
+    asyn = _in_child(_child_cpu_async, fresh(), rounds, calls // 2)
+    return _cpu_rows("sync", LABELS, sync) + _cpu_rows("async", labels, asyn)
 
 
-def pick_cost(fresh: Callable[[], Target], picks: int) -> list[list[str]]:
+def _child_pick(t: Target, picks: int, out: Any) -> None:
     import alternator
 
-    t = fresh()
     ours = Helper(t.seeds, port=t.port, credentials=(t.key, t.secret), namespace=t.namespace)
     ours.live_nodes()
     peer = alternator.Helper(alternator.Config(seed_hosts=t.seeds, port=t.port))
@@ -324,6 +358,11 @@ def pick_cost(fresh: Callable[[], Target], picks: int) -> list[list[str]]:
     finally:
         ours.close()
         peer.stop()
+    out.put(rows)
+
+
+def pick_cost(fresh: Callable[[], Target], picks: int) -> list[list[str]]:
+    rows: list[list[str]] = _in_child(_child_pick, fresh(), picks)
     return rows
 
 
@@ -412,6 +451,23 @@ def rss(fresh: Callable[[], Target]) -> tuple[list[list[str]], int]:
     return rows, segment
 
 
+def slow_node(cluster: Cluster, seconds: float) -> list[list[str]]:
+    """One node +60 ms (the emulator's ``latency`` fault): per-call latency for our client
+    with ``balancing="round_robin"`` and ``"adaptive"`` and for the peer, 2 processes x 2
+    threads (a light load: on 2 cores a heavy one is CPU-bound and hides the slow node)."""
+    from bench_adaptive import CONFIGS, pct, run_phase
+
+    slow = cluster.nodes[2].url.rstrip("/")
+    rows = []
+    for config in ("healthy", "round_robin", "adaptive", "peer"):
+        values, failed, log, _ = run_phase(cluster, config, seconds, None, 2, 2)
+        share = sum(1 for _, node in log if node == slow) / max(1, len(log))
+        rows.append([CONFIGS[config][3], str(len(values)), f"{pct(values, 0.5):.1f}",
+                     f"{pct(values, 0.99):.1f}", f"{statistics.fmean(values):.1f}",
+                     f"{100 * share:.1f}%", str(failed)])
+    return rows
+
+
 # -- output -----------------------------------------------------------------------------------
 
 
@@ -445,7 +501,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(OUT_DIR / "compare.md"))
     args = parser.parse_args()
     scale = 50 if args.quick else 400
-    rounds, calls = (2, 200) if args.quick else (5, 1000)
+    rounds, calls = (2, 200) if args.quick else (8, 600)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     namespaces: list[str] = []
@@ -475,9 +531,10 @@ def main() -> int:
             plot(out.parent / "compare_polls.png", "/localnodes polls (8 processes)",
                  [r[0] for r in polls_rows], [float(r[3]) for r in polls_rows], "polls")
             cpu = cpu_per_call(fresh, rounds, calls)
-            cpu += asyncio.run(_async_cpu(fresh, rounds, calls // 2))
-            emit("3. Client CPU per call (process_time, median of interleaved rounds)",
-                 table(["path", "client", "CPU µs/call", "vs plain"], cpu))
+            emit("3. Client CPU per call (median of interleaved rounds, in a client process "
+                 "of its own)",
+                 table(["path", "client", "process CPU µs/call", "calling thread µs/call",
+                        "process CPU vs plain"], cpu))
             plot(out.parent / "compare_cpu.png", "Client CPU per GetItem",
                  [f"{r[0]}: {r[1]}" for r in cpu], [float(r[2].replace(",", "")) for r in cpu],
                  "µs of CPU per call")
@@ -496,6 +553,10 @@ def main() -> int:
             emit("7. Memory per worker process",
                  table(["client", "RSS MiB", "vs plain"], rss_rows)
                  + f"\n\nShared segment per namespace: {segment / 1024:.0f} KiB.")
+            emit("8. One slow node (+60 ms), 2 processes x 2 threads",
+                 table(["configuration", "calls", "p50 ms", "p99 ms", "mean ms",
+                        "slow node share", "failed"],
+                       slow_node(cluster, 3.0 if args.quick else 8.0)))
         finally:
             for ns in namespaces:
                 with contextlib.suppress(Exception):

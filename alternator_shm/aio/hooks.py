@@ -24,7 +24,7 @@ import botocore.hooks
 
 from alternator_shm.affinity import Affinity, DescribeTable
 from alternator_shm.aio.transport import AsyncTransport
-from alternator_shm.hooks import HookOptions, Router, _Handlers
+from alternator_shm.hooks import HookOptions, Router, _Handlers, skip_sdk_retry_headers
 
 __all__ = ["register_async_hooks"]
 
@@ -113,6 +113,8 @@ def register_async_hooks(
     )
     sync_handlers = _Handlers(router, None, options, timeout, affinity, describe)
     handlers = _AsyncHandlers(sync_handlers, transport, table_ready)
+    if options.optimize_headers:
+        skip_sdk_retry_headers(events)
     if affinity is not None:
         events.register("before-parameter-build.dynamodb", sync_handlers.before_parameter_build)
     # aiobotocore awaits coroutine handlers; botocore-stubs types handlers as sync.

@@ -26,6 +26,7 @@ import os
 import socket
 import ssl
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import botocore.awsrequest
@@ -41,6 +42,7 @@ from alternator_shm.transport import (
     TransportOptions,
     _socket_options,
     _ssl_context,
+    environment_proxy_for,
 )
 
 __all__ = ["AsyncTransport"]
@@ -95,6 +97,14 @@ def _socket_factory(options: list[tuple[int, int, int | bytes]]) -> Any:
     return factory
 
 
+# What urllib.request.getproxies_environment reads for an http(s) URL (REQUEST_METHOD: it
+# ignores HTTP_PROXY under CGI).
+_PROXY_VARIABLES = (
+    "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy",
+    "REQUEST_METHOD",
+)
+
+
 class AsyncTransport:
     """One process's aiohttp connections to the cluster, per event loop.
 
@@ -110,6 +120,9 @@ class AsyncTransport:
         self._users: dict[asyncio.AbstractEventLoop, int] = {}
         self._ssl: ssl.SSLContext | None = None
         self._warned_insecure = False
+        # Nodes found to need no proxy, valid while the proxy variables stay as they were.
+        self._direct: set[tuple[str, str]] = set()
+        self._proxy_environment: tuple[str | None, ...] = ()
 
     # -- sessions ------------------------------------------------------------------------------
 
@@ -198,6 +211,29 @@ class AsyncTransport:
 
     # -- requests ------------------------------------------------------------------------------
 
+    def _refuse_environment_proxy(self, url: str) -> None:
+        """Raise ``ConfigurationError`` if HTTP(S)_PROXY (after NO_PROXY) applies to ``url``.
+
+        The sync client honours the environment's proxies per node, as botocore does per
+        endpoint; this client cannot use a proxy, so it must stop the call, never bypass the
+        proxy silently (for a node discovered after the client was created too, or once the
+        environment has changed). The full look-up reads every environment variable (some
+        0.5 ms); it runs once per node and again only when a proxy variable changes.
+        """
+        environment = tuple(os.environ.get(name) for name in _PROXY_VARIABLES)
+        if environment != self._proxy_environment:
+            self._proxy_environment = environment
+            self._direct = set()
+        node = urlsplit(url)[:2]
+        if node in self._direct:
+            return
+        if environment_proxy_for(url) is not None:
+            raise ConfigurationError(
+                f"HTTP(S)_PROXY applies to {url} but new_async_dynamodb_client does not "
+                "support proxies yet; use new_dynamodb_client, or add the node to NO_PROXY"
+            )
+        self._direct.add(node)
+
     async def send(
         self,
         request: botocore.awsrequest.AWSPreparedRequest,
@@ -214,15 +250,8 @@ class AsyncTransport:
         (:func:`alternator_shm._decode.decode_answer`).
         """
         url = request.url
-        if self.options.proxies is None and botocore.utils.get_environ_proxies(url):
-            # The sync client reads HTTP(S)_PROXY / NO_PROXY per attempt (each node is an
-            # endpoint of its own, as botocore reads them per endpoint); a proxy we cannot use
-            # must stop the call, never be bypassed silently (a node discovered after the
-            # client was created, or the environment changed since).
-            raise ConfigurationError(
-                f"HTTP(S)_PROXY applies to {url} but new_async_dynamodb_client does not "
-                "support proxies yet; use new_dynamodb_client, or add the node to NO_PROXY"
-            )
+        if self.options.proxies is None:
+            self._refuse_environment_proxy(url)
         connect_timeout, read_timeout = timeout
         try:
             session = self._session()
