@@ -20,18 +20,21 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import shutil
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 from alternator_shm.fleet import FleetStats
 
 __all__ = ["render", "watch"]
 
 _CLEAR = "\x1b[H\x1b[2J"
+_MIN_WIDTH = 60  # narrower, the figures of one node no longer fit on a line
 
 
 def _state(node: Any) -> str:
@@ -45,6 +48,81 @@ def _age(value: float | None) -> str:
     return "never" if value is None else f"{value:.1f}s ago"
 
 
+def _pack(fields: list[str], width: int, indent: str = "  ") -> list[str]:
+    """Fields joined by two spaces, wrapped between fields to fit ``width``; a field longer
+    than a whole line is broken, never cut."""
+    lines: list[str] = []
+    current = ""
+    for item in fields:
+        joined = f"{current}  {item}" if current else item
+        if len(joined) <= width or not current:
+            current = joined
+        else:
+            lines.append(current)
+            current = indent + item
+    lines.append(current)
+    out: list[str] = []
+    for line in lines:  # a single field wider than the screen (a very long namespace)
+        while len(line) > width:
+            out.append(line[:width])
+            line = indent + line[width:]
+        out.append(line)
+    return out
+
+
+_COLUMNS = ("state", "in-flight", "latency ms", "picks/s", "failures")
+
+
+def _node_rows(
+    st: FleetStats, previous: dict[tuple[str, str], int] | None, elapsed: float,
+    picks: dict[tuple[str, str], int], width: int,
+) -> list[str]:
+    """The node table at ``width``: full addresses when they fit; else without the scheme and
+    port every node shares (named in the header); else each address on a line of its own."""
+    rows: list[tuple[str, list[str]]] = []
+    for node in st.nodes:
+        ns = st.per_node.get(node)
+        if ns is None:
+            continue
+        picks[(st.namespace, node)] = ns.picks
+        before = None if previous is None else previous.get((st.namespace, node))
+        rate = "-" if before is None or elapsed <= 0 else f"{(ns.picks - before) / elapsed:.0f}"
+        latency = getattr(ns, "latency_ms", None)
+        rows.append((node, [_state(ns), str(getattr(ns, "in_flight", 0)),
+                            "-" if latency is None else f"{latency:.1f}", rate,
+                            str(ns.failures)]))
+    widths = [max([len(h), *(len(cells[i]) for _, cells in rows)])
+              for i, h in enumerate(_COLUMNS)]
+
+    def figures(cells: list[str] | tuple[str, ...]) -> str:
+        return " ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                        for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+
+    room = width - 2 - 1 - len(figures(_COLUMNS))  # what is left for the node column
+    header, labels = "node", [node for node, _ in rows]
+    if labels and max(map(len, labels)) > room:
+        parts = [urlsplit(node) for node in labels]
+        schemes = {p.scheme for p in parts}
+        ports = {p.port for p in parts}
+        if len(schemes) == 1 and len(ports) == 1 and None not in ports:
+            header = f"node ({schemes.pop()}, port {ports.pop()})"
+            labels = [p.hostname or node for p, node in zip(parts, labels, strict=True)]
+    node_width = max([len(header), *map(len, labels)])
+    if node_width <= room:
+        lines = [f"  {header:{node_width}} {figures(_COLUMNS)}"]
+        lines += [f"  {label:{node_width}} {figures(cells)}"
+                  for label, (_, cells) in zip(labels, rows, strict=True)]
+        return lines
+    # Too narrow for one line per node: the address, then its figures below it.
+    if max(len(node) for node, _ in rows) <= width - 2:
+        header, labels = "node", [node for node, _ in rows]
+    lines = [f"  {header}", f"      {figures(_COLUMNS)}"]
+    for label, (_, cells) in zip(labels, rows, strict=True):
+        lines += _pack([f"  {label}"], width, indent="    ")
+        lines.append(f"      {figures(cells)}")
+    return lines
+
+
 def render(
     fleets: list[FleetStats],
     previous: dict[tuple[str, str], int] | None,
@@ -52,43 +130,33 @@ def render(
     *,
     interval: float,
     now: float | None = None,
+    width: int = 80,
 ) -> tuple[str, dict[tuple[str, str], int]]:
-    """One screen of text, and the pick counters to diff against on the next screen."""
+    """One screen of text ``width`` columns wide at most (80: what a pipe gets), and the pick
+    counters to diff against on the next screen. Nothing is cut: what does not fit on a line
+    wraps onto the next."""
+    width = max(width, _MIN_WIDTH)
     clock = time.strftime("%H:%M:%S", time.localtime(now))
-    lines = [f"alternator-shm  {clock}  every {interval:.1f} s  (q or Ctrl-C quits)", ""]
+    lines = [*_pack(["alternator-shm", clock, f"every {interval:.1f} s", "(q or Ctrl-C quits)"],
+                    width), ""]
     picks: dict[tuple[str, str], int] = {}
     if not fleets:
         lines.append("no shared alternator-shm state for this user on this host")
     for st in fleets:
         problem = getattr(st, "problem", None)
         if problem is not None:  # listed by status too: its processes balance alone
-            lines += [f"namespace {st.namespace or '?'}  UNUSABLE: {problem}", ""]
+            lines += _pack([f"namespace {st.namespace or '(unreadable)'}",
+                            f"segment {st.segment_name}", f"UNUSABLE: {problem}"], width)
+            lines.append("")
             continue
         leader = st.leader_pid if st.leader_pid is not None else "none"
-        mode = getattr(st, "mode", "shared")
-        lines.append(
-            f"namespace {st.namespace}  mode {mode}  leader {leader}  generation {st.generation}"
-            f"  refreshed {_age(st.last_refresh_age_s)}"
-            + (f"  refresh failures {st.consecutive_refresh_failures}"
-               if st.consecutive_refresh_failures else "")
-        )
-        lines.append(
-            f"  {'node':40} {'state':12} {'in-flight':>9} {'latency ms':>10} {'picks/s':>8} "
-            f"{'failures':>9}"
-        )
-        for node in st.nodes:
-            ns = st.per_node.get(node)
-            if ns is None:
-                continue
-            picks[(st.namespace, node)] = ns.picks
-            before = None if previous is None else previous.get((st.namespace, node))
-            rate = "-" if before is None or elapsed <= 0 else f"{(ns.picks - before) / elapsed:.0f}"
-            latency = getattr(ns, "latency_ms", None)
-            lines.append(
-                f"  {node:40} {_state(ns):12} {getattr(ns, 'in_flight', 0):>9} "
-                f"{'-' if latency is None else f'{latency:.1f}':>10} {rate:>8} "
-                f"{ns.failures:>9}"
-            )
+        fields = [f"namespace {st.namespace}", f"mode {getattr(st, 'mode', 'shared')}",
+                  f"leader {leader}", f"generation {st.generation}",
+                  f"refreshed {_age(st.last_refresh_age_s)}"]
+        if st.consecutive_refresh_failures:
+            fields.append(f"refresh failures {st.consecutive_refresh_failures}")
+        lines += _pack(fields, width)
+        lines += _node_rows(st, previous, elapsed, picks, width)
         lines.append("")
     return "\n".join(lines) + "\n", picks
 
@@ -166,6 +234,14 @@ def _keys(stream: IO[str], interrupt: int = -1) -> Iterator[Callable[[float], st
         termios.tcsetattr(fd, termios.TCSANOW, saved)
 
 
+def _width(out: IO[str]) -> int:
+    """The terminal's width (read each screen: it can be resized), else $COLUMNS, else 80."""
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        if out.isatty():
+            return os.get_terminal_size(out.fileno()).columns
+    return shutil.get_terminal_size((80, 24)).columns
+
+
 def watch(
     read: Callable[[], list[FleetStats]],
     *,
@@ -185,7 +261,8 @@ def watch(
         with _interrupts() as interrupt, _keys(keys, interrupt) as wait:
             while iterations is None or shown < iterations:
                 now = time.monotonic()
-                screen, previous = render(read(), previous, now - last, interval=interval)
+                screen, previous = render(read(), previous, now - last, interval=interval,
+                                          width=_width(out))
                 last = now
                 out.write((_CLEAR if clear else "") + screen)
                 out.flush()

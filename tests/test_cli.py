@@ -8,6 +8,7 @@ runs with the loopback guard, so an example address in a test can never reach a 
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -168,8 +169,8 @@ def test_cleanup_removes_only_unused_state(cluster: Cluster, namespace: str) -> 
     proc = _start_worker(cluster, namespace)
     try:
         kept = _cli("cleanup", "--namespace", namespace)
-        assert kept.returncode == 0
-        assert kept.stdout.startswith("kept") and namespace in kept.stdout
+        assert kept.returncode == 1  # named on the command line, and not removed
+        assert kept.stdout.startswith("kept (a process is attached)") and namespace in kept.stdout
         assert _status(namespace) is not None, "cleanup removed a segment in use"
         # The attached worker still routes through its shared table.
         assert _status(namespace)["picks"] == CALLS  # type: ignore[index]
@@ -263,22 +264,22 @@ def test_check_https_against_plain_http_is_a_tls_error(cluster: Cluster) -> None
         (["check", "http://10.0.0.1"], "10.0.0.1 --scheme http"),
         (["check", "https://10.0.0.1:8000/x"], "10.0.0.1 --scheme https"),
         (["check", "10.0.0.1:8000"], "10.0.0.1 --port 8000"),
-        (["check", "127.0.0.1", "--port", "70000"], "1..65535"),
-        (["check", "127.0.0.1", "--port", "http"], "port must be a number"),
+        (["check", "127.0.0.1", "--port", "70000"], "between 1 and 65535"),
+        (["check", "127.0.0.1", "--port", "http"], "expected an integer"),
         (["check", "bad_host!"], "not a host name or IP"),
         (["check", "127.0.0.1", "--scheme", "ftp"], "invalid choice"),
         (["check"], "required"),
         (["emulator", "--enforce-auth", "KEY"], "KEY:SECRET"),
         (["emulator", "--enforce-auth", "KEY:"], "KEY:SECRET"),
-        (["emulator", "--nodes", "0"], "at least 1"),
-        (["emulator", "--nodes", "-3"], "at least 1"),
+        (["emulator", "--nodes", "0"], "between 1 and 254"),
+        (["emulator", "--nodes", "-3"], "between 1 and 254"),
         (["emulator", "--nodes", "2", "--dc", "dc1:1"], "not allowed with argument --nodes"),
         (["emulator", "--dc", "dc1:0"], "DC:COUNT"),
-        (["emulator", "--port", "99999"], "1..65535"),
-        (["emulator", "--failure-detect-delay", "-1"], "0 or more seconds"),
+        (["emulator", "--port", "99999"], "between 1 and 65535"),
+        (["emulator", "--failure-detect-delay", "-1"], "between 0 and 3600"),
         (["emulator", "--profile", "7.0"], "invalid choice"),
-        (["demo", "--workers", "0"], "more than 0"),
-        (["demo", "--duration", "-1"], "more than 0"),
+        (["demo", "--workers", "0"], "between 1 and 64"),
+        (["demo", "--duration", "-1"], "between 1 and 3600"),
         (["demo", "--backend", "dynamodb-local"], "invalid choice"),
         (["status", "--bogus"], "unrecognized arguments"),
         (["cleanup", "--all", "--namespace", "x"], "not allowed with argument"),
@@ -334,7 +335,8 @@ def test_emulator_command_runs_and_stops_on_sigterm() -> None:
             if line.startswith("ready"):
                 break
         text = "".join(lines)
-        assert "3 nodes, profile 6.0" in text, text + (proc.stderr.read() if proc.stderr else "")
+        assert "3 nodes in 2 datacenters" in text and "profile 6.0" in text, \
+            text + (proc.stderr.read() if proc.stderr else "")
         assert text.count("dc=dc1") == 2 and text.count("dc=dc2") == 1
         assert "credentials: k:s (enforced)" in text
         proc.send_signal(signal.SIGTERM)  # our own child, by pid
@@ -402,3 +404,326 @@ def test_console_script_matches_module() -> None:
         pytest.skip("console script not installed next to this interpreter")
     out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30)
     assert out.stdout.strip() == f"alternator-shm {__version__}"
+
+
+# --------------------------------------------------------------------------- new-user trial
+# Each test below reproduces one finding of a new user's first session with the commands.
+
+
+def _make_segment(namespace: str, shm: str, *, stay: bool = False) -> subprocess.Popen[str]:
+    """A segment made by another process; with ``stay`` it stays attached until stdin closes."""
+    code = ("import sys; from alternator_shm.fleet import SharedFleet; "
+            "f = SharedFleet(sys.argv[1], shm_dir=sys.argv[2]); f.advance(); "
+            "print('ready', flush=True); sys.stdin.readline() if sys.argv[3] == '1' else None; "
+            "f.close()")
+    proc = subprocess.Popen([sys.executable, "-c", code, namespace, shm, "1" if stay else "0"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env())
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    if not stay:
+        assert proc.wait(30) == 0
+    return proc
+
+
+def _smash_magic(shm: str, namespace: str) -> str:
+    """Corrupt the header of ``namespace``'s segment; returns its name as status prints it."""
+    from alternator_shm.fleet import layout, segment
+
+    base = segment.base_name(namespace)
+    with open(os.path.join(shm, base), "r+b") as f:
+        f.seek(layout.MAGIC_OFF)
+        f.write(b"\xee" * 8)
+    return "/" + base
+
+
+def _foreign(shm: str, digest: str, size: int | None = None, fill: bytes = b"\0") -> str:
+    """A file under our name pattern that is not our format (another version, a stray copy)."""
+    from alternator_shm.fleet import layout
+
+    base = f"rrlb{layout.LAYOUT_VERSION}.{os.geteuid()}.{digest}"
+    with open(os.path.join(shm, base), "wb") as f:
+        f.write(b"NOT-OURS" + fill * ((size or layout.TOTAL_SIZE) - 8))
+    return "/" + base
+
+
+def _status_json(shm: str) -> list[dict[str, Any]]:
+    out = _cli("status", "--json", "--shm-dir", shm)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def test_cleanup_removes_exactly_the_unusable_segment_status_shows(tmp_path: Any) -> None:
+    shm = str(tmp_path)
+    ns = f"t-{uuid.uuid4().hex}"
+    _make_segment(ns, shm)
+    corrupt = _smash_magic(shm, ns)
+    foreign = _foreign(shm, "0123456789")
+    truncated = _foreign(shm, "abcdefabcd", size=4096)
+    garbage = _foreign(shm, "fedcbafedc", fill=b"\xab")  # no namespace can be read back
+    healthy_ns = f"t-{uuid.uuid4().hex}"
+    _make_segment(healthy_ns, shm)
+    shown = {e["segment_name"]: e for e in _status_json(shm)}
+    assert shown[corrupt]["namespace"] == ns and shown[corrupt]["problem"]
+    assert shown[foreign]["namespace"] == "" and shown[truncated]["namespace"] == ""
+    assert shown[garbage]["namespace"] == ""  # not the bytes' mojibake
+    assert "\ufffd" not in _cli("status", "--shm-dir", shm).stdout
+    text = _cli("status", "--shm-dir", shm).stdout
+    # The hint names a command that removes that very segment.
+    assert f"alternator-shm cleanup --segment {foreign}" in text, text
+    # By the namespace status shows (the header's, although the header is corrupt).
+    out = _cli("cleanup", "--namespace", ns, "--shm-dir", shm)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.startswith("removed") and corrupt in out.stdout, out.stdout
+    assert "attached" not in out.stdout
+    # The empty name names two segments here: refused, naming both and how to pick one.
+    line = _usage_error(_cli("cleanup", "--namespace", "", "--shm-dir", shm))
+    assert foreign in line and truncated in line and "--segment" in line, line
+    # By the segment name status prints (with or without the slash, or as a path).
+    out = _cli("cleanup", "--segment", foreign, "--segment", truncated[1:],
+               "--segment", os.path.join(shm, garbage[1:]), "--shm-dir", shm)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("removed") == 3, out.stdout
+    assert [e["namespace"] for e in _status_json(shm)] == [healthy_ns]
+    # A name that is not one of this user's segments is refused, never unlinked.
+    stray = tmp_path / "stray"
+    stray.write_text("x")
+    line = _usage_error(_cli("cleanup", "--segment", str(stray), "--shm-dir", shm))
+    assert "stray" in line and stray.exists()
+
+
+def test_cleanup_refuses_an_unusable_segment_only_while_attached(tmp_path: Any) -> None:
+    shm = str(tmp_path)
+    ns = f"t-{uuid.uuid4().hex}"
+    proc = _make_segment(ns, shm, stay=True)
+    try:
+        name = _smash_magic(shm, ns)
+        kept = _cli("cleanup", "--segment", name, "--shm-dir", shm)
+        assert kept.returncode == 1, kept.stdout + kept.stderr  # asked for, not done
+        assert kept.stdout.startswith("kept") and "a process is attached" in kept.stdout
+        assert os.path.exists(os.path.join(shm, name[1:]))
+    finally:
+        _stop_worker(proc)
+    out = _cli("cleanup", "--namespace", ns, "--shm-dir", shm)
+    assert out.returncode == 0 and out.stdout.startswith("removed"), out.stdout + out.stderr
+    assert not os.path.exists(os.path.join(shm, name[1:]))
+
+
+def test_unknown_namespace_lists_the_known_ones_readably(tmp_path: Any) -> None:
+    shm = str(tmp_path)
+    for command in ("status", "cleanup"):
+        line = _usage_error(_cli(command, "--namespace", "nope", "--shm-dir", shm))
+        assert line.endswith("(namespaces: none)"), line
+    ns = f"t-{uuid.uuid4().hex}"
+    _make_segment(ns, shm)
+    foreign = _foreign(shm, "0123456789")
+    for command in ("status", "cleanup"):
+        line = _usage_error(_cli(command, "--namespace", "nope", "--shm-dir", shm))
+        assert "''" not in line and ": ," not in line and ", ," not in line, line
+        assert f"namespaces: {ns}" in line and foreign in line, line
+
+
+def _with_closed_stdout(*args: str, timeout: float = 60) -> tuple[int, str]:
+    """Run a command whose reader went away before it wrote (``... | head -0``)."""
+    proc = subprocess.Popen([sys.executable, "-m", "alternator_shm", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, env=_env())
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    try:
+        err = proc.stderr.read().decode()
+        proc.stderr.close()
+        return proc.wait(timeout=timeout), err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+SIGPIPE_STATUS = 128 + signal.SIGPIPE
+
+
+def test_closed_stdout_ends_every_printing_command_quietly(tmp_path: Any) -> None:
+    shm = str(tmp_path)
+    _make_segment(f"t-{uuid.uuid4().hex}", shm)
+    for args in (
+        ["status", "--shm-dir", shm], ["status", "--json", "--shm-dir", shm],
+        ["status", "--format", "prometheus", "--shm-dir", shm],
+        ["status", "--watch", "--iterations", "3", "--interval", "0.1", "--shm-dir", shm],
+        ["cleanup", "--shm-dir", shm],
+        ["check", "127.0.0.1", "--port", "9"],
+        ["emulator", "--backend", "null", "--nodes", "1"],
+        ["--help"], ["status", "--help"], ["--version"],
+    ):
+        status, err = _with_closed_stdout(*args)
+        assert (status, err) == (SIGPIPE_STATUS, ""), args
+
+
+def test_closed_stdout_ends_the_demo_quietly() -> None:
+    status, err = _with_closed_stdout("demo", "--backend", "null", "--duration", "2",
+                                      "--workers", "1", timeout=80)
+    assert (status, err) == (SIGPIPE_STATUS, "")
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["status", "--iterations", "3"], "--iterations is for --watch"),
+        (["status", "--interval", "2"], "--interval is for --watch"),
+        (["status", "--watch", "--json"], "--watch shows text"),
+        (["status", "--watch", "--format", "prometheus"], "--watch shows text"),
+        (["status", "--watch", "--iterations", "0"], "between 1 and"),
+    ],
+)
+def test_status_refuses_options_it_would_ignore(args: list[str], expected: str) -> None:
+    line = _usage_error(_cli(*args))
+    assert line.startswith("alternator-shm status: error: ") and expected in line, line
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["127.0.0.1", "--insecure"], "--insecure is for https"),
+        (["127.0.0.1", "--ca-file", "/etc/hostname"], "--ca-file is for https"),
+        (["127.0.0.1", "--no-fallback"], "--no-fallback needs --dc or --rack"),
+    ],
+)
+def test_check_refuses_options_it_would_ignore(args: list[str], expected: str) -> None:
+    line = _usage_error(_cli("check", *args))
+    assert line.startswith("alternator-shm check: error: ") and expected in line, line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["status", "--bogus"], ["cleanup", "--bogus"], ["demo", "--bogus"],
+     ["emulator", "--bogus"], ["check", "127.0.0.1", "--bogus"],
+     ["status", "extra-word"]],
+)
+def test_errors_after_a_command_name_that_command(args: list[str]) -> None:
+    line = _usage_error(_cli(*args))
+    command = args[0]
+    assert line.startswith(f"alternator-shm {command}: error: unrecognized arguments"), line
+    assert f"see 'alternator-shm {command} --help'" in line, line
+
+
+def test_errors_before_a_command_name_the_program() -> None:
+    line = _usage_error(_cli("--bogus", "status"))
+    assert line.startswith("alternator-shm: error: "), line
+
+
+# (command, option, lowest, highest, integer?) for every numeric option of every command.
+NUMERIC_OPTIONS = [
+    ("demo", "--workers", 1, 64, True),
+    ("demo", "--duration", 1, 3600, False),
+    ("demo", "--refresh-interval", 0.05, 60, False),
+    ("status", "--interval", 0.1, 3600, False),
+    ("status", "--iterations", 1, 1_000_000, True),
+    ("check", "--port", 1, 65535, True),
+    ("emulator", "--port", 1, 65535, True),
+    ("emulator", "--nodes", 1, 254, True),
+    ("emulator", "--failure-detect-delay", 0, 3600, False),
+]
+
+
+def _bad_values(low: float, high: float, integer: bool) -> list[str]:
+    below = low - 1 if integer else low / 2 if low > 0 else -1
+    values = [str(below), str(high + 1), "x", "nan", "inf", ""]
+    return values + (["1.5", "2e3"] if integer else [])
+
+
+@pytest.mark.parametrize(("command", "option", "low", "high", "integer"), NUMERIC_OPTIONS)
+def test_each_numeric_option_has_its_own_bounds_and_message(
+    command: str, option: str, low: float, high: float, integer: bool
+) -> None:
+    parser = build_parser(command)
+    sub = parser.commands[command]
+    [action] = [a for a in sub._actions if option in a.option_strings]
+    kind = "an integer" if integer else "a number of seconds"
+    for value in _bad_values(low, high, integer):
+        with pytest.raises(argparse.ArgumentTypeError) as info:
+            action.type(value)  # type: ignore[misc, operator]
+        message = str(info.value)
+        assert message.startswith(f"expected {kind} ") and message.endswith(f", got {value!r}")
+        assert (str(high) if integer else f"{high:g}") in message, message
+    def text(x: float) -> str:
+        return str(x) if integer else f"{x:g}"
+
+    assert action.type(text(low)) == low and action.type(text(high)) == high  # type: ignore[misc, operator]
+    # The same text reaches the user, one line, naming the command.
+    line = _usage_error(_cli(command, option, "1.5" if integer else "x"))
+    assert line.startswith(f"alternator-shm {command}: error: argument {option}: expected"), line
+
+
+def test_no_numeric_option_is_left_without_bounds() -> None:
+    """Every option whose type is not a plain string is in NUMERIC_OPTIONS (or a known
+    non-numeric parser), so a new option cannot come back with copied limits."""
+    known = {(c, o) for c, o, *_ in NUMERIC_OPTIONS}
+    non_numeric = {("check", "nodes"), ("emulator", "--dc"), ("emulator", "--enforce-auth")}
+    parser = build_parser()
+    for name, sub in parser.commands.items():
+        for action in sub._actions:
+            if action.type is None or action.type is str:
+                continue
+            label = action.option_strings[0] if action.option_strings else action.dest
+            assert (name, label) in known | non_numeric, (name, label)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["emulator", "--dc", "dc1:1.5"], "expected DC:COUNT with COUNT an integer between 1 "
+                                          "and 254, got 'dc1:1.5'"),
+        (["emulator", "--dc", "dc1:255"], "between 1 and 254"),
+        (["emulator", "--dc", "dc1:200", "--dc", "dc2:100"], "at most 254 nodes"),
+        (["emulator", "--dc", "dc1:2", "--dc", "dc1:1"], "dc1 is given twice"),
+    ],
+)
+def test_emulator_topology_errors(args: list[str], expected: str) -> None:
+    line = _usage_error(_cli(*args))
+    assert line.startswith("alternator-shm emulator: error: ") and expected in line, line
+
+
+def _banner(*args: str) -> str:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alternator_shm", "emulator", "--backend", "null", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        env=_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("ready"):
+                break
+        proc.send_signal(signal.SIGTERM)  # our own child, by pid
+        proc.communicate(timeout=30)
+        return "".join(lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+@pytest.mark.parametrize(
+    ("args", "headline"),
+    [
+        (["--dc", "dc1"], "1 node in 1 datacenter (dc1: 1 node in 1 rack)"),
+        (["--nodes", "1"], "1 node in 1 datacenter (dc1: 1 node in 1 rack)"),
+        ([], "3 nodes in 1 datacenter (dc1: 3 nodes in 3 racks)"),
+        (["--dc", "dc1:2", "--dc", "dc2"],
+         "3 nodes in 2 datacenters (dc1: 2 nodes in 2 racks, dc2: 1 node in 1 rack)"),
+    ],
+)
+def test_emulator_banner_counts_and_plurals(args: list[str], headline: str) -> None:
+    text = _banner(*args)
+    first = text.splitlines()[0]
+    assert first == f"alternator emulator: {headline}, profile current, backend null", text
+    nodes = [line for line in text.splitlines() if line.startswith("  node ")]
+    assert len(nodes) == int(headline.split()[0])
+
+
+def test_plurals_in_command_output(tmp_path: Any) -> None:
+    from alternator_shm.cli import plural
+
+    assert [plural(n, "node") for n in (0, 1, 2)] == ["0 nodes", "1 node", "2 nodes"]
+    assert plural(1, "process", "processes") == "1 process"
+    assert plural(3, "process", "processes") == "3 processes"

@@ -454,3 +454,33 @@ def test_docstrings_name_no_file_the_package_does_not_ship() -> None:
         for doc in re.findall(r'"""(.*?)"""', text, re.S):
             for name in _INTERNAL_DOCS:
                 assert name not in doc, f"{path}: docstring points to {name}"
+
+
+def _metrics_table() -> dict[str, tuple[str, list[str]]]:
+    """The README's metrics table: name -> (type column, labels)."""
+    text = README.read_text()
+    start = text.index("| metric | type | labels |")
+    rows = {}
+    for line in text[start:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        name, kind, labels = (cell.strip() for cell in line.strip("|").split("|"))
+        label_names = [re.sub(r"\s*\(.*", "", part).strip() for part in labels.split(",")]
+        rows[name.strip("`")] = (kind, [n for n in label_names if n])
+    return rows
+
+
+def test_every_exported_metric_is_in_the_readme_table() -> None:
+    from alternator_shm.metrics import AlternatorCollector
+
+    exported = {}
+    for family in AlternatorCollector(fleets=lambda: []).collect():
+        name = family.name + ("_total" if family.type == "counter" else "")
+        labels = list(getattr(family, "_labelnames", ()))
+        exported[name] = (family.type, labels)
+    documented = _metrics_table()
+    assert sorted(documented) == sorted(exported), "README metrics table vs the collector"
+    for name, (kind, labels) in exported.items():
+        doc_kind, doc_labels = documented[name]
+        assert doc_kind.startswith(kind), (name, doc_kind, kind)
+        assert doc_labels == labels, (name, doc_labels, labels)

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from alternator_shm import _watch
-from alternator_shm.fleet import SharedFleet, cleanup, list_fleets
+from alternator_shm.fleet import FleetStats, NodeStats, SharedFleet, cleanup, list_fleets
 
 NODES = ("http://127.0.0.1:8000", "http://127.0.0.2:8000")
 
@@ -198,3 +198,61 @@ def test_ctrl_c_that_lands_in_a_finalizer_still_quits() -> None:
                           timeout=20)
     assert done.returncode == 0, done.stderr[-1000:]
     assert "Traceback" not in done.stderr
+
+
+def _wide_fleet() -> FleetStats:
+    """Everything at its widest: a long namespace, long host names, big numbers."""
+    nodes = tuple(f"https://ip-10-0-{i}-123.eu-west-1.compute.internal:8043" for i in range(3))
+    per_node = {
+        node: NodeStats(picks=123_456_789, failures=98_765, quarantined=i == 1,
+                        state=("active", "quarantined", "down")[i], generation=7,
+                        in_flight=12_345, latency_ms=12_345.6)
+        for i, node in enumerate(nodes)
+    }
+    return FleetStats(namespace="checkout-service-production-" + "f" * 32,
+                      segment_name="/rrlb3.0.0123456789", leader_pid=4_194_303,
+                      generation=123_456, nodes=nodes, picks=1, per_node=per_node,
+                      last_refresh_age_s=12_345.6, consecutive_refresh_failures=1_234,
+                      mode="shared")
+
+
+@pytest.mark.parametrize("width", [80, 60, 120])
+def test_screens_fit_the_width_without_losing_anything(width: int) -> None:
+    st = _wide_fleet()
+    first, picks = _watch.render([st], None, 1.0, interval=1.0, width=width)
+    screen, _ = _watch.render([st], {k: v - 5_000 for k, v in picks.items()}, 1.0,
+                              interval=1.0, width=width)
+    for text in (first, screen):
+        lines = text.splitlines()
+        assert all(len(line) <= width for line in lines), [ln for ln in lines if len(ln) > width]
+    flat = " ".join(screen.split())
+    # A namespace longer than a line is broken over two, never cut.
+    assert st.namespace in screen.replace("\n  ", ""), screen
+    for word in ("leader 4194303", "generation 123456", "12345.6s ago",
+                 "refresh failures 1234", "quarantined", "down", "12345.6", "5000", "98765",
+                 "12345"):
+        assert word in flat, (word, screen)
+    for node in st.nodes:  # every node's full address can still be read off the screen
+        host = node.split("//")[1].split(":")[0]
+        assert node in flat or (host in flat and "(https, port 8043)" in flat), (node, screen)
+
+
+def test_status_watch_fits_80_columns_in_a_pipe(fleet: SharedFleet) -> None:
+    long_ns = "checkout-service-" + uuid.uuid4().hex  # fits a line, not with the rest
+    other = SharedFleet(long_ns, refresh=lambda: list(NODES), refresh_interval=0.2)
+    try:
+        other.start()
+        assert other.wait_for_nodes(30)
+        env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+        done = subprocess.run(
+            [sys.executable, "-m", "alternator_shm", "status", "--watch", "--iterations", "2",
+             "--interval", "0.1", "--namespace", long_ns, "--namespace", fleet.namespace],
+            capture_output=True, text=True, timeout=120, env=env,
+        )
+    finally:
+        other.close()
+        cleanup(long_ns)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), [ln for ln in lines if len(ln) > 80]
+    assert done.stdout.count(long_ns) == 2

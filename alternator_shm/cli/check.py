@@ -15,11 +15,12 @@ import json
 import sys
 
 from alternator_shm.cli import UsageError
+from alternator_shm.cli._numbers import integer
 from alternator_shm.discovery import CONNECT_TIMEOUT, READ_TIMEOUT, Discovery
 from alternator_shm.errors import AlternatorError, ConfigurationError
 from alternator_shm.transport import Transport, TransportOptions
 
-__all__ = ["configure", "node_argument", "port_argument", "run"]
+__all__ = ["configure", "node_argument", "port_argument", "run", "validate"]
 
 
 def node_argument(value: str) -> str:
@@ -43,21 +44,15 @@ def node_argument(value: str) -> str:
     return value
 
 
-def port_argument(value: str) -> int:
-    try:
-        port = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"port must be a number, not {value!r}") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 1..65535, not {port}")
-    return port
+#: A TCP port (also the emulator's ``--port``).
+port_argument = integer(1, 65535)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("nodes", nargs="+", metavar="NODE", type=node_argument,
                         help="host name or IP of a node (no scheme, no port); several allowed")
     parser.add_argument("--port", type=port_argument, default=8000,
-                        help="Alternator port (default 8000)")
+                        help="Alternator port, 1 to 65535 (default 8000)")
     parser.add_argument("--scheme", choices=("http", "https"), default="http",
                         help="http (default) or https")
     parser.add_argument("--dc", "--datacenter", dest="datacenter", default=None, metavar="DC",
@@ -70,6 +65,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--insecure", action="store_true",
                         help="ignore server certificate errors (https)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def validate(args: argparse.Namespace) -> None:
+    """Refuse options that would change nothing: TLS ones without https, and --no-fallback
+    without a dc / rack scope to fall back from."""
+    if args.scheme != "https":
+        for option, given in (("--insecure", args.insecure), ("--ca-file", args.ca_file)):
+            if given:
+                raise UsageError(f"{option} is for https (add --scheme https, or drop {option})")
+    if not args.fallback and not (args.datacenter or args.rack):
+        raise UsageError("--no-fallback needs --dc or --rack (there is no scope to fall back "
+                         "from without them)")
 
 
 def _tls_hint(args: argparse.Namespace, error: str) -> str:

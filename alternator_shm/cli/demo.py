@@ -3,9 +3,12 @@
 The demo starts an embedded 3-node emulated cluster (two racks), then worker processes that
 each build their own :class:`~alternator_shm.Helper` on one namespace and issue PutItem/GetItem
 as fast as they can. Midway it SIGKILLs the worker that leads the refresh, kills a node, and
-later restarts the node. The numbers come from where they are true: attempts per node from the
-nodes' own logs, the leader from the shared segment, calls, retries and failures from the
-callers. It succeeds (exit status 0) only if no call failed.
+later restarts the node. The numbers come from where they are true: attempts per node and
+``/localnodes`` polls from the nodes' own logs, the leader from the shared segment, calls,
+retries and failures from the callers. It succeeds (exit status 0) only if every claim it shows
+held (:func:`_claims`): no call failed, the round-robin was exact while every node was up, one
+process polled ``/localnodes``, the killed leader was replaced, the node was killed and
+restarted. Each claim gets a line saying whether it held and by which numbers.
 
 Words, used one way only: a *call* is one boto3 operation (PutItem, GetItem); an *attempt* is
 one HTTP request a node receives. A call takes one attempt, plus one per retry.
@@ -20,17 +23,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import multiprocessing
 import os
 import signal
 import sys
+import textwrap
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
+from alternator_shm.cli import plural
 from alternator_shm.cli._extras import require_emulator
+from alternator_shm.cli._numbers import integer, seconds
 
 if TYPE_CHECKING:
     from multiprocessing.context import BaseContext
@@ -55,28 +62,17 @@ _RESTART_NODE_AT = 0.70
 _SAMPLE_S = 0.2
 
 
-def _positive(kind: type[int] | type[float]) -> Callable[[str], Any]:
-    def parse(value: str) -> int | float:
-        try:
-            number = kind(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
-        if not 0 < number <= 3600:
-            raise argparse.ArgumentTypeError(f"must be more than 0 (and at most 3600), not {value}")
-        return number
-
-    return parse
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--duration", type=_positive(float), default=10.0, metavar="S",
-                        help="seconds of traffic (default 10; the chaos is scheduled within)")
-    parser.add_argument("--workers", type=_positive(int), default=4, metavar="N",
-                        help="worker processes (default 4)")
+    parser.add_argument("--duration", type=seconds(1, 3600), default=10.0, metavar="S",
+                        help="seconds of traffic, 1 to 3600 (default 10; the chaos is "
+                             "scheduled within)")
+    parser.add_argument("--workers", type=integer(1, 64), default=4, metavar="N",
+                        help="worker processes, 1 to 64 (default 4)")
     parser.add_argument("--backend", choices=("moto", "null"), default="moto",
                         help="emulator storage: moto (real items) or null (instant answers)")
-    parser.add_argument("--refresh-interval", type=_positive(float), default=0.5, metavar="S",
-                        help="seconds between /localnodes polls by the elected refresher")
+    parser.add_argument("--refresh-interval", type=seconds(0.05, 60), default=0.5, metavar="S",
+                        help="seconds between /localnodes polls by the elected refresher, "
+                             "0.05 to 60 (default 0.5)")
     parser.add_argument("--json", action="store_true",
                         help="print only a JSON summary (no live table)")
 
@@ -138,6 +134,7 @@ class _State:
     duration: float
     namespace: str
     workers: int
+    refresh_interval: float = 0.5
     leader: int | None = None
     leaders: list[int] = field(default_factory=list)
     events: list[_Event] = field(default_factory=list)
@@ -148,6 +145,10 @@ class _State:
     failed: int = 0
     retries: int = 0
     balanced_phase: dict[str, int] = field(default_factory=dict)
+    node_killed_at: float | None = None  # wall clock, as the node logs' times
+    processes: int = 0  # worker processes started, replacements included
+    localnodes_polls: int = 0  # GET /localnodes the nodes received
+    poll_window_s: float = 0.0  # from the first of those polls to the last
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -165,9 +166,17 @@ def _context() -> BaseContext:
     return multiprocessing.get_context("spawn")
 
 
-def _api_counts(cluster: Cluster) -> dict[str, int]:
-    return {n.url: sum(1 for e in n.log if e.operation in _API_OPERATIONS)
+def _api_counts(cluster: Cluster, before: float | None = None) -> dict[str, int]:
+    """Attempts each node received (that started before the wall-clock time ``before``)."""
+    return {n.url: sum(1 for e in n.log if e.operation in _API_OPERATIONS
+                       and (before is None or e.time < before))
             for n in cluster.nodes}
+
+
+def _polls(cluster: Cluster) -> tuple[int, float]:
+    """``GET /localnodes`` the nodes received, and the seconds from the first to the last."""
+    times = [e.time for n in cluster.nodes for e in n.log if e.path.startswith("/localnodes")]
+    return len(times), (max(times) - min(times) if times else 0.0)
 
 
 def _leader_pid(namespace: str) -> int | None:
@@ -340,7 +349,13 @@ def _sample(st: _State, cluster: Cluster, workers: _Workers, final: bool = False
     st.node_state = {n.url: "up" if n.state == "NORMAL" else n.state.lower()
                      for n in cluster.nodes}
     st.ok, st.failed, st.retries = workers.totals()
+    st.processes = len(workers.procs)
+    st.localnodes_polls, st.poll_window_s = _polls(cluster)
     if final:
+        if st.node_killed_at is not None:
+            # Counted from the logs by start time, once every answer is in: a snapshot taken
+            # while traffic flows would also measure how long reading three logs takes.
+            st.balanced_phase = _api_counts(cluster, before=st.node_killed_at)
         return  # the workers have stopped: keep showing the last leader
     # The lock may still name a killed worker for a moment; show only a live one of ours.
     leader = _leader_pid(st.namespace)
@@ -375,7 +390,8 @@ def _run_traffic(st: _State, cluster: Cluster, workers: _Workers, display: _Disp
                     st.note(f"SIGKILL leader pid {proc.pid}; started a replacement worker")
                     workers.spawn()
             elif step == "kill-node":
-                st.balanced_phase = _api_counts(cluster)
+                st.node_killed_at = time.time()
+                st.balanced_phase = _api_counts(cluster, before=st.node_killed_at)
                 victim.kill()
                 st.note(f"killed node {_short(victim.url)} ({victim.rack})")
             else:
@@ -385,11 +401,63 @@ def _run_traffic(st: _State, cluster: Cluster, workers: _Workers, display: _Disp
         time.sleep(_SAMPLE_S)
 
 
+@dataclass(frozen=True)
+class _Claim:
+    claim: str  # what the demo says it shows
+    held: bool
+    detail: str  # the numbers, said the same way whether it held or not
+
+
+def _claims(st: _State) -> list[_Claim]:
+    """Every promise the demo makes, checked against what the nodes and callers saw."""
+    claims = [_Claim("no call failed", st.failed == 0 and st.ok > 0,
+                     f"{plural(st.failed, 'call')} failed of {st.ok + st.failed}")]
+    # While every node was up, picks follow one shared counter, so the attempts that started
+    # before the node kill are a prefix of the round-robin (max - min <= 1) less the attempts
+    # then in flight (at most one per worker) and the killed leader's last pick.
+    if st.balanced_phase:
+        spread = max(st.balanced_phase.values()) - min(st.balanced_phase.values())
+        allowed = st.workers + 2
+        claims.append(_Claim("exact round-robin", spread <= allowed,
+                             f"max - min = {spread} with every node up (at most {allowed}: "
+                             "calls in flight)"))
+    else:
+        claims.append(_Claim("exact round-robin", False, "the run ended before the node kill"))
+    # One elected poller: a poll every refresh interval, plus one first look per process and
+    # one for each leader taking over (a poller per process would make several times more).
+    allowed = (st.processes + len(st.leaders) + 2
+               + math.ceil(st.poll_window_s / st.refresh_interval))
+    claims.append(_Claim("one poller", 0 < st.localnodes_polls <= allowed,
+                         f"{plural(st.localnodes_polls, 'poll')} of /localnodes in "
+                         f"{st.poll_window_s:.1f} s (at most {allowed} from one poller)"))
+    said = " ".join(e.what for e in st.events)
+    if "SIGKILL leader" not in said:
+        leader = _Claim("leader replaced", False, "the leader was never killed (none elected?)")
+    elif len(st.leaders) < 2:
+        leader = _Claim("leader replaced", False, "no other process took over")
+    else:
+        leader = _Claim("leader replaced", True,
+                        f"pid {st.leaders[0]} killed, pid {st.leaders[-1]} leads")
+    claims.append(leader)
+    if "killed node" not in said:
+        node = _Claim("node killed and restarted", False, "no node was killed")
+    elif "restarted node" not in said:
+        node = _Claim("node killed and restarted", False, "the node was never restarted")
+    else:
+        node = _Claim("node killed and restarted", True,
+                      "no call failed meanwhile" if st.failed == 0
+                      else plural(st.failed, "call") + " failed")
+    claims.append(node)
+    return claims
+
+
 def _summary(st: _State, backend: str) -> dict[str, Any]:
     spread = (max(st.balanced_phase.values()) - min(st.balanced_phase.values())
               if st.balanced_phase else None)
+    claims = _claims(st)
     return {
-        "ok": st.failed == 0,
+        "ok": all(c.held for c in claims),
+        "claims": [{"claim": c.claim, "held": c.held, "detail": c.detail} for c in claims],
         "duration_s": round(st.elapsed(), 2),
         "backend": backend,
         "namespace": st.namespace,
@@ -399,6 +467,7 @@ def _summary(st: _State, backend: str) -> dict[str, Any]:
         "retried_attempts": st.retries,
         "leader_pids": st.leaders,
         "leader_changes": max(len(st.leaders) - 1, 0),
+        "localnodes_polls": st.localnodes_polls,
         "attempts_per_node": st.per_node,
         "racks": st.node_rack,
         "balanced_phase": {"attempts_per_node": st.balanced_phase, "max_minus_min": spread},
@@ -423,7 +492,13 @@ def _print_summary(summary: dict[str, Any], out: IO[str]) -> None:
     lines.append(f"  leader pids {pids}   leader changes {summary['leader_changes']}")
     lines.append(f"  calls {summary['calls']}   failed calls {summary['failed_calls']}   "
                  f"retries {summary['retried_attempts']} (attempts sent to another node)")
-    lines.append("  " + ("OK: no call failed" if summary["ok"] else "FAILED: some calls failed"))
+    lines.append("  claims:")
+    for claim in summary["claims"]:
+        text = f"    {'yes' if claim['held'] else 'NO':3}  {claim['claim']}: {claim['detail']}"
+        lines.extend(textwrap.wrap(text, 80, subsequent_indent=" " * 9))
+    failed = [c["claim"] for c in summary["claims"] if not c["held"]]
+    lines.append("  OK: every claim held" if not failed else
+                 f"  FAILED: {plural(len(failed), 'claim')} did not hold (the lines marked NO)")
     for line in lines:
         print(line, file=out)
 
@@ -442,15 +517,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"emulated cluster, backend {args.backend}, port {cluster.port}:", file=out)
             for i, n in enumerate(cluster.nodes):
                 print(f"  n{i + 1} {_short(n.url)} ({n.dc}, {n.rack})", file=out)
-            print(f"starting {args.workers} worker processes on namespace {namespace}",
-                  file=out)
+            starting = plural(args.workers, "worker process", "worker processes")
+            print(f"starting {starting} on namespace {namespace}", file=out)
             print("calls: boto3 operations; retries: extra attempts of a call, each sent to\n"
                   "another node; n1..n3: the attempts each node received",
                   file=out, flush=True)
         _create_table(cluster)
         workers = _Workers(_context(), _settings(cluster, namespace, args.refresh_interval),
                            slots=args.workers + 1)
-        st = _State(time.monotonic(), args.duration, namespace, args.workers)
+        st = _State(time.monotonic(), args.duration, namespace, args.workers,
+                    refresh_interval=args.refresh_interval)
         st.node_rack = {n.url: n.rack for n in cluster.nodes}
         display = _Display(out, enabled=not args.json)
         try:

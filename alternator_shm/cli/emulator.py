@@ -12,45 +12,32 @@ import signal
 import threading
 from types import FrameType
 
-from alternator_shm.cli import UsageError
+from alternator_shm.cli import UsageError, plural
 from alternator_shm.cli._extras import require_emulator
+from alternator_shm.cli._numbers import integer, seconds
 from alternator_shm.cli.check import port_argument
 from alternator_shm.emulator import PROFILES, Cluster, DynamoDBLocalNotInstalled
 from alternator_shm.emulator._cluster import BACKENDS
 
-__all__ = ["configure", "run"]
+__all__ = ["configure", "run", "validate"]
 
 DEFAULT_NODES = 3
 
 
-def _positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
-    return n
-
-
-def _seconds(value: str) -> float:
-    try:
-        s = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {value!r}") from None
-    if not 0 <= s < 86400:
-        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {value}")
-    return s
+# Every node has its own address in one 127.a.b.0/24 block: .1 to .254.
+MAX_NODES = 254
+_COUNT = integer(1, MAX_NODES)
 
 
 def _dc_spec(value: str) -> tuple[str, int]:
     name, sep, count = value.partition(":")
     try:
-        n = int(count) if sep else 1
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected DC:COUNT, got {value!r}") from None
-    if not name or n < 1:
-        raise argparse.ArgumentTypeError(f"expected DC:COUNT with COUNT >= 1, got {value!r}")
+        n = _COUNT(count) if sep else 1
+    except argparse.ArgumentTypeError:
+        n = 0
+    if not name or not n:
+        raise argparse.ArgumentTypeError(
+            f"expected DC:COUNT with COUNT {_COUNT.describe()}, got {value!r}")
     return name, n
 
 
@@ -63,10 +50,12 @@ def _user(value: str) -> tuple[str, str]:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--nodes", type=_positive_int, default=None, metavar="N",
-                      help=f"N nodes in dc1, over rack1..rackN (default {DEFAULT_NODES})")
+    size.add_argument("--nodes", type=_COUNT, default=None, metavar="N",
+                      help=f"N nodes in dc1, one per rack rack1..rackN, 1 to {MAX_NODES} "
+                           f"(default {DEFAULT_NODES})")
     size.add_argument("--dc", type=_dc_spec, action="append", metavar="DC:COUNT",
-                      help="COUNT nodes in DC over rack1, rack2, ... (repeatable; "
+                      help="COUNT nodes (default 1) in DC, one per rack rack1..rackCOUNT "
+                           f"(repeatable, one per DC, {MAX_NODES} nodes in all at most; "
                            "instead of --nodes)")
     parser.add_argument("--port", type=port_argument, default=None,
                         help="the port every node listens on (default: a free one)")
@@ -79,13 +68,42 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="serve TLS with a per-cluster CA (its file is printed)")
     parser.add_argument("--profile", choices=sorted(PROFILES), default="current",
                         help="server version to behave like (default current)")
-    parser.add_argument("--failure-detect-delay", type=_seconds, default=0.0, metavar="S",
-                        help="seconds before a killed node leaves /localnodes (default 0)")
+    parser.add_argument("--failure-detect-delay", type=seconds(0, 3600), default=0.0,
+                        metavar="S", help="seconds before a killed node leaves /localnodes, "
+                                          "0 to 3600 (default 0)")
     parser.add_argument("--process-per-node", action="store_true",
                         help="run each node as a process (kill = SIGKILL, pause = SIGSTOP)")
     parser.add_argument("--forward-transactions", action="store_true",
                         help="execute TransactWriteItems / TransactGetItems on the backend "
                              "instead of refusing them as Alternator does")
+
+
+def validate(args: argparse.Namespace) -> None:
+    """One --dc per datacenter, and no more nodes than one address block holds."""
+    if not args.dc:
+        return
+    seen: set[str] = set()
+    for dc, _count in args.dc:
+        if dc in seen:
+            raise UsageError(f"--dc {dc} is given twice (give each datacenter once, with its "
+                             "node count: --dc DC:COUNT)")
+        seen.add(dc)
+    total = sum(count for _dc, count in args.dc)
+    if total > MAX_NODES:
+        raise UsageError(f"--dc asks for {plural(total, 'node')}; the emulator runs at most "
+                         f"{MAX_NODES} nodes")
+
+
+def _layout(nodes: list[tuple[str, str]]) -> str:
+    """``3 nodes in 2 datacenters (dc1: 2 nodes in 2 racks, dc2: 1 node in 1 rack)``, counted
+    from the nodes the cluster actually runs."""
+    per_dc: dict[str, list[str]] = {}
+    for dc, rack in nodes:
+        per_dc.setdefault(dc, []).append(rack)
+    parts = [f"{dc}: {plural(len(racks), 'node')} in {plural(len(set(racks)), 'rack')}"
+             for dc, racks in per_dc.items()]
+    return (f"{plural(len(nodes), 'node')} in {plural(len(per_dc), 'datacenter')} "
+            f"({', '.join(parts)})")
 
 
 def _topology(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -122,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot start the emulator: {exc}") from None
         with cluster:
             key, secret = cluster.credentials
-            print(f"alternator emulator: {len(cluster.nodes)} nodes, profile {args.profile}, "
+            layout = _layout([(node.dc, node.rack) for node in cluster.nodes])
+            print(f"alternator emulator: {layout}, profile {args.profile}, "
                   f"backend {args.backend}")
             for node in cluster.nodes:
                 print(f"  node {node.url}  dc={node.dc} rack={node.rack}")

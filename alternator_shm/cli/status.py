@@ -19,10 +19,12 @@ from typing import Any
 import psutil
 
 from alternator_shm.cli import UsageError
+from alternator_shm.cli._numbers import integer, seconds
 from alternator_shm.fleet import FleetStats, list_fleets
 from alternator_shm.fleet.failsoft import default_shm_dir
 
-__all__ = ["LeaderProcess", "configure", "leader_process", "run", "select"]
+__all__ = ["LeaderProcess", "configure", "known_names", "leader_process", "run", "select",
+           "validate"]
 
 # Wall clock vs. monotonic ages and psutil's tick-rounded start times disagree by a little.
 _START_SLACK_S = 2.0
@@ -47,10 +49,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--watch", action="store_true",
                         help="live view like top: states, in-flight, latency, picks/s "
                              "(q or Ctrl-C quits)")
-    parser.add_argument("--interval", type=float, default=1.0, metavar="S",
-                        help="seconds between screens with --watch (default 1)")
-    parser.add_argument("--iterations", type=int, default=None, metavar="N",
-                        help="with --watch: quit after N screens")
+    parser.add_argument("--interval", type=seconds(0.1, 3600), default=None, metavar="S",
+                        help="with --watch: seconds between screens, 0.1 to 3600 (default 1)")
+    parser.add_argument("--iterations", type=integer(1, 1_000_000), default=None, metavar="N",
+                        help="with --watch: quit after N screens (default: until q or Ctrl-C)")
+
+
+def validate(args: argparse.Namespace) -> None:
+    """Refuse what ``status`` would otherwise ignore: the --watch options without --watch, and
+    an output format --watch does not produce."""
+    if args.watch:
+        if args.format != "text":
+            raise UsageError(f"--watch shows text; --format {args.format} is for a single "
+                             "snapshot (drop --watch)")
+        return
+    for option in ("interval", "iterations"):
+        if getattr(args, option) is not None:
+            raise UsageError(f"--{option} is for --watch (add --watch, or drop --{option})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,18 +104,34 @@ def leader_process(stats: FleetStats, now: float | None = None) -> LeaderProcess
     return LeaderProcess(stats.leader_pid, name, started, reused)
 
 
+def known_names(fleets: list[FleetStats], limit: int = 8) -> str:
+    """What exists, for an error message: the namespaces, then the segments whose namespace
+    cannot be read (listed by segment name, the name ``cleanup --segment`` takes); "none"."""
+    names = sorted({f.namespace for f in fleets if f.namespace})
+    nameless = sorted(f.segment_name for f in fleets if not f.namespace)
+    parts = []
+    if names:
+        more = f" and {len(names) - limit} more" if len(names) > limit else ""
+        parts.append(", ".join(names[:limit]) + more)
+    if nameless:
+        more = f" and {len(nameless) - limit} more" if len(nameless) > limit else ""
+        parts.append("unreadable segments " + ", ".join(nameless[:limit]) + more)
+    return "; ".join(parts) or "none"
+
+
 def select(fleets: list[FleetStats], namespaces: list[str] | None) -> list[FleetStats]:
-    """The fleets named (all when ``namespaces`` is None); an unknown name is a UsageError."""
-    if not namespaces:
+    """The fleets named (all when ``namespaces`` is None); an unknown name is a UsageError.
+
+    Every segment showing a name is selected by it: an unusable segment can show the same
+    namespace as a healthy one, or the empty name when its header cannot be read."""
+    if namespaces is None:
         return fleets
-    known = {f.namespace: f for f in fleets}
-    unknown = [ns for ns in namespaces if ns not in known]
+    unknown = [ns for ns in namespaces if not any(f.namespace == ns for f in fleets)]
     if unknown:
-        names = sorted(known)
-        listed = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
         raise UsageError(f"no shared state for namespace {', '.join(map(repr, unknown))} "
-                         f"on this host for this user (namespaces: {listed or 'none'})")
-    return [known[ns] for ns in dict.fromkeys(namespaces)]
+                         f"on this host for this user (namespaces: {known_names(fleets)})")
+    wanted = set(namespaces)
+    return [f for f in fleets if f.namespace in wanted]
 
 
 def _to_jsonable(stats: FleetStats) -> dict[str, Any]:
@@ -120,14 +151,15 @@ def _print_human(fleets: list[FleetStats]) -> None:
         print("no shared alternator-shm state for this user on this host")
         return
     for st in fleets:
-        print(f"namespace {st.namespace or '?'}")
+        print(f"namespace {st.namespace or '(unreadable)'}")
         if st.problem is not None:
             # listed, not hidden: new processes of this namespace balance alone until it is fixed
             print(f"  segment {st.segment_name}   UNUSABLE: {st.problem}")
             if st.problem.startswith("owned by uid"):
                 print("  (another user created this name: as root, remove the file)")
             else:
-                print("  (fix: stop the processes attached to it, then `alternator-shm cleanup`)")
+                print("  (fix: stop the processes attached to it, then "
+                      f"`alternator-shm cleanup --segment {st.segment_name}`)")
             print()
             continue
         print(f"  segment {st.segment_name}   counter {st.counter_backend or '?'}")
@@ -156,10 +188,8 @@ def run(args: argparse.Namespace) -> int:
     if args.watch:
         from alternator_shm._watch import watch
 
-        if not args.interval > 0:
-            raise UsageError("--interval must be > 0")
         return watch(lambda: select(list_fleets(args.shm_dir), args.namespace),
-                     interval=args.interval, iterations=args.iterations)
+                     interval=args.interval or 1.0, iterations=args.iterations)
     fleets = select(list_fleets(args.shm_dir), args.namespace)
     if args.format == "prometheus":
         try:

@@ -12,7 +12,7 @@ This package imports nothing from the rest of alternator_shm except :mod:`altern
 
 from __future__ import annotations
 
-from alternator_shm.fleet.shared import SharedFleet, cleanup, list_fleets
+from alternator_shm.fleet.shared import SharedFleet, cleanup, cleanup_segment, list_fleets
 from alternator_shm.fleet.stats import FleetStats, NodeStats
 
-__all__ = ["FleetStats", "NodeStats", "SharedFleet", "cleanup", "list_fleets"]
+__all__ = ["FleetStats", "NodeStats", "SharedFleet", "cleanup", "cleanup_segment", "list_fleets"]

@@ -56,6 +56,7 @@ __all__ = [
     "lock_file",
     "open_read_only",
     "remove_if_unused",
+    "try_remove",
 ]
 
 log = logging.getLogger("alternator_shm.fleet.segment")
@@ -592,32 +593,47 @@ def leader_pid_from_lock(shm_dir: str, base: str) -> int | None:
 def remove_if_unused(shm_dir: str, base: str) -> bool:
     """Unlink the segment (and its lock files) if no process is attached; True if removed.
 
+    See :func:`try_remove`, which also says why a segment was kept.
+    """
+    return try_remove(shm_dir, base) is None
+
+
+def try_remove(shm_dir: str, base: str) -> str | None:
+    """Unlink the segment (and its lock files) if no process is attached; None if removed,
+    else why it was kept, as a short phrase (``a process is attached``, ``already gone``...).
+
     Holds the init byte and the attached byte exclusively while unlinking, so a process that is
     attaching either finishes first (and then holds the attached byte) or notices afterwards that
     the lock file was replaced and starts over. This process's own "attached" marker does not
-    count (POSIX locks of one process never conflict); callers check local use first.
+    count (POSIX locks of one process never conflict); callers check local use first. Works on
+    any file under our name, whatever its content: it never reads the segment.
     """
     path = os.path.join(shm_dir, base)
     if not os.path.lexists(path):
-        return False
+        return "already gone"
     try:
         lf = lock_file(shm_dir, base)
     except SharedStateError as exc:
         log.warning("not removing %s: %s", path, exc)
-        return False
+        return str(exc)
     if not lf.try_lock(layout.LOCK_INIT):
-        return False
+        return "a process is attaching to it or removing it right now; try again"
     if not lf.try_lock(layout.LOCK_ATTACHED, exclusive=True):
         lf.unlock(layout.LOCK_INIT)  # unlock, never close: that would drop our other locks
-        return False
-    removed = False
+        return "a process is attached"
+    problem: str | None = None
     try:
         for suffix in ("", ".ctr", ".lock"):
             try:
                 os.unlink(path + suffix)
-                removed = removed or suffix == ""
             except FileNotFoundError:
-                pass
+                if suffix == "":
+                    problem = "already gone"
+            except OSError as exc:  # e.g. another user's file in a sticky /dev/shm
+                log.warning("could not remove %s: %s", path + suffix, exc)
+                if suffix == "":
+                    problem = f"cannot remove it: {exc.strerror or exc}"
+                    break
     finally:
         _forget_lock_file(lf)  # closing drops our locks on the now-unlinked file
-    return removed
+    return problem

@@ -26,7 +26,7 @@ from alternator_shm.fleet.refresher import RefreshConfig, Refresher, read_error
 from alternator_shm.fleet.schedule import DEFAULT, Schedule
 from alternator_shm.fleet.stats import FleetStats, snapshot, unusable
 
-__all__ = ["PickPath", "PickSnapshot", "SharedFleet", "cleanup", "list_fleets"]
+__all__ = ["PickPath", "PickSnapshot", "SharedFleet", "cleanup", "cleanup_segment", "list_fleets"]
 
 log = logging.getLogger("alternator_shm.fleet")
 
@@ -689,20 +689,37 @@ def cleanup(namespace: str | None = None, shm_dir: str = segment.DEFAULT_SHM_DIR
     removed. A segment is kept while any other process is attached, or while a refresher of this
     process runs on it (stop it with ``close()`` first). Lock files of removed segments go too."""
     bases = [segment.base_name(namespace)] if namespace is not None else segment.list_bases(shm_dir)
-    removed = []
-    for base in bases:
-        local = existing_local_state(shm_dir, base)
-        if local is not None and local.running:
-            log.info("not removing /%s: a refresher of this process runs on it", base)
-            continue
-        try:
-            ok = segment.remove_if_unused(shm_dir, base)
-        except (OSError, SharedStateError) as exc:
-            log.warning("could not clean up /%s: %s", base, exc)
-            continue
-        if ok:
-            removed.append("/" + base)
-            if local is not None:
-                local.election.forget()
-                local.stale = True  # the next use in this process re-attaches
-    return removed
+    return ["/" + base for base in bases if _remove(base, shm_dir) is None]
+
+
+def cleanup_segment(name: str, shm_dir: str = segment.DEFAULT_SHM_DIR) -> str | None:
+    """Unlink one segment by its name as :class:`FleetStats` gives it (``segment_name``,
+    ``/rrlb...``), whatever its content: the way to remove a segment whose header is corrupt or
+    of another format, whose namespace cannot be read back. Same rules as :func:`cleanup`.
+
+    Returns None if removed, else why it was kept (``a process is attached``...).
+
+    Raises:
+        ValueError: ``name`` is not one of this user's segment names in ``shm_dir``.
+    """
+    base = name[1:] if name.startswith("/") else name
+    if base not in segment.list_bases(shm_dir):
+        raise ValueError(f"{name!r} is not a segment of this user in {shm_dir}")
+    return _remove(base, shm_dir)
+
+
+def _remove(base: str, shm_dir: str) -> str | None:
+    """Remove ``base`` if unused: None if removed, else why it was kept."""
+    local = existing_local_state(shm_dir, base)
+    if local is not None and local.running:
+        log.info("not removing /%s: a refresher of this process runs on it", base)
+        return "a refresher of this process runs on it"
+    try:
+        kept = segment.try_remove(shm_dir, base)
+    except (OSError, SharedStateError) as exc:
+        log.warning("could not clean up /%s: %s", base, exc)
+        return f"could not clean up: {exc}"
+    if kept is None and local is not None:
+        local.election.forget()
+        local.stale = True  # the next use in this process re-attaches
+    return kept

@@ -207,7 +207,8 @@ def unusable(shm_dir: str, base: str) -> FleetStats:
                     namespace = segment.read_namespace(mm, words)
                 except (ValueError, IndexError):
                     namespace = ""
-                if not namespace.isprintable():
+                # Bytes that are not UTF-8 were never a namespace: show none, not mojibake.
+                if not namespace.isprintable() or "\ufffd" in namespace:
                     namespace = ""
         except OSError as exc:
             problem = f"cannot read: {exc.strerror or exc}"
