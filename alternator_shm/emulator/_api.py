@@ -31,7 +31,6 @@ from alternator_shm.emulator._wire import (
     TRANSACTION_OPERATIONS,
     ApiError,
     Response,
-    check_number_values,
     choose_encoding,
     compress_body,
     decompress_request,
@@ -39,6 +38,7 @@ from alternator_shm.emulator._wire import (
     json_response,
     parse_request,
     payload_too_large,
+    value_error,
 )
 
 API_FAULTS = ("latency", "internal_error", "request_limit", "payload_too_large", "reset")
@@ -321,7 +321,15 @@ def _api_pipeline(
     parsed, body = parse_request(body)  # a repeated member name keeps its first value
     if not isinstance(parsed, dict):
         raise ApiError(400, "ValidationException", "Request content must be an object")
-    check_number_values(operation, parsed, body)
+    bad_value = value_error(operation, parsed, body)
+    if bad_value is not None:
+        # 6b. Alternator resolves the table before it reads values: a missing one wins.
+        tables, error = bad_value
+        for table in tables:
+            missing = _missing_table(ctx, table)
+            if missing is not None:
+                return missing
+        raise error
     # 7. DescribeEndpoints is answered from the Host header.
     if operation == "DescribeEndpoints":
         host = request.header("Host") or ""
@@ -360,6 +368,18 @@ def _api_pipeline(
     if response.compressible:
         _answer_faults(ctx, response, plain)
     return response
+
+
+def _missing_table(ctx: NodeContext, table: str) -> Response | None:
+    """The error DescribeTable gives for ``table`` (ResourceNotFoundException, or a name
+    Alternator refuses), or None when the table exists. Only asked on an error path."""
+    request = {"TableName": table}
+    body = json.dumps(request).encode()
+    try:
+        status, data = ctx.backend.call("DescribeTable", "DynamoDB_20120810.DescribeTable", body)
+    except Exception as err:  # the backend is unreachable or broke
+        raise ApiError(500, "InternalServerError", f"Internal server error: {err}") from None
+    return None if status == 200 else to_alternator(status, data, request)
 
 
 def _answer_faults(ctx: NodeContext, response: Response, plain: bytes) -> None:

@@ -12,6 +12,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from alternator_shm.emulator import _rjson
+
 JSON_CT = "application/x-amz-json-1.0"
 MAX_BODY = 16 * 1024 * 1024  # Alternator's request content length limit
 COMPRESSION_THRESHOLD = 4096  # alternator_response_compression_threshold_in_bytes default
@@ -204,48 +206,34 @@ def compress_body(encoding: str, body: bytes) -> bytes:
 
 # --------------------------------------------------------------------------- request JSON
 
-MAX_NESTING = 78  # rjson's default max_nested_level: deeper request bodies are refused
-# Strings (with escapes, even unterminated) and the brackets between them.
-_JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]', re.DOTALL)
-_MESSAGES = {  # Python's json messages -> rapidjson's GetParseError_En texts
-    "Expecting value": "Invalid value.",
-    "Expecting property name enclosed in double quotes": "Missing a name for object member.",
-    "Expecting ':' delimiter": "Missing a colon after a name of object member.",
-    "Unterminated string starting at": "Missing a closing quotation mark in string.",
-    "Invalid control character at": "Invalid encoding in string.",
-    "Invalid \\escape": "Invalid escape character in string.",
-    "Invalid \\uXXXX escape": "Incorrect hex digit after \\u escape in string.",
-    "Extra data": "The document root must not be followed by other values.",
-}
+
+class _Numbers:
+    """``parse_float``/``parse_int`` hooks: remember a number a double cannot hold (rapidjson
+    refuses it, Python's json would give ``inf`` or a big int)."""
+
+    __slots__ = ("too_big",)
+
+    def __init__(self) -> None:
+        self.too_big = False
+
+    def float(self, text: str) -> float:
+        value = float(text)
+        if value in (_INF, -_INF):
+            self.too_big = True
+        return value
+
+    def int(self, text: str) -> int:
+        if len(text) > 308:
+            self.too_big = True
+        return int(text)
+
+
+_INF = float("inf")
+MAX_NESTING = _rjson.MAX_NESTING
 
 
 def _rapidjson_error(message: str, offset: int) -> ApiError:
     return ApiError(400, "ValidationException", f"Parsing JSON failed: {message} at {offset}")
-
-
-def _too_deep_before(text: str, end: int) -> int | None:
-    """Offset where nesting first exceeds :data:`MAX_NESTING` in ``text[:end]``, else None."""
-    depth = 0
-    for match in _JSON_TOKENS.finditer(text, 0, end):
-        token = match.group()
-        if token in "[{":
-            depth += 1
-            if depth > MAX_NESTING:
-                return match.start()
-        elif token in "]}":
-            depth -= 1
-    return None
-
-
-def _innermost_container(text: str, end: int) -> str:
-    stack: list[str] = []
-    for match in _JSON_TOKENS.finditer(text, 0, end):
-        token = match.group()
-        if token in "[{":
-            stack.append(token)
-        elif token in "]}" and stack:
-            stack.pop()
-    return stack[-1] if stack else ""
 
 
 def _reject_constant(name: str) -> Any:
@@ -285,79 +273,168 @@ def parse_request_json(body: bytes, _hook: _FirstMemberWins | None = None) -> An
     """Parse a request body the way Alternator's rjson does, in stream order.
 
     The first problem met while reading decides the error, always a 400 ValidationException:
-    nesting deeper than 78 levels (``Max nested level reached: 78``), invalid UTF-8 inside a
-    string (``Invalid encoding in string.``), or a syntax error, as ``Parsing JSON failed:
-    <rapidjson message> at <byte offset>``. Never a recursion error, whatever the depth.
+    nesting deeper than 78 levels (``Max nested level reached: 78``), or a syntax error as
+    ``Parsing JSON failed: <rapidjson message> at <byte offset>`` (invalid UTF-8 inside a string
+    is ``Invalid encoding in string.``). Python's json parses; only when it fails, or the body
+    holds what Python accepts and rapidjson may not (a surrogate escape, a number too big for a
+    double), does :mod:`._rjson` walk the bytes to find rapidjson's verdict.
     """
-    bad_utf8: int | None = None  # character offset of the first invalid UTF-8 byte
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as err:
-        text = body.decode("utf-8", "surrogateescape")  # bad bytes become lone surrogates
-        bad_utf8 = len(body[: err.start].decode("utf-8", "surrogateescape"))
-    error_at: int | None = None
-    message = ""
+    numbers = _Numbers()
     parsed: Any = None
+    ok = False
     try:
-        parsed = json.loads(text, parse_constant=_reject_constant,
-                            object_pairs_hook=_hook or _FirstMemberWins())
-    except RecursionError:
-        error_at = len(text)  # only the depth scan below can explain it
-    except json.JSONDecodeError as err:
-        error_at, message = err.pos, err.msg
-        if not text.strip():
-            message = "The document is empty."
-        elif message == "Expecting ',' delimiter":
-            if _innermost_container(text, err.pos) == "{":
-                message = "Missing a comma or '}' after an object member."
-            else:
-                message = "Missing a comma or ']' after an array element."
+        parsed = json.loads(
+            body.decode("utf-8"),
+            parse_float=numbers.float,
+            parse_int=numbers.int,
+            parse_constant=_reject_constant,
+            object_pairs_hook=_hook or _FirstMemberWins(),
+        )
+        ok = True
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError included
+        pass
+    if ok and not numbers.too_big and not _rjson.suspect(body):
+        return parsed
+    try:
+        end = _rjson.scan(body)
+    except _rjson.ParseError as err:
+        if err.nesting:
+            raise ApiError(400, "ValidationException", err.message) from None
+        raise _rapidjson_error(err.message, err.offset) from None
+    if ok:
+        return parsed
+    # rapidjson accepted what Python did not: the document ended at a NUL byte.
+    return json.loads(body[:end].decode("utf-8"), object_pairs_hook=_hook or _FirstMemberWins())
+
+
+# big_decimal's syntax (utils/big_decimal.cc): an optional sign, digits with an optional
+# fraction (at least one digit in all), an optional integer exponent. No spaces, NaN or Infinity.
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# Top-level request members that hold AttributeValues; Alternator never reads other members,
+# so a malformed value there (or in ExpressionAttributeNames) is ignored.
+_VALUE_MEMBERS = (
+    "Key", "Item", "ExpressionAttributeValues", "ExclusiveStartKey", "AttributeUpdates",
+    "Expected", "KeyConditions", "QueryFilter", "ScanFilter",
+)  # fmt: skip
+_STORED_MEMBERS = frozenset({"Key", "Item", "ExclusiveStartKey", "PutRequest", "DeleteRequest"})
+_SKIPPED = frozenset({"ExpressionAttributeNames", "ProjectionExpression", "AttributesToGet"})
+
+
+def _magnitude_and_precision(s: str) -> tuple[int, int]:
+    """DynamoDB's magnitude and significant digits of a well-formed number, computed on its
+    text as Alternator's ``get_magnitude_and_precision`` does (serialization.cc)."""
+    mantissa, _, exponent = s.lower().partition("e")
+    base = mantissa.lstrip("+-")
+    integer, _, fraction = base.partition(".")
+    digits = (integer + fraction).lstrip("0")
+    if not digits.rstrip("0"):
+        return 0, 0  # zero, however written
+    precision = len(digits.rstrip("0"))
+    if integer.lstrip("0"):
+        magnitude = len(integer.lstrip("0")) - 1
+    else:
+        magnitude = -(len(fraction) - len(fraction.lstrip("0"))) - 1
+    if exponent:
+        if len(exponent) > 4:  # Alternator does not even parse such an exponent
+            magnitude = -9999 if exponent.startswith("-") else 9999
         else:
-            message = _MESSAGES.get(message, "Invalid value.")
-    except ValueError:  # NaN / Infinity
-        match = re.search(r"-?(?:NaN|Infinity)", text)
-        error_at, message = (match.start() if match else 0), "Invalid value."
-    limit = len(text) if error_at is None else error_at
-    if bad_utf8 is not None and bad_utf8 < limit:
-        limit = bad_utf8
-    if text.count("[") + text.count("{") > MAX_NESTING:
-        deep = _too_deep_before(text, min(limit + 1, len(text)))
-        if deep is not None and deep <= limit:
-            raise ApiError(400, "ValidationException", f"Max nested level reached: {MAX_NESTING}")
-    if bad_utf8 is not None and (error_at is None or bad_utf8 < error_at):
-        # Inside a string (outside one, json itself fails at that very byte).
-        offset = len(text[:bad_utf8].encode("utf-8", "surrogateescape"))
-        raise _rapidjson_error("Invalid encoding in string.", offset)
-    if error_at is not None:
-        offset = len(text[:error_at].encode("utf-8", "surrogateescape"))
-        raise _rapidjson_error(message or "Invalid value.", offset)
-    return parsed
+            magnitude += int(exponent)
+    return magnitude, precision
 
 
-_NUMBER_NOT_STRING = re.compile(rb'"N"\s*:\s*[^"\s{]|\\u')  # or any escape: "\u004E"
+def _number_error(text: str, stored: bool) -> ApiError | None:
+    """Alternator's ``parse_and_validate_number`` verdict on an ``"N"`` string (the range
+    checks only where a value is stored: items and keys)."""
+    if not _NUMBER.fullmatch(text):
+        message = f"The parameter cannot be converted to a numeric value: {text}"
+        return ApiError(400, "ValidationException", message)
+    if not stored:
+        return None
+    magnitude, precision = _magnitude_and_precision(text)
+    if magnitude > 125:
+        message = (
+            f"Number overflow: {text}. Attempting to store a number with magnitude larger "
+            "than supported range."
+        )
+    elif magnitude < -130:
+        message = (
+            f"Number underflow: {text}. Attempting to store a number with magnitude lower "
+            "than supported range."
+        )
+    elif precision > 38:
+        message = (
+            f"Number too precise: {text}. Attempting to store a number with more significant "
+            "digits than supported."
+        )
+    else:
+        return None
+    return ApiError(400, "ValidationException", message)
 
 
-def check_number_values(operation: str, request: Any, raw: bytes) -> None:
-    """Refuse a number attribute sent as a JSON number (``{"N": 5}``), like Alternator does.
-
-    Alternator (and DynamoDB) answer SerializationException; moto agrees but DynamoDB Local
-    stores the item, so the front checks it for every backend. An ``"N"`` whose value is an
-    object is an attribute *named* N inside a map or item, and is walked into instead.
-    """
-    if not _NUMBER_NOT_STRING.search(raw):
-        return  # the common case: no "N" followed by anything but a string or an object
-    stack: list[Any] = [request]
+def _first_value_error(operation: str, root: Any, stored: bool) -> ApiError | None:
+    """The first bad number value under ``root``, in document order."""
+    stack: list[tuple[Any, bool]] = [(root, stored)]
     while stack:
-        value = stack.pop()
+        value, in_store = stack.pop()
         if isinstance(value, dict):
-            number = value.get("N", "")
-            if len(value) == 1 and not isinstance(number, (str, dict)):
-                shown = json.dumps(value, separators=(",", ":"))
-                raise ApiError(
-                    400,
-                    "SerializationException",
-                    f"{operation}: number value must be encoded as string '{shown}'",
-                )
-            stack.extend(value.values())
+            if len(value) == 1 and "N" in value:
+                number = value["N"]
+                if isinstance(number, str):
+                    error = _number_error(number, in_store)
+                    if error is not None:
+                        return error
+                    continue
+                if not isinstance(number, dict):
+                    shown = json.dumps(value, separators=(",", ":"))
+                    message = f"{operation}: number value must be encoded as string '{shown}'"
+                    return ApiError(400, "SerializationException", message)
+            for key, member in reversed(value.items()):
+                if key not in _SKIPPED:
+                    stack.append((member, in_store or key in _STORED_MEMBERS))
         elif isinstance(value, list):
-            stack.extend(value)
+            stack.extend((member, in_store) for member in reversed(value))
+    return None
+
+
+def value_error(
+    operation: str, request: dict[str, Any], raw: bytes
+) -> tuple[list[str], ApiError] | None:
+    """A number value Alternator refuses, and the tables it looks up before noticing.
+
+    ``{"N": 5}`` is a SerializationException (Alternator's ``validate_value``; moto agrees,
+    DynamoDB Local stores it); an ``"N"`` string that is no number, or a stored one out of
+    DynamoDB's range, is a ValidationException with Alternator's text (moto would answer a
+    500 leaking Python's ``int()`` or ``decimal`` errors, or accept it). Alternator resolves
+    the table first, so the caller answers ResourceNotFoundException for a missing table in
+    the returned list before this error. An ``"N"`` whose value is an object is an attribute
+    *named* N and is walked into; members Alternator does not read are not looked at.
+    """
+    if b'"N"' not in raw and b"\\u" not in raw:
+        return None  # the common case: no number value at all (or an escaped "N")
+    table = request.get("TableName")
+    tables = [table] if isinstance(table, str) else []
+    for name in _VALUE_MEMBERS:
+        if name in request:
+            error = _first_value_error(operation, request[name], name in _STORED_MEMBERS)
+            if error is not None:
+                return tables, error
+    items = request.get("RequestItems")
+    if isinstance(items, dict):  # BatchWriteItem / BatchGetItem: table by table
+        seen: list[str] = []
+        for name, part in items.items():
+            seen.append(name)
+            error = _first_value_error(operation, part, operation == "BatchGetItem")
+            if error is not None:
+                return seen, error
+    transact = request.get("TransactItems")
+    if isinstance(transact, list):
+        seen = []
+        for entry in transact:
+            for action in entry.values() if isinstance(entry, dict) else ():
+                target = action.get("TableName") if isinstance(action, dict) else None
+                if isinstance(target, str):
+                    seen.append(target)
+                error = _first_value_error(operation, action, False)
+                if error is not None:
+                    return seen, error
+    return None
