@@ -261,7 +261,7 @@ class _Reader:
                 self.pos += 1
                 if not minus and exp > max_exp:
                     raise ParseError(NUMBER_TOO_BIG, start)
-        if float(self.data[start : self.pos]) > _DBL_MAX:
+        if abs(float(self.data[start : self.pos])) > _DBL_MAX:
             raise ParseError(NUMBER_TOO_BIG, start)
 
 

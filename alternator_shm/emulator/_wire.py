@@ -261,7 +261,7 @@ class _FirstMemberWins:
 def parse_request(body: bytes) -> tuple[Any, bytes]:
     """:func:`parse_request_json`, and the body a backend should parse: ``body`` itself, or,
     when a member name repeated, the request re-encoded with each first value (moto and
-    DynamoDB Local would keep the last)."""
+    DynamoDB Local would keep the last), or without what follows a NUL byte that ended it."""
     hook = _FirstMemberWins()
     parsed = parse_request_json(body, hook)
     if hook.repeated:
@@ -277,7 +277,7 @@ def parse_request_json(body: bytes, _hook: _FirstMemberWins | None = None) -> An
     ``Parsing JSON failed: <rapidjson message> at <byte offset>`` (invalid UTF-8 inside a string
     is ``Invalid encoding in string.``). Python's json parses; only when it fails, or the body
     holds what Python accepts and rapidjson may not (a surrogate escape, a number too big for a
-    double), does :mod:`._rjson` walk the bytes to find rapidjson's verdict.
+    double, possibly more than 78 brackets), does :mod:`._rjson` walk the bytes to find rapidjson's verdict.
     """
     numbers = _Numbers()
     parsed: Any = None
@@ -293,7 +293,12 @@ def parse_request_json(body: bytes, _hook: _FirstMemberWins | None = None) -> An
         ok = True
     except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError included
         pass
-    if ok and not numbers.too_big and not _rjson.suspect(body):
+    if (
+        ok
+        and not numbers.too_big
+        and not _rjson.suspect(body)
+        and body.count(b"[") + body.count(b"{") <= MAX_NESTING  # cannot be too deep
+    ):
         return parsed
     try:
         end = _rjson.scan(body)
@@ -303,8 +308,11 @@ def parse_request_json(body: bytes, _hook: _FirstMemberWins | None = None) -> An
         raise _rapidjson_error(err.message, err.offset) from None
     if ok:
         return parsed
-    # rapidjson accepted what Python did not: the document ended at a NUL byte.
-    return json.loads(body[:end].decode("utf-8"), object_pairs_hook=_hook or _FirstMemberWins())
+    # rapidjson accepted what Python did not: the document ended at a NUL byte. The backend
+    # must be given the document without what follows it.
+    hook = _hook or _FirstMemberWins()
+    hook.repeated = True
+    return json.loads(body[:end].decode("utf-8"), object_pairs_hook=hook)
 
 
 # big_decimal's syntax (utils/big_decimal.cc): an optional sign, digits with an optional

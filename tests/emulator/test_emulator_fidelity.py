@@ -326,7 +326,7 @@ def test_invalid_utf8_in_a_string_fails_at_parse_time(null_cluster: Cluster) -> 
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        (b'{"a": "x', "Missing a closing quotation mark in string. at 6"),
+        (b'{"a": "x', "Missing a closing quotation mark in string. at 8"),  # where input ends
         (b"", "The document is empty. at 0"),
         (b"{not json", "Missing a name for object member. at 1"),
         (b'{"a" 1}', "Missing a colon after a name of object member. at 5"),
