@@ -277,7 +277,7 @@ def parse_request_json(body: bytes, _hook: _FirstMemberWins | None = None) -> An
     ``Parsing JSON failed: <rapidjson message> at <byte offset>`` (invalid UTF-8 inside a string
     is ``Invalid encoding in string.``). Python's json parses; only when it fails, or the body
     holds what Python accepts and rapidjson may not (a surrogate escape, a number too big for a
-    double, possibly more than 78 brackets), does :mod:`._rjson` walk the bytes to find rapidjson's verdict.
+    double, more than 78 brackets), does :mod:`._rjson` walk the bytes for rapidjson's verdict.
     """
     numbers = _Numbers()
     parsed: Any = None

@@ -243,7 +243,8 @@ def test_number_range_and_syntax_like_alternator(shared: Cluster) -> None:
 
 
 def test_missing_table_wins_over_a_bad_value(shared: Cluster) -> None:
-    missing = (400, "ResourceNotFoundException", "Requested resource not found: Table: nosuch not found")
+    message = "Requested resource not found: Table: nosuch not found"
+    missing = (400, "ResourceNotFoundException", message)
     for value in ({"N": 5}, {"N": "dog"}):
         body = {"TableName": "nosuch", "Item": {"p": {"S": "a"}, "v": value}}
         assert _send(shared, "PutItem", body) == missing
