@@ -312,7 +312,11 @@ def parse_request_json(body: bytes, _hook: _FirstMemberWins | None = None) -> An
     # must be given the document without what follows it.
     hook = _hook or _FirstMemberWins()
     hook.repeated = True
-    return json.loads(body[:end].decode("utf-8"), object_pairs_hook=hook)
+    try:
+        return json.loads(body[:end].decode("utf-8"), object_pairs_hook=hook)
+    except (ValueError, RecursionError) as err:  # a disagreement the scan does not model
+        offset = getattr(err, "pos", 0)
+        raise _rapidjson_error(_rjson.VALUE_INVALID, offset) from None
 
 
 # big_decimal's syntax (utils/big_decimal.cc): an optional sign, digits with an optional
@@ -325,6 +329,10 @@ _VALUE_MEMBERS = (
     "Expected", "KeyConditions", "QueryFilter", "ScanFilter",
 )  # fmt: skip
 _STORED_MEMBERS = frozenset({"Key", "Item", "ExclusiveStartKey", "PutRequest", "DeleteRequest"})
+# An "N" member whose value is neither an object nor a number string that is surely valid and
+# in range (<= 37 digits, no exponent); only then is the request walked. An escape anywhere
+# ("\u004E") also makes the walk run.
+_UNUSUAL_N = re.compile(rb'"N"\s*:(?!\s*(?:[{]|"-?[0-9]{1,20}(?:\.[0-9]{1,17})?"))')
 _SKIPPED = frozenset({"ExpressionAttributeNames", "ProjectionExpression", "AttributesToGet"})
 
 
@@ -417,8 +425,8 @@ def value_error(
     the returned list before this error. An ``"N"`` whose value is an object is an attribute
     *named* N and is walked into; members Alternator does not read are not looked at.
     """
-    if b'"N"' not in raw and b"\\u" not in raw:
-        return None  # the common case: no number value at all (or an escaped "N")
+    if b"\\u" not in raw and not _UNUSUAL_N.search(raw):
+        return None  # the common case: every "N" is a short plain number (or an object)
     table = request.get("TableName")
     tables = [table] if isinstance(table, str) else []
     for name in _VALUE_MEMBERS:
