@@ -229,13 +229,6 @@ class _Reader:
         else:
             raise ParseError(VALUE_INVALID, self.pos)
         int_digits = self.data[digits_at : self.pos]
-        # An integer past 2^64 is accumulated in a double, refused once it reaches DBL_MAX/10.
-        if len(int_digits) > 308:
-            d = 0.0
-            for ch in int_digits:
-                if d >= _DBL_MAX / 10:
-                    raise ParseError(NUMBER_TOO_BIG, start)
-                d = d * 10 + (ch - 0x30)
         exp_frac = 0
         if self.peek() == 0x2E:
             self.pos += 1
@@ -261,6 +254,8 @@ class _Reader:
                 self.pos += 1
                 if not minus and exp > max_exp:
                     raise ParseError(NUMBER_TOO_BIG, start)
+        # Whatever the path (a big integer accumulated in a double, or a fraction/exponent),
+        # a result beyond DBL_MAX is refused at the number's start.
         if abs(float(self.data[start : self.pos])) > _DBL_MAX:
             raise ParseError(NUMBER_TOO_BIG, start)
 
