@@ -250,8 +250,12 @@ def drive_http(
     max_calls: int = 600,
     min_calls: int = 30,
     threads: int = 4,
+    min_pids: int = 1,
 ) -> Drive:
     """Concurrent GET /call requests for ``min_seconds`` (at most ``max_calls`` of them).
+
+    Goes on (within ``max_calls``) until ``min_pids`` worker processes have answered: on a
+    loaded machine one worker can take every connection of a short drive.
 
     Concurrency makes several workers serve at once, so the split is only exact if the
     workers really share one counter. The drive lasts ``min_seconds`` even when the calls
@@ -268,7 +272,8 @@ def drive_http(
         while True:
             with lock:
                 if issued >= max_calls or (issued >= min_calls
-                                           and time.monotonic() >= deadline):
+                                           and time.monotonic() >= deadline
+                                           and len(result.pids) >= min_pids):
                     return
                 issued += 1
                 n = issued
@@ -337,16 +342,18 @@ def timed_batches(
     *,
     min_seconds: float = PHASE_SECONDS,
     max_batches: int = 8,
+    min_pids: int = 1,
 ) -> Drive:
     """Batches of tasks for at least ``min_seconds`` (at least one, at most ``max_batches``).
 
-    Like :func:`drive_http`, the phase lasts ``min_seconds`` even if the batches end sooner.
+    Like :func:`drive_http`, the phase lasts ``min_seconds`` even if the batches end sooner,
+    and goes on (within ``max_batches``) until ``min_pids`` workers have run a task.
     """
     results: list[dict[str, Any]] = []
     deadline = time.monotonic() + min_seconds
     for batch in range(max_batches):
         results.extend(run_batch(batch))
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline and len({r["pid"] for r in results}) >= min_pids:
             break
     time.sleep(max(0.0, deadline - time.monotonic()))
     return merge_results(results)
@@ -359,7 +366,7 @@ def http_scenario(fx: FleetEnv, server: ServerProcess, base: str, workers: int) 
     assert warm.failed == 0 and not warm.errors, (warm.errors[:3], server.output())
     leader = wait_leader(fx.namespace)
 
-    first = run_phase(fx, lambda: drive_http(base))
+    first = run_phase(fx, lambda: drive_http(base, min_pids=2))
     check_phase(first)
     worker_pids = server.children()
     assert len(first.drive.pids) >= 2, f"only {first.drive.pids} served: not a fleet test"

@@ -55,7 +55,9 @@ def test_gunicorn_multiprocess_metrics(fleet_env: FleetEnv) -> None:
     ]
     with ServerProcess(argv, env, fleet_env.tmp / "gunicorn.log") as server:
         wait_for(lambda: len(server.children()) >= 4, 30, "4 workers", server.output)
-        result = drive_http(f"http://127.0.0.1:{port}", min_seconds=1.0, min_calls=40)
+        result = drive_http(
+            f"http://127.0.0.1:{port}", min_seconds=1.0, min_calls=40, min_pids=2
+        )
         assert result.failed == 0 and not result.errors, result.errors[:3]
         assert len(result.pids) >= 2
         stats = fleet_stats(fleet_env.namespace)

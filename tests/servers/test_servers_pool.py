@@ -59,7 +59,7 @@ def test_pool_workers(fleet_env: FleetEnv, method: str) -> None:
         assert all(r["failed"] == 0 for r in warm), warm
         leader = wait_leader(fleet_env.namespace)
 
-        first = run_phase(fleet_env, lambda: timed_batches(batch))
+        first = run_phase(fleet_env, lambda: timed_batches(batch, min_pids=2))
         check_phase(first)
         assert len(first.drive.pids) >= 2 and first.drive.pids <= workers()
         leader = wait_leader(fleet_env.namespace)
