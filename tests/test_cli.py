@@ -321,31 +321,12 @@ def test_every_option_has_help_and_no_developer_note() -> None:
 
 
 def test_emulator_command_runs_and_stops_on_sigterm() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "alternator_shm", "emulator", "--dc", "dc1:2", "--dc", "dc2:1",
-         "--backend", "null", "--enforce-auth", "k:s", "--profile", "6.0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-        env=_env(),
-    )
-    try:
-        assert proc.stdout is not None
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("ready"):
-                break
-        text = "".join(lines)
-        assert "3 nodes in 2 datacenters" in text and "profile 6.0" in text, \
-            text + (proc.stderr.read() if proc.stderr else "")
-        assert text.count("dc=dc1") == 2 and text.count("dc=dc2") == 1
-        assert "credentials: k:s (enforced)" in text
-        proc.send_signal(signal.SIGTERM)  # our own child, by pid
-        out, _ = proc.communicate(timeout=30)
-        assert proc.returncode == 0 and "stopped" in out
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+    text, out, code = _run_emulator("--dc", "dc1:2", "--dc", "dc2:1", "--enforce-auth", "k:s",
+                                    "--profile", "6.0")
+    assert "3 nodes in 2 datacenters" in text and "profile 6.0" in text, text
+    assert text.count("dc=dc1") == 2 and text.count("dc=dc2") == 1
+    assert "credentials: k:s (enforced)" in text
+    assert code == 0 and "stopped" in out
 
 
 def test_missing_emulator_extra_names_the_install_command(tmp_path: Any) -> None:
@@ -681,7 +662,9 @@ def test_emulator_topology_errors(args: list[str], expected: str) -> None:
     assert line.startswith("alternator-shm emulator: error: ") and expected in line, line
 
 
-def _banner(*args: str) -> str:
+def _run_emulator(*args: str) -> tuple[str, str, int]:
+    """Start ``alternator-shm emulator`` (null backend), read its banner up to "ready", stop
+    it with SIGTERM: (banner, what it printed after, exit status)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "alternator_shm", "emulator", "--backend", "null", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
@@ -695,12 +678,16 @@ def _banner(*args: str) -> str:
             if line.startswith("ready"):
                 break
         proc.send_signal(signal.SIGTERM)  # our own child, by pid
-        proc.communicate(timeout=30)
-        return "".join(lines)
+        out, err = proc.communicate(timeout=30)
+        return "".join(lines) or err, out, proc.returncode
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def _banner(*args: str) -> str:
+    return _run_emulator(*args)[0]
 
 
 @pytest.mark.parametrize(
