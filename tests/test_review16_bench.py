@@ -1,6 +1,7 @@
 """Review of issue 16: ``scripts/bench_compare.py`` section 7 (RSS per worker) measures every
 client in a spawned child, and a spawned child first re-runs the parent's main module
-(``multiprocessing.spawn._fixup_main_from_path`` -> ``runpy.run_path(main, run_name="__mp_main__")``).
+(``multiprocessing.spawn._fixup_main_from_path``: ``runpy.run_path(main,
+run_name="__mp_main__")``).
 bench_compare imports alternator_shm (Helper, fleet, emulator) at module level, so the "plain
 boto3" baseline child carries alternator_shm's import cost and the "vs plain" column hides it
 (measured in clean interpreters: ours +4.1 MiB, peer +2.7 MiB; the script's way: +1.6 / +1.0;
