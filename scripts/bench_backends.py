@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -91,6 +92,88 @@ def _child(calls: int) -> None:
     print(json.dumps(result))
 
 
+_MUSL_HARNESS = r"""
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+/* The extension's operations (fleet/_atomic.c) on one MAP_SHARED word, 4 processes. */
+int main(void) {
+    uint64_t *w = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (w == MAP_FAILED) return 2;
+    w[0] = 0; w[1] = 0;
+    for (int p = 0; p < 4; p++) {
+        if (fork() == 0) {
+            for (int i = 0; i < 1000000; i++) {
+                __atomic_fetch_add(&w[0], 1, __ATOMIC_SEQ_CST);
+                uint64_t seen = __atomic_load_n(&w[1], __ATOMIC_ACQUIRE);
+                while (!__atomic_compare_exchange_n(&w[1], &seen, seen + 1, 0,
+                                                    __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE)) {}
+            }
+            _exit(0);
+        }
+    }
+    for (int p = 0; p < 4; p++) wait(0);
+    printf("%llu %llu\n", (unsigned long long)w[0], (unsigned long long)w[1]);
+    return !(w[0] == 4000000 && w[1] == 4000000);
+}
+"""
+
+
+def libc_independence() -> str:
+    """What the extension needs from the C library, and the same atomics under musl."""
+    import sysconfig
+    import tempfile
+
+    from alternator_shm.fleet import _atomic
+
+    lines = ["## Does the extension depend on glibc?", ""]
+    nm = subprocess.run(["nm", "-u", _atomic.__file__], capture_output=True, text=True)
+    needed = [line.split()[-1] for line in nm.stdout.splitlines()
+              if line.split()[0] == "U" and not line.split()[-1].startswith(("Py", "_Py"))]
+    lines.append(f"`nm -u` on the built `{Path(_atomic.__file__).name}`: symbols it needs "
+                 f"besides CPython's API: {', '.join(needed) or '**none**'} (no libc, no "
+                 "libatomic: each atomic is a `lock`-prefixed instruction).")
+    musl = shutil.which("musl-gcc")
+    if musl is None:
+        lines.append("\nmusl: not checked (`musl-gcc` not installed; `apt-get install "
+                     "musl-tools`).")
+        return "\n".join(lines) + "\n"
+    src = Path(__file__).resolve().parent.parent / "alternator_shm/fleet/_atomic.c"
+    include = sysconfig.get_paths()["include"]
+    with tempfile.TemporaryDirectory() as tmp:
+        ext = subprocess.run([musl, "-O2", "-fPIC", "-c", f"-I{include}", str(src),
+                              "-o", f"{tmp}/atomic.o"], capture_output=True, text=True)
+        Path(f"{tmp}/h.c").write_text(_MUSL_HARNESS)
+        built = subprocess.run([musl, "-O2", "-static", f"{tmp}/h.c", "-o", f"{tmp}/h"],
+                               capture_output=True, text=True)
+        ran = (subprocess.run([f"{tmp}/h"], capture_output=True, text=True, timeout=120)
+               if built.returncode == 0 else None)
+    lines += [
+        "",
+        f"musl (`musl-gcc`, musl {_musl_version()}): the extension's source compiles "
+        f"({'ok' if ext.returncode == 0 else 'FAILED: ' + ext.stderr.strip()[-300:]}; "
+        "against this glibc CPython's headers, as no musl CPython is installed here); a "
+        "static musl program doing the extension's operations (`fetch_add`, `load`, "
+        "`compare_exchange` loop) 1,000,000 times in each of 4 forked processes on one "
+        "`MAP_SHARED` word ends with "
+        + (f"`{ran.stdout.strip()}` (expected `4000000 4000000`): "
+           f"{'exact' if ran.returncode == 0 else 'WRONG'}." if ran is not None
+           else f"no result (build failed: {built.stderr.strip()[-300:]})."),
+        "Not measured: a musl CPython importing the extension (no Alpine image or musl "
+        "CPython on this machine), so the musl rows of the table above are from the build "
+        "rules, not a run.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _musl_version() -> str:
+    done = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "musl"],
+                          capture_output=True, text=True)
+    return done.stdout.strip() or "?"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=100_000)
@@ -122,7 +205,7 @@ def main() -> None:
         "row, fresh namespace; timer overhead (~60-100 ns) included.\n\n"
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}, {platform.platform()}; load average at the end: {load}."
-        "\n\n" + table + "\n\n" + BASES
+        "\n\n" + table + "\n\n" + BASES + "\n" + libc_independence()
     )
     Path(args.out).write_text(text)
 

@@ -546,6 +546,71 @@ def slow_node(cluster: Cluster, seconds: float) -> list[list[str]]:
     return rows
 
 
+SUMMARY_BEGIN = "<!-- bench_compare summary: begin -->"
+SUMMARY_END = "<!-- bench_compare summary: end -->"
+NONE = "\N{EN DASH}"  # does not apply
+
+
+def summary(
+    spread: list[list[str]],
+    polls: list[list[str]],
+    cpu: list[list[str]],
+    instructions: list[list[str]] | None,
+    picks: list[list[str]],
+    heads: list[list[str]],
+    killed: list[list[str]],
+    rss_rows: list[list[str]],
+    segment: int,
+    slow: list[list[str]],
+) -> str:
+    """The one table the README shows, from this run's sections (same wording every run)."""
+
+    def pick(rows: list[list[str]], label: str, col: int, path: str | None = None) -> str:
+        for row in rows:
+            if (path is None or row[0] == path) and label in row[: 2 if path else 1]:
+                return row[col]
+        return "-"
+
+    ours, opt, peer = LABELS["ours"], LABELS["ours+opt"], LABELS["peer"]
+    rows = [
+        [f"per-node spread, 4 processes, uneven work, {spread[0][1]} calls (max - min)",
+         spread[0][4], f"**{spread[1][4]}**", spread[2][4]],
+        [f"`/localnodes` polls, 8 processes, {polls[0][2]} s", NONE, f"**{polls[0][3]}**",
+         polls[1][3]],
+    ]
+    if instructions is not None:
+        rows += [
+            ["client instructions per sync GetItem, vs plain boto3 (callgrind)", "1.000",
+             f"{pick(instructions, ours, 3, 'sync')} ({pick(instructions, opt, 3, 'sync')} "
+             "with `optimize_headers`)", pick(instructions, peer, 3, "sync")],
+            ["client instructions per async GetItem, vs plain aiobotocore", "1.000",
+             pick(instructions, "alternator-shm async", 3, "async"),
+             pick(instructions, "alternator-client async", 3, "async")],
+        ]
+    rows += [
+        ["client CPU time per sync call, vs plain boto3 (`process_time`; noisy, see 3)", "1.000",
+         f"{pick(cpu, ours, 4, 'sync')} ({pick(cpu, opt, 4, 'sync')} with `optimize_headers`)",
+         pick(cpu, peer, 4, "sync")],
+        ["client CPU time per async call, vs plain aiobotocore", "1.000",
+         pick(cpu, "alternator-shm async", 4, "async"),
+         pick(cpu, "alternator-client async", 4, "async")],
+        ["`next_node()` p50", NONE, f"{picks[0][1]} µs", f"{picks[1][1]} µs"],
+        ["request header bytes per PutItem", pick(heads, LABELS["plain"], 1),
+         f"{pick(heads, ours, 1)} (**{pick(heads, opt, 1)}** with `optimize_headers`)",
+         pick(heads, peer, 1)],
+        ["a node killed under load: failed calls / attempts to the dead node",
+         f"{killed[0][2]} / {killed[0][3]} (another node)", f"{killed[1][2]} / {killed[1][3]}",
+         f"{killed[2][2]} / {killed[2][3]}"],
+        ["RSS per worker process, vs plain boto3", NONE, f"{rss_rows[1][2]} MiB",
+         f"{rss_rows[2][2]} MiB"],
+        ["one slow node (+60 ms), light load: p99 / mean ms", NONE,
+         f"{slow[2][3]} / {slow[2][4]} with `balancing=\"adaptive\"` ({slow[1][3]} / "
+         f"{slow[1][4]} round-robin)", f"{slow[3][3]} / {slow[3][4]}"],
+        ["shared memory per namespace (host-wide)", NONE, f"{segment / 1024:.0f} KiB", NONE],
+    ]
+    return table(["measure", "plain boto3 (one node)", "alternator-shm", peer], rows)
+
+
 # -- output -----------------------------------------------------------------------------------
 
 
@@ -577,6 +642,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run)")
     parser.add_argument("--out", default=str(OUT_DIR / "compare.md"))
+    parser.add_argument("--update-readme", action="store_true",
+                        help="also replace the summary table in README.md")
     parser.add_argument("--callgrind-child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.callgrind_child:
@@ -627,25 +694,24 @@ def main() -> int:
                  table(["path", "client", "million instructions per call", "vs plain"],
                        instructions) if instructions is not None
                  else "Skipped: valgrind is not installed.")
-            emit("4. Pick cost (next_node)", table(["call", "p50 µs", "p99 µs"],
-                                                   pick_cost(fresh, 20000 if args.quick
-                                                             else 100000)))
+            picks = pick_cost(fresh, 20000 if args.quick else 100000)
+            emit("4. Pick cost (next_node)", table(["call", "p50 µs", "p99 µs"], picks))
             heads = header_bytes(cluster, fresh)
             emit("5. Request header bytes (one PutItem)",
                  table(["client", "header bytes", "headers", "signature ok"], heads))
             plot(out.parent / "compare_headers.png", "Request header bytes per PutItem",
                  [r[0] for r in heads], [float(r[1]) for r in heads], "bytes")
+            killed = node_killed(cluster, fresh, 3.0 if args.quick else 6.0)
             emit("6. A node killed under load (4 threads)",
-                 table(["client", "calls", "failed", "attempts to the dead node"],
-                       node_killed(cluster, fresh, 3.0 if args.quick else 6.0)))
+                 table(["client", "calls", "failed", "attempts to the dead node"], killed))
             rss_rows, segment = rss(fresh)
             emit("7. Memory per worker process",
                  table(["client", "RSS MiB", "vs plain"], rss_rows)
                  + f"\n\nShared segment per namespace: {segment / 1024:.0f} KiB.")
+            slow = slow_node(cluster, 3.0 if args.quick else 8.0)
             emit("8. One slow node (+60 ms), 2 processes x 2 threads",
                  table(["configuration", "calls", "p50 ms", "p99 ms", "mean ms",
-                        "slow node share", "failed"],
-                       slow_node(cluster, 3.0 if args.quick else 8.0)))
+                        "slow node share", "failed"], slow))
         finally:
             for ns in namespaces:
                 with contextlib.suppress(Exception):
@@ -661,11 +727,20 @@ def main() -> int:
         "Emulator: 5 nodes, null backend, SigV4 enforced, one process per node."
     )
     command = "python scripts/bench_compare.py" + (" --quick" if args.quick else "")
+    brief = f"{meta}\n\n" + summary(spread, polls_rows, cpu, instructions, picks, heads,
+                                     killed, rss_rows, segment, slow)
     out.write_text(
         "# alternator-shm vs plain boto3 vs alternator-client\n\n"
-        f"Command: `{command}`\n\n{meta}\n\n" + "\n".join(sections)
+        f"Command: `{command}`\n\n## Summary\n\n{SUMMARY_BEGIN}\n{brief}\n"
+        f"{SUMMARY_END}\n\n" + "\n".join(sections)
     )
-    print(f"\nwrote {out}")
+    print(f"\n## Summary\n\n{brief}\n\nwrote {out}")
+    if args.update_readme:
+        readme = OUT_DIR.parent / "README.md"
+        text = readme.read_text()
+        start, end = text.index(SUMMARY_BEGIN), text.index(SUMMARY_END)
+        readme.write_text(f"{text[:start]}{SUMMARY_BEGIN}\n{brief}\n{text[end:]}")
+        print(f"updated the summary in {readme}")
     return 0
 
 

@@ -484,3 +484,18 @@ def test_every_exported_metric_is_in_the_readme_table() -> None:
         doc_kind, doc_labels = documented[name]
         assert doc_kind.startswith(kind), (name, doc_kind, kind)
         assert doc_labels == labels, (name, doc_labels, labels)
+
+
+def test_the_benchmark_summary_is_the_one_bench_compare_wrote() -> None:
+    # The README's side-by-side table comes from `scripts/bench_compare.py --update-readme`,
+    # which writes the same block into benchmarks/compare.md; an edit by hand (or a re-run
+    # whose results were not copied) shows up as a difference.
+    begin, end = "<!-- bench_compare summary: begin -->", "<!-- bench_compare summary: end -->"
+
+    def block(text: str) -> str:
+        return text[text.index(begin) + len(begin) : text.index(end)].strip()
+
+    readme = block(README.read_text())
+    written = block((ROOT / "benchmarks" / "compare.md").read_text())
+    assert readme == written
+    assert "| measure |" in readme and "Run 20" in readme
