@@ -633,13 +633,18 @@ class Helper:
                 transport = self._transports[options] = Transport(options)
             return transport
 
-    def _user_agent(self, client_config: Config, user_config: Config | None) -> str:
+    def _user_agent(
+        self, client_config: Config, user_config: Config | None, resource: bool = False
+    ) -> str:
         """The User-Agent of one client: our token plus the user's extras, as botocore builds it.
 
         ``Config(user_agent=...)`` replaces the whole string in botocore (its "legacy" form,
         followed by the extras); we send exactly what botocore computed for it. Otherwise our
         token (the Helper's ``user_agent``) takes the place of botocore's own identification,
-        followed by ``app/<user_agent_appid>`` and the ``user_agent_extra`` values.
+        followed by ``app/<user_agent_appid>`` and the ``user_agent_extra`` values. boto3's
+        own marks are identification too: the session's default extra (``Botocore/<v>``) is
+        never sent, and with ``optimize_headers`` neither is the ``Resource`` extra boto3 gives
+        a resource's client when the user set none.
         """
         if user_config is not None and _config_value(user_config, "user_agent") is not None:
             return str(_config_value(client_config, "user_agent"))
@@ -654,19 +659,28 @@ class Helper:
         appid = _config_value(client_config, "user_agent_appid")
         if appid:
             parts.append("app/" + sanitize_user_agent_string_component(appid, allow_hash=True))
-        session_extra = self._botocore_session().user_agent_extra
-        if session_extra and session_extra != self._botocore_extra:  # not boto3's own
+        session_extra = self._botocore_session().user_agent_extra or ""
+        if session_extra.startswith(self._botocore_extra):  # boto3's own, then the user's
+            session_extra = session_extra[len(self._botocore_extra) :].strip()
+        if session_extra:
             parts.append(session_extra)
         extra = _config_value(client_config, "user_agent_extra")
+        users_extra = (
+            user_config is not None and _config_value(user_config, "user_agent_extra") is not None
+        )
+        if resource and o.optimize_headers and not users_extra:
+            extra = None  # boto3's "Resource" mark
         if extra:
             parts.append(extra)
         return " ".join(parts)
 
-    def _hook_options(self, config: Config, user_config: Config | None) -> HookOptions:
+    def _hook_options(
+        self, config: Config, user_config: Config | None, resource: bool = False
+    ) -> HookOptions:
         o = self._options
         return HookOptions(
             optimize_headers=o.optimize_headers,
-            user_agent=self._user_agent(config, user_config),
+            user_agent=self._user_agent(config, user_config, resource),
             request_compression=o.request_compression,
             response_compression=o.response_compression,
         )
@@ -684,7 +698,9 @@ class Helper:
         o = self._options
         return node_url(o.scheme, o.seeds[0], o.port)
 
-    def _install(self, client: Any, user_config: Config | None, verify: Any) -> None:
+    def _install(
+        self, client: Any, user_config: Config | None, verify: Any, resource: bool = False
+    ) -> None:
         assert self._router is not None
         config = client.meta.config
         transport = self._transport(self._transport_options(config, user_config, verify))
@@ -693,7 +709,7 @@ class Helper:
             client.meta.events,
             router=self._router,
             transport=transport,
-            options=self._hook_options(config, user_config),
+            options=self._hook_options(config, user_config, resource),
             # The client's own merged config, so a per-client config= timeout applies too.
             timeout=_timeouts(config),
             affinity=self._affinity,
@@ -722,7 +738,9 @@ class Helper:
         kwargs, user_config = self._client_kwargs(resource_kwargs)
         with self._lock:
             resource = self._session().resource("dynamodb", **kwargs)
-        self._install(resource.meta.client, user_config, resource_kwargs.get("verify"))
+        self._install(
+            resource.meta.client, user_config, resource_kwargs.get("verify"), resource=True
+        )
         return resource
 
     @asynccontextmanager

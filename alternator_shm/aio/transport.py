@@ -43,6 +43,7 @@ from alternator_shm.transport import (
     _socket_options,
     _ssl_context,
     environment_proxy_for,
+    proxy_environment,
 )
 
 __all__ = ["AsyncTransport"]
@@ -95,14 +96,6 @@ def _socket_factory(options: list[tuple[int, int, int | bytes]]) -> Any:
         return sock
 
     return factory
-
-
-# What urllib.request.getproxies_environment reads for an http(s) URL (REQUEST_METHOD: it
-# ignores HTTP_PROXY under CGI).
-_PROXY_VARIABLES = (
-    "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy",
-    "REQUEST_METHOD",
-)
 
 
 class AsyncTransport:
@@ -220,7 +213,7 @@ class AsyncTransport:
         environment has changed). The full look-up reads every environment variable (some
         0.5 ms); it runs once per node and again only when a proxy variable changes.
         """
-        environment = tuple(os.environ.get(name) for name in _PROXY_VARIABLES)
+        environment = proxy_environment()
         if environment != self._proxy_environment:
             self._proxy_environment = environment
             self._direct = set()

@@ -2,8 +2,8 @@
 Helper client's wire differs from a plain boto3 client's in a way the README does not state.
 
 Each test does the same thing with a plain boto3 client (``endpoint_url`` = one node) and a
-Helper client, and compares what a proxy or the node saw. They are strict xfails: each one
-fails on the code as it is (the finding), and turns into an XPASS failure once fixed.
+Helper client, and compares what a proxy or the node saw. Each failed on the code as
+reviewed (they were strict xfails until fixed).
 """
 
 from __future__ import annotations
@@ -98,9 +98,6 @@ def _call(client: Any) -> str:
     return "ok"
 
 
-@pytest.mark.xfail(strict=True, reason="review16: the sync transport caches the environment "
-                   "proxy verdict per node for the process; a client created after HTTP_PROXY "
-                   "is set goes direct (plain boto3 reads the environment per client)")
 def test_http_proxy_set_later_applies_to_a_client_created_after_it(
     cluster: Any, proxy: _RefusingProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -116,8 +113,6 @@ def test_http_proxy_set_later_applies_to_a_client_created_after_it(
         assert proxy.api_calls() == 2
 
 
-@pytest.mark.xfail(strict=True, reason="review16: the sync transport keeps using a proxy for "
-                   "clients created after HTTP_PROXY was unset (cached verdict per node)")
 def test_http_proxy_unset_later_is_not_used_by_a_client_created_after_it(
     cluster: Any, proxy: _RefusingProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -134,8 +129,6 @@ def test_http_proxy_unset_later_is_not_used_by_a_client_created_after_it(
         assert proxy.api_calls() == 1
 
 
-@pytest.mark.xfail(strict=True, reason="review16: with a session user_agent_extra, boto3's "
-                   "own 'Botocore/<v>' token (the session's default extra) is sent too")
 def test_session_user_agent_extra_is_appended_without_boto3s_own_token(cluster: Any) -> None:
     session = boto3.Session()
     session._session.user_agent_extra += " sessx/3"
@@ -148,9 +141,6 @@ def test_session_user_agent_extra_is_appended_without_boto3s_own_token(cluster: 
     assert header(entry, "User-Agent") == f"alternator-shm/{__version__} sessx/3"
 
 
-@pytest.mark.xfail(strict=True, reason="review16: boto3's own 'Resource' user_agent_extra is "
-                   "taken for the user's, so a resource sends 'User-Agent: Resource' with "
-                   "optimize_headers (README: no User-Agent at all)")
 def test_optimize_headers_resource_sends_no_user_agent(cluster: Any) -> None:
     cluster.clear_logs()
     with make_helper(cluster, optimize_headers=True) as h:
