@@ -24,6 +24,14 @@ ifndef VIRTUAL_ENV
 	        echo "make: '$(PYTHON) -m venv' failed; on Debian/Ubuntu: apt-get install python3-venv" >&2; \
 	        exit 1; }; \
 	fi
+ifneq ($(filter command line environment,$(origin PYTHON)),)
+	@want=$$($(PYTHON) -c 'import platform; print(platform.python_version())'); \
+	have=$$($(VENV)/bin/python -c 'import platform; print(platform.python_version())'); \
+	if [ "$$want" != "$$have" ]; then \
+	    echo "make: $(VENV) runs Python $$have, not $(PYTHON) ($$want): 'make clean' first" >&2; \
+	    exit 1; \
+	fi
+endif
 endif
 
 install: venv

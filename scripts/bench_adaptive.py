@@ -35,15 +35,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_compare import Target, make_client
+from _bench_clients import KEY, TABLE, USERS, Target, make_client
 
 from alternator_shm import __version__
 from alternator_shm import fleet as _fleet
 from alternator_shm.emulator import Cluster
 
-USERS = {"benchkey": "bench-secret"}
-TABLE = "bench_table"
-KEY = {"p": {"S": "some-partition-key"}}
 OUT_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
 PROCESSES = 4
 THREADS = 8

@@ -190,6 +190,9 @@ def main() -> None:
             env={**os.environ, **env}, check=True, capture_output=True, text=True,
         ).stdout
         r = json.loads(out.strip().splitlines()[-1])
+        if label != "flock" and r["impl"] != label:
+            # e.g. no compiled extension in this checkout: say so rather than mislabel the row
+            label = f"{label} (not available here)"
         rows.append([label, r["backend"], r["impl"],
                      *(f"{r[k][0]:.2f} / {r[k][1]:.2f}" for k in ("advance", "fetch_add", "pick"))])
     head = ["available", "segment backend", "implementation", "advance() µs p50 / p99",

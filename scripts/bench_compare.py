@@ -11,7 +11,8 @@ Sections (each prints a table; all are written to ``benchmarks/compare.md`` with
    not add to it; and the calling thread's ``time.thread_time``), sync and async, interleaved
    rounds, median;
 3b. client instructions per call (callgrind, the calling thread only, when valgrind is
-   installed): deterministic, where CPU time on a shared 2-core VM swings 20 % round to round;
+   installed): repeatable within 0.5 %, where CPU time on a shared 2-core VM swings 20 % round
+   to round; user-space only (system calls are not counted);
 4. per-call pick cost (``next_node()``, in a process of its own), p50 / p99;
 5. request header bytes per PutItem, with and without header optimisation;
 6. a node killed under load: failed calls and attempts sent to the dead node;
@@ -51,14 +52,12 @@ from typing import Any
 
 import boto3
 import botocore
+from _bench_clients import KEY, TABLE, USERS, Target, make_async_client, make_client
 
 from alternator_shm import Helper, __version__
 from alternator_shm import fleet as _fleet
 from alternator_shm.emulator import Cluster
 
-USERS = {"benchkey": "bench-secret"}
-TABLE = "bench_table"
-KEY = {"p": {"S": "some-partition-key"}}
 ITEM = {"p": {"S": "some-partition-key"}, "v": {"S": "x" * 100}}
 OUT_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -71,90 +70,6 @@ LABELS = {
     "peer": "alternator-client 2.0.2",
     "peer+opt": "alternator-client, header optimization",
 }
-
-
-# -- clients ---------------------------------------------------------------------------------
-
-
-class Target:
-    """Everything a child process needs to build a client of one kind (picklable)."""
-
-    def __init__(self, cluster: Cluster, namespace: str) -> None:
-        self.seeds = list(cluster.seeds)
-        self.port = cluster.port
-        self.urls = [n.url for n in cluster.nodes]
-        self.key, self.secret = cluster.credentials
-        self.namespace = namespace
-
-
-def make_client(kind: str, t: Target, **helper_options: Any) -> tuple[Any, Callable[[], None]]:
-    """(client, close) for ``kind``."""
-    if kind == "plain":
-        client = boto3.session.Session().client(
-            "dynamodb",
-            endpoint_url=t.urls[0],
-            region_name="alternator",
-            aws_access_key_id=t.key,
-            aws_secret_access_key=t.secret,
-        )
-        return client, client.close
-    if kind.startswith("ours"):
-        helper = Helper(
-            t.seeds,
-            port=t.port,
-            credentials=(t.key, t.secret),
-            namespace=t.namespace,
-            optimize_headers=kind == "ours+opt",
-            **helper_options,
-        )
-        client = helper.new_dynamodb_client()
-        helper.live_nodes()
-        return client, helper.close
-    import alternator
-
-    config = alternator.Config(
-        seed_hosts=t.seeds,
-        port=t.port,
-        header_optimization=alternator.config.HeaderOptimizationConfig(
-            enabled=kind == "peer+opt"
-        ),
-    )
-    client = alternator.create_client(
-        config,
-        auth=alternator.config.Auth.static_credentials(t.key, t.secret),
-    )
-    return client, lambda: alternator.close_client(client)
-
-
-@contextlib.asynccontextmanager
-async def make_async_client(kind: str, t: Target) -> Any:
-    if kind == "plain":
-        from aiobotocore.session import get_session
-
-        async with get_session().create_client(
-            "dynamodb",
-            endpoint_url=t.urls[0],
-            region_name="alternator",
-            aws_access_key_id=t.key,
-            aws_secret_access_key=t.secret,
-        ) as client:
-            yield client
-    elif kind == "ours":
-        helper = Helper(t.seeds, port=t.port, credentials=(t.key, t.secret), namespace=t.namespace)
-        helper.live_nodes()
-        try:
-            async with helper.new_async_dynamodb_client() as client:
-                yield client
-        finally:
-            helper.close()
-    else:
-        import alternator
-        from alternator.async_client import AsyncAlternatorClient
-
-        config = alternator.Config(seed_hosts=t.seeds, port=t.port)
-        auth = alternator.config.Auth.static_credentials(t.key, t.secret)
-        async with AsyncAlternatorClient(config, auth=auth) as client:
-            yield client
 
 
 def api_counts(cluster: Cluster) -> dict[str, int]:
@@ -195,22 +110,6 @@ def _child_paced(kind: str, t: Target, seconds: float, go: Any, out: Any) -> Non
     out.put(0)
 
 
-def _rss_kib() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def _child_rss(kind: str, t: Target, out: Any) -> None:
-    client, close = make_client(kind, t)
-    for _ in range(50):
-        client.get_item(TableName=TABLE, Key=KEY)
-    out.put(_rss_kib())
-    close()
-
-
 def run_children(target: Callable[..., None], jobs: list[tuple[Any, ...]]) -> list[Any]:
     ctx = multiprocessing.get_context("spawn")
     go = ctx.Event()
@@ -231,7 +130,8 @@ def run_children(target: Callable[..., None], jobs: list[tuple[Any, ...]]) -> li
 
 def fleet_spread(cluster: Cluster, fresh: Callable[[], Target], scale: int) -> list[list[str]]:
     rows = []
-    work = [scale * (i + 1) for i in range(4)]
+    # Not multiples of the 5 nodes: each process's own round-robin would then be even too.
+    work = [scale * (i + 1) + i + 1 for i in range(4)]
     for kind in ("plain", "ours", "peer"):
         t = fresh()
         cluster.clear_logs()
@@ -249,11 +149,13 @@ def localnodes_polls(
     cluster: Cluster, fresh: Callable[[], Target], seconds: float
 ) -> list[list[str]]:
     rows = []
-    for kind in ("ours", "peer"):
+    for kind, seeds in (("ours", 5), ("peer", 5), ("peer", 1)):
         t = fresh()
+        t.seeds = t.seeds[:seeds]
         cluster.clear_logs()
         run_children(_child_paced, [(kind, t, seconds) for _ in range(8)])
-        rows.append([LABELS[kind], "8", f"{seconds:.0f}", str(polls(cluster))])
+        label = f"{LABELS[kind]}, {seeds} seed{'s' if seeds > 1 else ''}"
+        rows.append([label, "8", f"{seconds:.0f}", str(polls(cluster))])
     return rows
 
 
@@ -392,8 +294,8 @@ def _callgrind_one(path: str, kind: str, t: Target) -> int | None:
 
 
 def instructions_per_call(fresh: Callable[[], Target]) -> list[list[str]] | None:
-    """Section 3b: deterministic (run to run within 0.1 %), unlike CPU time on a shared VM.
-    None when valgrind is not installed."""
+    """Section 3b: repeatable (run to run within 0.5 %), unlike CPU time on a shared VM; blind
+    to system calls (user-space instructions only). None when valgrind is not installed."""
     if shutil.which("valgrind") is None:
         return None
     jobs = [("sync", k) for k in CPU_KINDS] + [("async", k) for k in ("plain", "ours", "peer")]
@@ -505,19 +407,24 @@ def node_killed(cluster: Cluster, fresh: Callable[[], Target], seconds: float) -
 
 
 def rss(fresh: Callable[[], Target]) -> tuple[list[list[str]], int]:
-    ctx = multiprocessing.get_context("spawn")
+    """Resident set of a worker after 50 calls, each client in a clean interpreter that
+    imports only its own library (a spawned child would first re-run this script, whose
+    imports, the emulator's included, would count for every kind alike)."""
     rows = []
     base = 0
     segment = 0
+    code = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
+            "from _bench_clients import rss_main; rss_main()")
     for kind in ("plain", "ours", "peer"):
         t = fresh()
-        out = ctx.Queue()
         values = []
         for _ in range(3):
-            p = ctx.Process(target=_child_rss, args=(kind, t, out))
-            p.start()
-            values.append(out.get(timeout=120))
-            p.join(30)
+            done = subprocess.run(
+                [sys.executable, "-c", code, str(Path(__file__).resolve().parent), kind,
+                 json.dumps(vars(t))],
+                capture_output=True, text=True, timeout=120, check=True,
+            )
+            values.append(int(done.stdout.split()[-1]))
         kib = int(statistics.median(values))
         if kind == "plain":
             base = kib
@@ -529,20 +436,34 @@ def rss(fresh: Callable[[], Target]) -> tuple[list[list[str]], int]:
     return rows, segment
 
 
-def slow_node(cluster: Cluster, seconds: float) -> list[list[str]]:
+def slow_node(cluster: Cluster, seconds: float, rounds: int) -> list[list[str]]:
     """One node +60 ms (the emulator's ``latency`` fault): per-call latency for our client
     with ``balancing="round_robin"`` and ``"adaptive"`` and for the peer, 2 processes x 2
-    threads (a light load: on 2 cores a heavy one is CPU-bound and hides the slow node)."""
+    threads (a light load: on 2 cores a heavy one is CPU-bound and hides the slow node).
+    The configurations run in ``rounds`` rounds, the order reversed every other round, so the
+    machine's drift falls on all of them; percentiles are over every call of every round."""
     from bench_adaptive import CONFIGS, pct, run_phase
 
     slow = cluster.nodes[2].url.rstrip("/")
+    order = ["healthy", "round_robin", "adaptive", "peer"]
+    latencies: dict[str, list[float]] = {c: [] for c in order}
+    failures = dict.fromkeys(order, 0)
+    to_slow = dict.fromkeys(order, 0)
+    total = dict.fromkeys(order, 0)
+    for r in range(rounds):
+        for config in order if r % 2 == 0 else order[::-1]:
+            values, failed, log, _ = run_phase(cluster, config, seconds, None, 2, 2)
+            latencies[config] += values
+            failures[config] += failed
+            to_slow[config] += sum(1 for _, node in log if node == slow)
+            total[config] += len(log)
     rows = []
-    for config in ("healthy", "round_robin", "adaptive", "peer"):
-        values, failed, log, _ = run_phase(cluster, config, seconds, None, 2, 2)
-        share = sum(1 for _, node in log if node == slow) / max(1, len(log))
+    for config in order:
+        values = latencies[config]
         rows.append([CONFIGS[config][3], str(len(values)), f"{pct(values, 0.5):.1f}",
                      f"{pct(values, 0.99):.1f}", f"{statistics.fmean(values):.1f}",
-                     f"{100 * share:.1f}%", str(failed)])
+                     f"{100 * to_slow[config] / max(1, total[config]):.1f}%",
+                     str(failures[config])])
     return rows
 
 
@@ -575,8 +496,8 @@ def summary(
     rows = [
         [f"per-node spread, 4 processes, uneven work, {spread[0][1]} calls (max - min)",
          spread[0][4], f"**{spread[1][4]}**", spread[2][4]],
-        [f"`/localnodes` polls, 8 processes, {polls[0][2]} s", NONE, f"**{polls[0][3]}**",
-         polls[1][3]],
+        [f"`/localnodes` polls, 8 processes, {polls[0][2]} s of calls, 5 seeds", NONE,
+         f"**{polls[0][3]}**", f"{polls[1][3]} ({polls[2][3]} given 1 seed)"],
     ]
     if instructions is not None:
         rows += [
@@ -646,6 +567,9 @@ def main() -> int:
                         help="also replace the summary table in README.md")
     parser.add_argument("--callgrind-child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.update_readme and Path(args.out).resolve() != (OUT_DIR / "compare.md").resolve():
+        parser.error("--update-readme writes the README's copy of benchmarks/compare.md: "
+                     "give no --out with it")
     if args.callgrind_child:
         path, kind, target, calls = args.callgrind_child
         _callgrind_child(path, kind, target, int(calls))
@@ -677,7 +601,11 @@ def main() -> int:
                  [r[0] for r in spread], [float(r[4]) for r in spread], "requests")
             polls_rows = localnodes_polls(cluster, fresh, 5.0 if args.quick else 10.0)
             emit("2. /localnodes polls: 8 processes, one call per 50 ms each",
-                 table(["client", "processes", "seconds", "polls"], polls_rows))
+                 table(["client", "processes", "seconds of calls", "polls"], polls_rows)
+                 + "\n\nPolls counted from the children's start (each builds its client, "
+                 "then waits 2 s for the others) to their end. alternator-client asks every "
+                 "seed on each refresh, so its count grows with the seeds; ours polls once per "
+                 "host whatever the seeds.")
             plot(out.parent / "compare_polls.png", "/localnodes polls (8 processes)",
                  [r[0] for r in polls_rows], [float(r[3]) for r in polls_rows], "polls")
             cpu = cpu_per_call(fresh, rounds, calls)
@@ -708,8 +636,8 @@ def main() -> int:
             emit("7. Memory per worker process",
                  table(["client", "RSS MiB", "vs plain"], rss_rows)
                  + f"\n\nShared segment per namespace: {segment / 1024:.0f} KiB.")
-            slow = slow_node(cluster, 3.0 if args.quick else 8.0)
-            emit("8. One slow node (+60 ms), 2 processes x 2 threads",
+            slow = slow_node(cluster, 3.0 if args.quick else 6.0, 1 if args.quick else 2)
+            emit("8. One slow node (+60 ms), 2 processes x 2 threads, interleaved rounds",
                  table(["configuration", "calls", "p50 ms", "p99 ms", "mean ms",
                         "slow node share", "failed"], slow))
         finally:
@@ -718,15 +646,16 @@ def main() -> int:
                     _fleet.cleanup(ns)
     import alternator
 
+    command = "python scripts/bench_compare.py" + (" --quick" if args.quick else "")
     meta = (
-        f"Run {time.strftime('%Y-%m-%d %H:%M')} UTC; alternator-shm {__version__}, "
+        f"Run {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC (`{command}`); "
+        f"alternator-shm {__version__}, "
         f"alternator-client {getattr(alternator, '__version__', '2.0.2')}, boto3 "
         f"{boto3.__version__}, botocore {botocore.__version__}, Python "
         f"{platform.python_version()}, {platform.machine()} x {os.cpu_count()} CPUs, "
         f"load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}. "
         "Emulator: 5 nodes, null backend, SigV4 enforced, one process per node."
     )
-    command = "python scripts/bench_compare.py" + (" --quick" if args.quick else "")
     brief = f"{meta}\n\n" + summary(spread, polls_rows, cpu, instructions, picks, heads,
                                      killed, rss_rows, segment, slow)
     out.write_text(
