@@ -206,6 +206,7 @@ def main() -> None:
         "# Counter backends (`scripts/bench_backends.py`)\n\n"
         f"Command: `python scripts/bench_backends.py --calls {args.calls}`. One process per "
         "row, fresh namespace; timer overhead (~60-100 ns) included.\n\n"
+        f"Run {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC. "
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}, {platform.platform()}; load average at the end: {load}."
         "\n\n" + table + "\n\n" + BASES + "\n" + libc_independence()
