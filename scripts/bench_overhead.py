@@ -51,7 +51,7 @@ def _plain_client(cluster: Cluster, node: Any) -> Any:
 
 
 def _run(client: Any, calls: int) -> tuple[float, float]:
-    """(wall seconds, client CPU seconds) for ``calls`` sequential GetItem calls."""
+    """(wall seconds, this process's CPU seconds) for ``calls`` sequential GetItem calls."""
     get_item: Callable[..., Any] = client.get_item
     wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(calls):
@@ -137,7 +137,7 @@ def _bench_cluster(
             for ns in namespaces:
                 with contextlib.suppress(Exception):
                     _fleet.cleanup(ns)
-    rows = [("client", "req/s", "ratio (IQR)", "client CPU us/call", "header B", "vs plain")]
+    rows = [("client", "req/s", "ratio (IQR)", "process CPU us/call", "header B", "vs plain")]
     base_headers = headers[PLAIN]
     for name, r in results.items():
         rows.append((
@@ -218,8 +218,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{env}.\n\n"
         "The null backend answers at once, so the numbers measure client-side work plus the "
         "loopback round trip. *ratio* is the median, over interleaved block pairs, of "
-        "(plain boto3 block time / this client's block time): 1.0 = no overhead. *client CPU* "
-        "is this process's CPU time per call (insensitive to server scheduling). Header bytes "
+        "(plain boto3 block time / this client's block time): 1.0 = no overhead. *process CPU* "
+        "is this process's CPU time per call: the client's, plus the emulator's control server "
+        "(it runs here and logs every request a node serves), the same for every client; the "
+        "client's own cost, alone, is section 3 and 3b of `python scripts/bench_compare.py`. "
+        "Header bytes "
         "are the median size of the request header block received by the emulator; SigV4 is "
         "enforced and verified on every request.\n\n"
         "## One node: the cost of the client itself\n\n"
