@@ -57,11 +57,11 @@ from alternator_shm.errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_NUM_POOLS",
+    "EnvironmentProxies",
     "Transport",
     "TransportOptions",
     "environment_proxy_for",
     "open_key_log",
-    "proxy_environment",
 ]
 
 log = logging.getLogger(__name__)
@@ -89,15 +89,6 @@ _PROXY_VARIABLES = (
 )
 
 
-def proxy_environment() -> tuple[str | None, ...]:
-    """The proxy variables' values: a cheap key that changes when the proxies may have.
-
-    The full look-up (:func:`environment_proxy_for`) reads every environment variable, some
-    0.5 ms; the transports redo it per node only after this key changes.
-    """
-    return tuple(os.environ.get(name) for name in _PROXY_VARIABLES)
-
-
 def environment_proxy_for(url: str) -> str | None:
     """The proxy HTTP(S)_PROXY names for ``url``, NO_PROXY applied; None for none.
 
@@ -107,6 +98,31 @@ def environment_proxy_for(url: str) -> str | None:
     env = botocore.utils.get_environ_proxies(url)
     proxy = botocore.httpsession.ProxyConfiguration(proxies=env).proxy_url_for(url)
     return proxy or None
+
+
+class EnvironmentProxies:
+    """:func:`environment_proxy_for` per node, looked up once and again after a change.
+
+    The full look-up reads every environment variable (some 0.5 ms per attempt otherwise);
+    the proxy variables' values are a cheap key that changes when the answer may have, so a
+    proxy set or unset later applies from the next attempt. Thread-safe: a race only repeats
+    a look-up.
+    """
+
+    def __init__(self) -> None:
+        self._environment: tuple[str | None, ...] = ()
+        self._by_node: dict[tuple[str, str], str | None] = {}
+
+    def proxy_for(self, url: str) -> str | None:
+        environment = tuple(os.environ.get(name) for name in _PROXY_VARIABLES)
+        if environment != self._environment:
+            self._environment = environment
+            self._by_node = {}
+        by_node = self._by_node
+        node = urlsplit(url)[:2]  # (scheme, netloc)
+        if node not in by_node:
+            by_node[node] = environment_proxy_for(url)
+        return by_node[node]
 
 
 @dataclass(frozen=True)
@@ -431,9 +447,7 @@ def _timeout(value: float | tuple[float, float] | None) -> urllib3.Timeout | Non
 class _ProcessState:
     """The connections of one process: never used by another one."""
 
-    __slots__ = (
-        "manager", "pid", "proxy_environment", "proxy_for", "proxy_managers", "ssl_context",
-    )
+    __slots__ = ("manager", "pid", "proxy_for", "proxy_managers", "ssl_context")
 
     def __init__(self, pid: int, manager: urllib3.PoolManager, context: Any) -> None:
         self.pid = pid
@@ -441,7 +455,6 @@ class _ProcessState:
         self.ssl_context = context
         self.proxy_managers: dict[str, urllib3.ProxyManager] = {}
         self.proxy_for: dict[tuple[str, str], str | None] = {}
-        self.proxy_environment: tuple[str | None, ...] = ()
 
 
 class Transport:
@@ -465,6 +478,7 @@ class Transport:
             proxies=dict(options.proxies) if options.proxies is not None else None,
             proxies_settings=dict(options.proxies_config),
         )
+        self._environment_proxies = EnvironmentProxies()
         self._lock = ForkSafeLock()
         self._st: _ProcessState | None = None
         self._warned_insecure = False
@@ -529,20 +543,12 @@ class Transport:
 
     def _proxy_url(self, st: _ProcessState, url: str) -> str | None:
         if self.options.proxies is None:
-            environment = proxy_environment()
-            if environment != st.proxy_environment:  # looked up again after a change
-                st.proxy_environment = environment
-                st.proxy_for = {}
-        parts = urlsplit(url)
-        key = (parts.scheme, parts.netloc)
-        if key in st.proxy_for:
-            return st.proxy_for[key]
-        if self.options.proxies is None:
-            proxy = environment_proxy_for(url)
-        else:
-            proxy = self._proxies.proxy_url_for(url)
-        st.proxy_for[key] = proxy or None
-        return proxy or None
+            # botocore without Config(proxies=...): the environment's proxies, NO_PROXY applied.
+            return self._environment_proxies.proxy_for(url)
+        key = urlsplit(url)[:2]
+        if key not in st.proxy_for:
+            st.proxy_for[key] = self._proxies.proxy_url_for(url) or None
+        return st.proxy_for[key]
 
     def _proxy_manager(self, st: _ProcessState, proxy_url: str) -> urllib3.ProxyManager:
         manager = st.proxy_managers.get(proxy_url)

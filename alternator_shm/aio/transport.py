@@ -26,7 +26,6 @@ import os
 import socket
 import ssl
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import botocore.awsrequest
@@ -39,11 +38,10 @@ from alternator_shm._decode import decode_answer
 from alternator_shm.errors import ConfigurationError
 from alternator_shm.transport import (
     BufferedBody,
+    EnvironmentProxies,
     TransportOptions,
     _socket_options,
     _ssl_context,
-    environment_proxy_for,
-    proxy_environment,
 )
 
 __all__ = ["AsyncTransport"]
@@ -113,9 +111,7 @@ class AsyncTransport:
         self._users: dict[asyncio.AbstractEventLoop, int] = {}
         self._ssl: ssl.SSLContext | None = None
         self._warned_insecure = False
-        # Nodes found to need no proxy, valid while the proxy variables stay as they were.
-        self._direct: set[tuple[str, str]] = set()
-        self._proxy_environment: tuple[str | None, ...] = ()
+        self._environment_proxies = EnvironmentProxies()
 
     # -- sessions ------------------------------------------------------------------------------
 
@@ -210,22 +206,13 @@ class AsyncTransport:
         The sync client honours the environment's proxies per node, as botocore does per
         endpoint; this client cannot use a proxy, so it must stop the call, never bypass the
         proxy silently (for a node discovered after the client was created too, or once the
-        environment has changed). The full look-up reads every environment variable (some
-        0.5 ms); it runs once per node and again only when a proxy variable changes.
+        environment has changed).
         """
-        environment = proxy_environment()
-        if environment != self._proxy_environment:
-            self._proxy_environment = environment
-            self._direct = set()
-        node = urlsplit(url)[:2]
-        if node in self._direct:
-            return
-        if environment_proxy_for(url) is not None:
+        if self._environment_proxies.proxy_for(url) is not None:
             raise ConfigurationError(
                 f"HTTP(S)_PROXY applies to {url} but new_async_dynamodb_client does not "
                 "support proxies yet; use new_dynamodb_client, or add the node to NO_PROXY"
             )
-        self._direct.add(node)
 
     async def send(
         self,
