@@ -46,7 +46,7 @@ from alternator_shm.fleet.failsoft import FailSoftFleet, default_shm_dir
 from alternator_shm.fleet.health import HealthSettings
 from alternator_shm.fleet.schedule import DEFAULT as _SCHEDULE
 from alternator_shm.fleet.schedule import seconds
-from alternator_shm.hooks import HookOptions, register_hooks, skip_sdk_user_agent_builds
+from alternator_shm.hooks import HookOptions, register_hooks
 from alternator_shm.routing import Router
 from alternator_shm.transport import Transport, TransportOptions, environment_proxy_for
 
@@ -801,19 +801,16 @@ class Helper:
                 if transport is None:
                     transport = self._async_transports[options] = AsyncTransport(options)
             transport.prepare()  # a bad CA bundle, client cert or key log is refused now
-            hook_options = self._hook_options(config, user_config)
             register_async_hooks(
                 client.meta.events,
                 router=self._router,
                 transport=transport,
-                options=hook_options,
+                options=self._hook_options(config, user_config),
                 timeout=_timeouts(config),
                 table_ready=self._router.table_ready,
                 affinity=self._affinity,
                 client=client,
             )
-            # as register_hooks does for the sync client
-            skip_sdk_user_agent_builds(client, hook_options.wire_user_agent)
             transport.acquire()
             try:
                 yield client

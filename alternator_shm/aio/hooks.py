@@ -24,7 +24,13 @@ import botocore.hooks
 
 from alternator_shm.affinity import Affinity, DescribeTable
 from alternator_shm.aio.transport import AsyncTransport
-from alternator_shm.hooks import HookOptions, Router, _Handlers, skip_sdk_retry_headers
+from alternator_shm.hooks import (
+    HookOptions,
+    Router,
+    _Handlers,
+    skip_sdk_retry_headers,
+    skip_sdk_user_agent_builds,
+)
 
 __all__ = ["register_async_hooks"]
 
@@ -113,6 +119,8 @@ def register_async_hooks(
     )
     sync_handlers = _Handlers(router, None, options, timeout, affinity, describe)
     handlers = _AsyncHandlers(sync_handlers, transport, table_ready)
+    if client is not None:
+        skip_sdk_user_agent_builds(client, options.wire_user_agent)
     if options.optimize_headers:
         skip_sdk_retry_headers(events)
     if affinity is not None:
