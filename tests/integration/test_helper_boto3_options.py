@@ -27,6 +27,7 @@ from test_helper_support import (
     header,
     make_helper,
     module_cluster,
+    plain_client,
     unique_namespace,
 )
 
@@ -43,18 +44,6 @@ pytestmark = pytest.mark.usefixtures("clean_cluster")
 
 
 tls_cluster = module_cluster("tls_cluster", nodes=3, users=USERS, backend="null", https=True)
-
-
-def _plain(cluster: Any, **kwargs: Any) -> Any:
-    key, secret = cluster_credentials(cluster)
-    kwargs.setdefault("endpoint_url", cluster.nodes[0].url)
-    return boto3.Session().client(  # a new session: boto3's default one caches the environment
-        "dynamodb",
-        region_name="alternator",
-        aws_access_key_id=key,
-        aws_secret_access_key=secret,
-        **kwargs,
-    )
 
 
 def _ok(client: Any) -> bool:
@@ -88,7 +77,7 @@ def test_verify(tls_cluster: Any, untrusted_env: Any, verify: str) -> None:
         kwargs["verify"] = False
     elif verify == "ca-file":
         kwargs["verify"] = tls_cluster.ca_file
-    expected = _ok(_plain(tls_cluster, **kwargs))
+    expected = _ok(plain_client(tls_cluster, **kwargs))
     assert expected is (verify != "default")
     with _tls_helper(tls_cluster) as h:
         assert _ok(h.new_dynamodb_client(**kwargs)) is expected
@@ -105,7 +94,7 @@ def test_ca_bundle_from_environment_and_config_file(
         untrusted_env.setenv("AWS_CONFIG_FILE", str(config))
     else:
         untrusted_env.setenv(source, tls_cluster.ca_file)
-    assert _ok(_plain(tls_cluster, config=ONE_ATTEMPT))
+    assert _ok(plain_client(tls_cluster, config=ONE_ATTEMPT))
     with _tls_helper(tls_cluster) as h:
         # discovery trusts it too, not only the API clients
         assert sorted(h.update_live_nodes()) == sorted(n.url.rstrip("/") for n in tls_cluster.nodes)
@@ -227,7 +216,7 @@ def _api_seen(proxy: _Proxy) -> list[tuple[str, str, dict[str, str]]]:
 def test_proxies_forward_http(cluster: Any, proxy: _Proxy) -> None:
     url = proxy.url.replace("http://", "http://user:pa%20ss@")
     config = Config(proxies={"http": url})
-    plain = _plain(cluster, config=config)
+    plain = plain_client(cluster, config=config)
     for _ in range(3):
         plain.get_item(TableName=TABLE, Key=KEY)
     expected = [(m, t.startswith("http://"), "Proxy-Authorization" in h) for m, t, h in proxy.seen]
@@ -253,7 +242,7 @@ def test_proxies_forward_http(cluster: Any, proxy: _Proxy) -> None:
 
 def test_proxies_connect_tunnel_https(tls_cluster: Any, proxy: _Proxy) -> None:
     config = Config(proxies={"https": proxy.url})
-    plain = _plain(tls_cluster, config=config, verify=tls_cluster.ca_file)
+    plain = plain_client(tls_cluster, config=config, verify=tls_cluster.ca_file)
     plain.get_item(TableName=TABLE, Key=KEY)
     assert [m for m, _, _ in proxy.seen] == ["CONNECT"]
     proxy.seen.clear()
@@ -274,7 +263,7 @@ def test_proxy_from_environment(
     monkeypatch.setenv("HTTP_PROXY", proxy.url)
     for name in ("NO_PROXY", "no_proxy", "http_proxy"):
         monkeypatch.delenv(name, raising=False)
-    _plain(cluster).get_item(TableName=TABLE, Key=KEY)
+    plain_client(cluster).get_item(TableName=TABLE, Key=KEY)
     plain_count = len(proxy.seen)
     proxy.seen.clear()
     with make_helper(cluster) as h:
@@ -288,7 +277,7 @@ def test_proxy_from_environment(
     # NO_PROXY is honoured per node, as botocore applies it (host names, not CIDR ranges).
     monkeypatch.setenv("NO_PROXY", ",".join(cluster.seeds))
     proxy.seen.clear()
-    _plain(cluster).get_item(TableName=TABLE, Key=KEY)
+    plain_client(cluster).get_item(TableName=TABLE, Key=KEY)
     with make_helper(cluster) as h:
         h.new_dynamodb_client().get_item(TableName=TABLE, Key=KEY)
     assert proxy.seen == []
@@ -313,7 +302,7 @@ def _keepalive_flags(port: int) -> set[int]:
 
 @pytest.mark.parametrize("keepalive", [True, False])
 def test_tcp_keepalive(cluster: Any, keepalive: bool) -> None:
-    plain = _plain(cluster, config=Config(tcp_keepalive=keepalive))
+    plain = plain_client(cluster, config=Config(tcp_keepalive=keepalive))
     plain.get_item(TableName=TABLE, Key=KEY)
     assert _keepalive_flags(cluster.port) == {int(keepalive)}
     plain.close()
@@ -369,8 +358,8 @@ def test_max_pool_connections_per_client_and_per_helper(slow_node: Any) -> None:
     slow_node.nodes[0].inject_fault("latency", delay=0.5, count=100_000)
     try:
         big = Config(max_pool_connections=40)
-        assert _pool_full_warnings(_plain(slow_node, config=big)) == 0
-        assert _pool_full_warnings(_plain(slow_node)) > 0
+        assert _pool_full_warnings(plain_client(slow_node, config=big)) == 0
+        assert _pool_full_warnings(plain_client(slow_node)) > 0
         with make_helper(slow_node) as h:
             assert _pool_full_warnings(h.new_dynamodb_client(config=big)) == 0
             assert _pool_full_warnings(h.new_dynamodb_client()) > 0
@@ -389,7 +378,7 @@ def _user_agents(cluster: Any) -> list[str | None]:
 
 def test_user_agent_extras_follow_our_token(cluster: Any) -> None:
     config = Config(user_agent_extra="extra/7 (x)", user_agent_appid="my app#1")
-    _plain(cluster, config=config).get_item(TableName=TABLE, Key=KEY)
+    plain_client(cluster, config=config).get_item(TableName=TABLE, Key=KEY)
     (plain,) = _user_agents(cluster)
     assert plain is not None and " app/my-app#1 " in plain and plain.endswith(" extra/7 (x)")
     cluster.clear_logs()
@@ -408,7 +397,7 @@ def test_user_agent_extras_follow_our_token(cluster: Any) -> None:
 
 def test_user_agent_override_is_exactly_botocores(cluster: Any) -> None:
     config = Config(user_agent="legacy/1.0", user_agent_extra="more/2")
-    _plain(cluster, config=config).get_item(TableName=TABLE, Key=KEY)
+    plain_client(cluster, config=config).get_item(TableName=TABLE, Key=KEY)
     with make_helper(cluster) as h:
         h.new_dynamodb_client(config=config).get_item(TableName=TABLE, Key=KEY)
     plain, ours = _user_agents(cluster)
@@ -439,14 +428,14 @@ def _outcome(client: Any) -> str:
 
 def test_parameter_validation_and_api_version(cluster: Any) -> None:
     loose = Config(parameter_validation=False)
-    expected = [_outcome(_plain(cluster)), _outcome(_plain(cluster, config=loose))]
+    expected = [_outcome(plain_client(cluster)), _outcome(plain_client(cluster, config=loose))]
     assert expected[0] == "ParamValidationError" != expected[1]
     with make_helper(cluster) as h:
         got = [_outcome(h.new_dynamodb_client()), _outcome(h.new_dynamodb_client(config=loose))]
         assert got == expected
         h.new_dynamodb_client(api_version="2012-08-10").get_item(TableName=TABLE, Key=KEY)
         with pytest.raises(botocore.exceptions.DataNotFoundError):
-            _plain(cluster, api_version="1999-01-01")
+            plain_client(cluster, api_version="1999-01-01")
         with pytest.raises(botocore.exceptions.DataNotFoundError):
             h.new_dynamodb_client(api_version="1999-01-01")
 

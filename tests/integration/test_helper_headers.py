@@ -10,14 +10,13 @@ import re
 import statistics
 from typing import Any
 
-import boto3
 import pytest
 from test_helper_support import (
     all_api_entries,
-    cluster_credentials,
     header,
     make_helper,
     module_cluster,
+    plain_client,
 )
 
 USERS = {"hdr-key": "hdr-secret"}
@@ -27,17 +26,6 @@ BIG_ITEM = {"p": {"S": "key-2"}, "v": {"S": "alternator " * 500}}  # ~5.5 kB, co
 
 
 cluster = module_cluster(nodes=3, users=USERS, backend="null")
-
-
-def _plain_client(cluster: Any) -> Any:
-    key, secret = cluster_credentials(cluster)
-    return boto3.client(
-        "dynamodb",
-        endpoint_url=cluster.nodes[0].url,
-        region_name="alternator",
-        aws_access_key_id=key,
-        aws_secret_access_key=secret,
-    )
 
 
 def _workload(client: Any) -> None:
@@ -98,7 +86,7 @@ def _measure(cluster: Any, **options: Any) -> tuple[dict[str, float], dict[str, 
 
 def test_optimize_headers_halves_header_bytes_and_still_authenticates(cluster: Any) -> None:
     cluster.clear_logs()
-    _workload(_plain_client(cluster))
+    _workload(plain_client(cluster))
     plain = _header_bytes(cluster)
     assert set(plain) == {"GetItem", "PutItem", "PutItem-big"}
 
@@ -119,7 +107,7 @@ def test_optimize_headers_halves_header_bytes_and_still_authenticates(cluster: A
 def test_optimize_headers_with_compression(cluster: Any, compression: dict[str, Any]) -> None:
     """Everything but the compression headers themselves is still cut by half."""
     cluster.clear_logs()
-    _workload(_plain_client(cluster))
+    _workload(plain_client(cluster))
     plain = _header_bytes(cluster)
 
     total, rest = _measure(cluster, optimize_headers=True, **compression)

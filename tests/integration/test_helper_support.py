@@ -42,6 +42,23 @@ def cluster_credentials(cluster: Any) -> tuple[str, str]:
     return (key, secret)
 
 
+def plain_client(cluster: Any, **kwargs: Any) -> Any:
+    """A plain boto3 DynamoDB client on the cluster's first node (``endpoint_url``), with its
+    credentials: what a Helper client is compared with. A new session each time: boto3's
+    default one caches the environment (proxies, for one)."""
+    import boto3
+
+    key, secret = cluster_credentials(cluster)
+    kwargs.setdefault("endpoint_url", cluster.nodes[0].url)
+    return boto3.Session().client(
+        "dynamodb",
+        region_name="alternator",
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+        **kwargs,
+    )
+
+
 def helper_options(cluster: Any, **overrides: Any) -> dict[str, Any]:
     """Options that reach ``cluster`` with its credentials, a fresh namespace, fast refresh."""
     options: dict[str, Any] = {

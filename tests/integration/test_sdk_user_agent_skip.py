@@ -10,12 +10,16 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import botocore.awsrequest
 import botocore.useragent
 import pytest
 from botocore.config import Config
-from test_helper_support import all_api_entries, cluster_credentials, header, make_helper
+from test_helper_support import (
+    all_api_entries,
+    header,
+    make_helper,
+    plain_client,
+)
 
 from alternator_shm import __version__
 from alternator_shm.emulator import Cluster
@@ -32,14 +36,6 @@ def cluster() -> Iterator[Any]:
         yield c
 
 
-def _plain(cluster: Any) -> Any:
-    key, secret = cluster_credentials(cluster)
-    return boto3.Session().client(
-        "dynamodb", endpoint_url=cluster.nodes[0].url, region_name="alternator",
-        aws_access_key_id=key, aws_secret_access_key=secret,
-    )
-
-
 def _rebuilds(client: Any) -> bool:
     """True if botocore's request-created User-Agent rebuild is still registered on ``client``:
     emitting the event replaces a marker User-Agent with botocore's string."""
@@ -54,7 +50,7 @@ def _rebuilds(client: Any) -> bool:
 
 
 def test_plain_client_keeps_the_rebuild_and_ours_skip_it(cluster: Any) -> None:
-    assert _rebuilds(_plain(cluster))
+    assert _rebuilds(plain_client(cluster))
     with make_helper(cluster) as h:
         client = h.new_dynamodb_client()
         assert not _rebuilds(client)
@@ -120,7 +116,7 @@ def ua_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_no_user_agent_is_built_per_call(
     cluster: Any, ua_builds: list[int], optimize: bool
 ) -> None:
-    plain = _plain(cluster)
+    plain = plain_client(cluster)
     plain.get_item(TableName=TABLE, Key=KEY)
     before = ua_builds[0]
     plain.get_item(TableName=TABLE, Key=KEY)

@@ -18,10 +18,10 @@ import pytest
 from botocore.config import Config
 from test_helper_support import (
     all_api_entries,
-    cluster_credentials,
     header,
     make_helper,
     module_cluster,
+    plain_client,
 )
 
 from alternator_shm import __version__
@@ -82,14 +82,6 @@ def proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[_RefusingProxy]:
     p.close()
 
 
-def _plain(cluster: Any, **kwargs: Any) -> Any:
-    key, secret = cluster_credentials(cluster)
-    return boto3.Session().client(
-        "dynamodb", endpoint_url=cluster.nodes[0].url, region_name="alternator",
-        aws_access_key_id=key, aws_secret_access_key=secret, **kwargs,
-    )
-
-
 def _call(client: Any) -> str:
     try:
         client.get_item(TableName=TABLE, Key=KEY)
@@ -106,7 +98,7 @@ def test_http_proxy_set_later_applies_to_a_client_created_after_it(
         assert _call(before) == "ok"  # direct: no proxy yet
         monkeypatch.setenv("HTTP_PROXY", proxy.url)
         # plain boto3: a client made now goes through the proxy
-        _call(_plain(cluster, config=ONE_ATTEMPT))
+        _call(plain_client(cluster, config=ONE_ATTEMPT))
         assert proxy.api_calls() == 1
         # ours: a client made now (same transport options) must too; it goes direct
         _call(h.new_dynamodb_client(config=ONE_ATTEMPT))
@@ -124,7 +116,7 @@ def test_http_proxy_unset_later_is_not_used_by_a_client_created_after_it(
         _call(h.new_dynamodb_client(config=ONE_ATTEMPT))  # through the proxy: 502
         assert proxy.api_calls() == 1
         monkeypatch.delenv("HTTP_PROXY")
-        assert _call(_plain(cluster, config=ONE_ATTEMPT)) == "ok"  # plain: direct now
+        assert _call(plain_client(cluster, config=ONE_ATTEMPT)) == "ok"  # plain: direct now
         assert _call(h.new_dynamodb_client(config=ONE_ATTEMPT)) == "ok"
         assert proxy.api_calls() == 1
 
