@@ -1,4 +1,5 @@
-"""The clients the benchmark scripts compare, built the same way everywhere.
+"""The clients the benchmark scripts compare, built the same way everywhere, and the markdown
+table they write.
 
 Imports nothing heavy at module level (each client kind imports its own library when it is
 built), so a process measuring one kind's memory carries only that kind's code: spawned
@@ -119,3 +120,10 @@ def rss_main() -> None:
         rss = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
     close()
     print(rss)
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)

@@ -35,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _bench_clients import KEY, TABLE, USERS, Target, make_client
+from _bench_clients import KEY, TABLE, USERS, Target, make_client, table
 
 from alternator_shm import __version__
 from alternator_shm import fleet as _fleet
@@ -149,12 +149,6 @@ def run_phase(
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def shares_over_time(

@@ -52,7 +52,7 @@ from typing import Any
 
 import boto3
 import botocore
-from _bench_clients import KEY, TABLE, USERS, Target, make_async_client, make_client
+from _bench_clients import KEY, TABLE, USERS, Target, make_async_client, make_client, table
 
 from alternator_shm import Helper, __version__
 from alternator_shm import fleet as _fleet
@@ -533,12 +533,6 @@ def summary(
 
 
 # -- output -----------------------------------------------------------------------------------
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def plot(path: Path, title: str, labels: list[str], values: list[float], unit: str) -> None:
