@@ -27,11 +27,11 @@ import argparse
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+
+from alternator_shm.cli import _numbers
 
 OUT = Path(__file__).resolve().parent.parent / "benchmarks" / "many_hosts.md"
 
@@ -86,29 +86,12 @@ def join_delay(pollers: int, interval: float, rng: np.random.Generator) -> float
     return float(phases.max())
 
 
-def _bounded(kind: Callable[[str], Any], minimum: float) -> Callable[[str], Any]:
-    """An argparse type: ``kind(text)``, refused below ``minimum``."""
-
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
-            ) from None
-        if not value >= minimum:
-            raise argparse.ArgumentTypeError(f"expected at least {minimum}, got {text!r}")
-        return value
-
-    return parse
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--nodes", type=_bounded(int, 1), default=12, help="cluster nodes")
-    parser.add_argument("--seconds", type=_bounded(int, 2), default=60,
+    parser.add_argument("--nodes", type=_numbers.integer(1, 1000), default=12, help="cluster nodes")
+    parser.add_argument("--seconds", type=_numbers.integer(2, 86400), default=60,
                         help="simulated seconds (at least 2)")
-    parser.add_argument("--refresh", type=_bounded(float, 0.01), default=1.0,
+    parser.add_argument("--refresh", type=_numbers.seconds(0.01, 3600), default=1.0,
                         help="refresh_interval, s")
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args()
