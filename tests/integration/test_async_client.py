@@ -454,34 +454,44 @@ def test_the_environment_proxy_look_up_runs_once_per_node_not_per_attempt(
     cluster: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The full look-up reads every environment variable (about a fifth of an attempt's CPU
-    # when it ran per attempt); it must run once per node, and again after a change.
+    # when it ran per attempt); it must run once per node, and again after a change. Only the
+    # event loop's thread is counted: the refresher's discovery fetches (another thread, its
+    # own sync transport) look up too, and a change of NO_PROXY lands in its next poll.
     import botocore.utils
 
+    loop_thread = threading.get_ident()
     looked_up: list[str] = []
     original = botocore.utils.get_environ_proxies
 
     def counting(url: str) -> Any:
-        looked_up.append(url)
+        if threading.get_ident() == loop_thread:
+            looked_up.append(url)
         return original(url)
 
     monkeypatch.setattr(botocore.utils, "get_environ_proxies", counting)
     with make_helper(cluster) as h:
         nodes = len(h.live_nodes())
+        phases: list[list[str]] = []
 
         async def main() -> None:
             async with h.new_async_dynamodb_client() as ddb:
                 for _ in range(3 * nodes):
                     await ddb.list_tables()
+                phases.append(looked_up[:])
                 looked_up.clear()
                 no_proxy = os.environ.get("NO_PROXY")
                 monkeypatch.setenv("NO_PROXY", f"{no_proxy},example.invalid" if no_proxy
                                    else "example.invalid")
                 for _ in range(3 * nodes):
                     await ddb.list_tables()
+                phases.append(looked_up[:])
 
         looked_up.clear()
         asyncio.run(main())
-    assert len(looked_up) == nodes  # after the change: once per node again
+    before, after = phases
+    attempts = [url for url in before if url.endswith("/")]  # the rest: checks at creation
+    assert len(set(attempts)) == len(attempts) == nodes  # once per node
+    assert len(set(after)) == len(after) == nodes  # after the change: once per node again
 
 
 def test_a_no_proxy_variable_alone_is_not_a_proxy(
