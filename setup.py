@@ -2,7 +2,8 @@
 
 ``optional=True``: an install without a C compiler still succeeds and falls back to libatomic
 through ctypes, then to the flock backend (see ``alternator_shm/fleet/counter.py``); without
-``_mapguard``, a segment truncated underneath a process kills it (``fleet/mapguard.py``).
+``_mapguard``, a segment truncated underneath a process kills it (``fleet/mapguard.py``); without
+``_pidcache``, every fork check is an ``os.getpid()`` system call (``_forkmark.py``).
 """
 
 from setuptools import Extension, setup
@@ -12,6 +13,11 @@ setup(
         Extension(
             "alternator_shm.fleet._atomic",
             sources=["alternator_shm/fleet/_atomic.c"],
+            optional=True,
+        ),
+        Extension(
+            "alternator_shm._pidcache",
+            sources=["alternator_shm/_pidcache.c"],
             optional=True,
         ),
         Extension(

@@ -11,6 +11,11 @@ means "still the same process". A random 64-bit token, not the pid: a reused pid
 
 Where the advice is unavailable (another OS, an old kernel, an unknown architecture) the token
 is the pid and :data:`current` is ``os.getpid``: the same check, at the system call's price.
+
+:data:`getpid` is ``os.getpid`` for code that needs the number itself (or compares pids it
+stored): with the optional ``_pidcache`` extension and a wiped page it is answered from memory
+while the mark holds the token stored beside the cached pid (about 0.05 µs against the system
+call's 0.2), and asks the kernel again in every new child.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import platform
 import secrets
 from collections.abc import Callable
 
-__all__ = ["address", "current", "kernel_wiped", "token"]
+__all__ = ["address", "current", "getpid", "kernel_wiped", "pid_cached", "token"]
 
 # MADV_WIPEONFORK is 18 in asm-generic (every architecture below); Python builds against old
 # headers lack the constant.
@@ -64,6 +69,23 @@ address: int | None = _page[1] if _page is not None else None
 current: Callable[[], int] = (
     functools.partial(_word.__getitem__, 0) if _word is not None else os.getpid
 )
+
+
+def _pid_function() -> Callable[[], int]:
+    if address is None:
+        return os.getpid
+    try:
+        from alternator_shm import _pidcache
+    except ImportError:  # installed without a C compiler
+        return os.getpid
+    _pidcache.bind(address)
+    return _pidcache.getpid
+
+
+#: ``os.getpid()``, asked of the kernel only after a fork when :data:`pid_cached`.
+getpid: Callable[[], int] = _pid_function()
+#: True if :data:`getpid` answers from memory between forks.
+pid_cached = getpid is not os.getpid
 
 
 def token() -> int:

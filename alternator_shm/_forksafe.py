@@ -6,7 +6,8 @@ re-entrant lock *per process id*:
 
 * ``os.register_at_fork(after_in_child=...)`` gives every instance a new lock right after a
   Python-level fork (``os.fork``, multiprocessing, gunicorn);
-* every use also looks the lock up by ``os.getpid()``, which covers forks made from C without
+* every use also looks the lock up by the process id (``_forkmark.getpid``: ``os.getpid()``
+  without its system call between forks), which covers forks made from C without
   Python's at-fork hooks (uWSGI, some embedding servers). The lock of a new pid is installed with
   ``dict.setdefault``, atomic under the GIL, so two threads of a child racing on first use still
   share one lock.
@@ -20,6 +21,8 @@ from __future__ import annotations
 import os
 import threading
 import weakref
+
+from alternator_shm._forkmark import getpid as _getpid
 
 __all__ = ["ForkSafeLock"]
 
@@ -36,11 +39,11 @@ class ForkSafeLock:
     __slots__ = ("__weakref__", "_locks")
 
     def __init__(self) -> None:
-        self._locks: dict[int, threading.RLock] = {os.getpid(): threading.RLock()}
+        self._locks: dict[int, threading.RLock] = {_getpid(): threading.RLock()}
         _instances.add(self)
 
     def _current(self) -> threading.RLock:
-        pid = os.getpid()
+        pid = _getpid()
         lock = self._locks.get(pid)
         if lock is None:
             # First use in a process forked without at-fork hooks: one winner among racing
@@ -57,7 +60,7 @@ class ForkSafeLock:
         self._current().release()
 
     def _reset(self) -> None:
-        self._locks = {os.getpid(): threading.RLock()}
+        self._locks = {_getpid(): threading.RLock()}
 
 
 def _after_fork_in_child() -> None:

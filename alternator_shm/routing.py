@@ -24,7 +24,6 @@ went DOWN cannot touch it afterwards.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
@@ -32,6 +31,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
 
 from alternator_shm import balancing as _balancing
+from alternator_shm._forkmark import getpid as _getpid
 from alternator_shm.errors import NoLiveNodesError
 from alternator_shm.fleet import events as _events
 from alternator_shm.fleet import layout as _layout
@@ -249,7 +249,7 @@ class Router:
         self._path: _PickPath | None = None
 
     def _table(self) -> tuple[str, ...]:
-        pid = os.getpid()
+        pid = _getpid()
         if self._started_pid != pid:
             # First request in this process: join the election. Never earlier, so a pre-fork
             # master that only builds clients starts no thread.
@@ -332,7 +332,7 @@ class Router:
                 node = self._choose_fast(path)
                 if node is not None:
                     return node
-            if self._path is None and self._started_pid == os.getpid():
+            if self._path is None and self._started_pid == _getpid():
                 get_path = getattr(self._fleet, "pick_path", None)
                 self._path = get_path() if get_path is not None else None
         if plan:

@@ -52,6 +52,7 @@ from urllib3.util.ssl_ import create_urllib3_context, is_ipaddress
 
 from alternator_shm import _forksafe
 from alternator_shm._decode import decode_answer
+from alternator_shm._forkmark import getpid as _getpid
 from alternator_shm._forksafe import ForkSafeLock
 from alternator_shm.errors import ConfigurationError
 
@@ -158,7 +159,7 @@ _connections_lock = ForkSafeLock()
 
 
 def _track(conn: Any) -> None:
-    setattr(conn, _PID_ATTR, os.getpid())
+    setattr(conn, _PID_ATTR, _getpid())
     with _connections_lock:
         _connections.add(conn)
 
@@ -187,7 +188,7 @@ def _drop_socket(conn: Any) -> None:
 
 def close_inherited_connections() -> None:
     """Close, in this process, every connection socket inherited from a parent process."""
-    pid = os.getpid()
+    pid = _getpid()
     with _connections_lock:
         inherited = [c for c in _connections if getattr(c, _PID_ATTR, pid) != pid]
         for conn in inherited:
@@ -487,7 +488,7 @@ class Transport:
 
     def _state(self) -> _ProcessState:
         st = self._st
-        pid = os.getpid()
+        pid = _getpid()
         if st is not None and st.pid == pid:
             return st
         with self._lock:
@@ -761,7 +762,7 @@ class Transport:
         """
         with self._lock:
             st, self._st = self._st, None
-        if st is not None and st.pid == os.getpid():
+        if st is not None and st.pid == _getpid():
             st.manager.clear()
             for manager in list(st.proxy_managers.values()):
                 manager.clear()

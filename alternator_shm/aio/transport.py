@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 import ssl
 from typing import Any
@@ -35,6 +34,7 @@ from aiobotocore.awsrequest import AioAWSResponse
 from urllib3.util import SKIP_HEADER
 
 from alternator_shm._decode import decode_answer
+from alternator_shm._forkmark import getpid as _getpid
 from alternator_shm.errors import ConfigurationError
 from alternator_shm.transport import (
     BufferedBody,
@@ -106,7 +106,7 @@ class AsyncTransport:
 
     def __init__(self, options: TransportOptions) -> None:
         self.options = options
-        self._pid = os.getpid()
+        self._pid = _getpid()
         self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
         self._users: dict[asyncio.AbstractEventLoop, int] = {}
         self._ssl: ssl.SSLContext | None = None
@@ -116,7 +116,7 @@ class AsyncTransport:
     # -- sessions ------------------------------------------------------------------------------
 
     def _check_pid(self) -> None:
-        pid = os.getpid()
+        pid = _getpid()
         if pid != self._pid:
             # A forked child never speaks on its parent's sockets, nor closes them.
             self._sessions = {}

@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Protocol
 
+from alternator_shm._forkmark import getpid as _getpid
 from alternator_shm._forksafe import ForkSafeLock
 from alternator_shm.errors import SharedStateError
 from alternator_shm.fleet import layout
@@ -54,7 +55,6 @@ __all__ = [
 ]
 
 _MASK = (1 << 64) - 1
-_getpid = os.getpid
 _SEQ_CST = 5
 
 _lib: ctypes.CDLL | None = None

@@ -32,6 +32,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
+from alternator_shm._forkmark import getpid as _getpid
 from alternator_shm.errors import SharedStateError
 from alternator_shm.fleet import segment
 from alternator_shm.fleet.counter import CounterLockBusy
@@ -69,7 +70,6 @@ _warned: set[tuple[str, str, str]] = set()
 # narrows this to SharedStateError.
 _SHM_ERRORS = (SharedStateError, OSError)
 _Fleet = SharedFleet | StandaloneFleet
-_getpid = os.getpid
 
 
 def _errno_of(exc: BaseException) -> int | None:

@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 
+from alternator_shm._forkmark import getpid as _getpid
 from alternator_shm.errors import SharedStateError
 from alternator_shm.fleet import layout
 from alternator_shm.fleet.segment import Segment
@@ -124,7 +124,7 @@ def commit_section(seg: Segment, timeout: float = _COMMIT_WAIT) -> Iterator[bool
 def _write_leader(words: memoryview, epoch: int, mode: int, now: int) -> None:
     from alternator_shm.fleet.election import process_starttime  # no import cycle at load
 
-    pid = os.getpid()
+    pid = _getpid()
     words[_EPOCH] = epoch
     words[_W(layout.LEADER_MODE_OFF)] = mode
     words[_W(layout.LEADER_START_OFF)] = process_starttime(pid) or 0

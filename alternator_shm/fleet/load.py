@@ -42,11 +42,11 @@ retried after a few seconds: that is how a recovered node gets its share back.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
 
+from alternator_shm._forkmark import getpid as _getpid
 from alternator_shm.fleet import layout
 from alternator_shm.fleet.counter import CounterLockBusy, SharedWords
 from alternator_shm.fleet.health import node_key
@@ -209,7 +209,7 @@ class Load:
         self._words = words
         self._ops = ops
         self._lock = threading.Lock()
-        self._pid = os.getpid()
+        self._pid = _getpid()
         self._outstanding: set[Attempt] = set()
         self._renewer: threading.Thread | None = None
         self._swept_epoch = -1
@@ -223,7 +223,7 @@ class Load:
         self._outstanding = set()
         self._renewer = None
         self._swept_epoch = -1
-        self._pid = os.getpid()
+        self._pid = _getpid()
 
     # -- in flight -------------------------------------------------------------------------------
 
@@ -270,7 +270,7 @@ class Load:
         if index is None or not self._add(index, epoch, +1):
             return Attempt(self, -1, epoch, now)
         attempt = Attempt(self, index, epoch, now)
-        if self._pid != os.getpid():
+        if self._pid != _getpid():
             self._after_fork()
         with self._lock:
             self._outstanding.add(attempt)
@@ -291,7 +291,7 @@ class Load:
     def end(self, attempt: Attempt, answered: bool) -> None:
         """The attempt is over; ``answered``: an HTTP answer came back (its latency counts)."""
         now = time.monotonic_ns()
-        if attempt.index >= 0 and self._pid == os.getpid():
+        if attempt.index >= 0 and self._pid == _getpid():
             with self._lock:
                 self._outstanding.discard(attempt)
                 epoch = attempt.epoch
@@ -305,8 +305,8 @@ class Load:
         while True:
             time.sleep(EPOCH_S / 2)
             with self._lock:
-                if self._pid != os.getpid() or not self._outstanding:
-                    if self._pid == os.getpid():
+                if self._pid != _getpid() or not self._outstanding:
+                    if self._pid == _getpid():
                         self._renewer = None
                     return
                 epoch = _epoch(time.monotonic_ns())
@@ -353,7 +353,7 @@ class Load:
     def outstanding(self) -> int:
         """Attempts of this process now counted (tests, diagnostics)."""
         with self._lock:
-            return len(self._outstanding) if self._pid == os.getpid() else 0
+            return len(self._outstanding) if self._pid == _getpid() else 0
 
 
 class LocalAttempt:
@@ -381,16 +381,16 @@ class LocalLoad:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pid = os.getpid()
+        self._pid = _getpid()
         self._in_flight: dict[str, int] = {}
         self._latency: dict[str, int] = {}
 
     def _check_fork(self) -> None:
-        if self._pid != os.getpid():
+        if self._pid != _getpid():
             self._lock = threading.Lock()
             self._in_flight = {}
             self._latency = {}
-            self._pid = os.getpid()
+            self._pid = _getpid()
 
     def begin_attempt(self, node: str) -> LocalAttempt:
         self._check_fork()

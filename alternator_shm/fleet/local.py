@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass
 from typing import Protocol
 
+from alternator_shm._forkmark import getpid as _getpid
 from alternator_shm.fleet import counter, layout, segment
 from alternator_shm.fleet.counter import AtomicWords, FlockWords, SharedWords
 from alternator_shm.fleet.election import Election
@@ -48,7 +49,7 @@ class LocalState:
         self.namespace = namespace
         self.shm_dir = shm_dir
         self.base = segment.base_name(namespace)
-        self.pid = os.getpid()
+        self.pid = _getpid()
         self.att: Attachment | None = None
         self.stale = False
         self.election = Election()
@@ -127,7 +128,7 @@ class LocalState:
 
 
 _registry: dict[tuple[str, str], LocalState] = {}
-_registry_pid = os.getpid()
+_registry_pid = _getpid()
 
 
 def _reset_after_fork() -> None:
@@ -135,7 +136,7 @@ def _reset_after_fork() -> None:
     for state in list(_registry.values()):
         state.drop_inherited()
     _registry.clear()
-    _registry_pid = os.getpid()
+    _registry_pid = _getpid()
 
 
 def local_state(
@@ -144,7 +145,7 @@ def local_state(
     """This process's :class:`LocalState` for ``namespace`` (created on first use)."""
     lock = segment.registry_lock()
     with lock:
-        if _registry_pid != os.getpid():
+        if _registry_pid != _getpid():
             _reset_after_fork()
         key = (os.path.realpath(shm_dir), segment.base_name(namespace))
         state = _registry.get(key)
@@ -156,14 +157,14 @@ def local_state(
 
 def local_states() -> list[LocalState]:
     with segment.registry_lock():
-        if _registry_pid != os.getpid():
+        if _registry_pid != _getpid():
             _reset_after_fork()
         return list(_registry.values())
 
 
 def existing_local_state(shm_dir: str, base: str) -> LocalState | None:
     with segment.registry_lock():
-        if _registry_pid != os.getpid():
+        if _registry_pid != _getpid():
             return None
         return _registry.get((os.path.realpath(shm_dir), base))
 

@@ -17,13 +17,13 @@ node listed before it serves stays quarantined. What the wait does not see is se
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from alternator_shm._forkmark import getpid as _getpid
 from alternator_shm.fleet.health import Health, HealthSettings, Observation
 
 __all__ = ["Prober"]
@@ -54,7 +54,7 @@ class Prober:
         self._settings = settings
         self._lock = threading.Lock()
         self._settled = threading.Condition(self._lock)
-        self._lock_pid = os.getpid()
+        self._lock_pid = _getpid()
         self._inflight: dict[str, _Probe] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._closed = False  # close() is final: no pool is rebuilt, no probe started
@@ -66,22 +66,22 @@ class Prober:
         held it (a probe logging a timeout, say) would otherwise block on it forever and never
         probe again; the local twin keeps its Prober across forks. Checked by pid, so C-level
         forks are covered too."""
-        if self._lock_pid != os.getpid():
+        if self._lock_pid != _getpid():
             self._lock = threading.Lock()
             self._settled = threading.Condition(self._lock)
             self._inflight = {}
             self._pool = None
-            self._lock_pid = os.getpid()
+            self._lock_pid = _getpid()
         return self._settled
 
     def _executor(self) -> ThreadPoolExecutor:
-        if self._pool is None or self._pid != os.getpid():
+        if self._pool is None or self._pid != _getpid():
             self._inflight = {}  # a fork child inherits none of the parent's probe threads
             self._pool = ThreadPoolExecutor(
                 max_workers=self._settings.probe_concurrency,
                 thread_name_prefix="alternator-shm-probe",
             )
-            self._pid = os.getpid()
+            self._pid = _getpid()
         return self._pool
 
     def cycle(
@@ -173,5 +173,5 @@ class Prober:
             pool, self._pool = self._pool, None
             self._inflight = {}
             self._closed = True
-        if pool is not None and self._pid == os.getpid():
+        if pool is not None and self._pid == _getpid():
             pool.shutdown(wait=False, cancel_futures=True)

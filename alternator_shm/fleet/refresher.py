@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from alternator_shm._forkmark import getpid as _getpid
 from alternator_shm.fleet import events as _events
 from alternator_shm.fleet import fencing, identity, layout, mapguard, table
 from alternator_shm.fleet.health import HealthSettings
@@ -219,7 +219,7 @@ class Refresher:
         self._config = config
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._pid = os.getpid()
+        self._pid = _getpid()
         self._thread = threading.Thread(
             target=self._run, name=f"alternator-shm-refresher-{state.base}", daemon=True
         )
@@ -239,7 +239,7 @@ class Refresher:
         self._thread.start()
 
     def alive(self) -> bool:
-        return self._pid == os.getpid() and self._thread.is_alive() and not self._stop.is_set()
+        return self._pid == _getpid() and self._thread.is_alive() and not self._stop.is_set()
 
     def stop(self, timeout: float = 1.0) -> None:
         """Stop the thread and resign. Whatever the thread is still doing afterwards (a slow
@@ -257,7 +257,7 @@ class Refresher:
 
     def _run(self) -> None:
         failures_logged = 0
-        while not self._stop.is_set() and os.getpid() == self._pid:
+        while not self._stop.is_set() and _getpid() == self._pid:
             delay = self._config.poll_interval
             try:
                 delay = self.step()
@@ -270,7 +270,7 @@ class Refresher:
                 break
             self._wake.wait(delay)
             self._wake.clear()
-        if os.getpid() == self._pid:
+        if _getpid() == self._pid:
             att = self._state.att
             self._state.election.resign(self._owner, att.seg if att is not None else None)
 

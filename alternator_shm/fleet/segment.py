@@ -35,6 +35,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from alternator_shm._forkmark import getpid as _getpid
 from alternator_shm.errors import SharedStateError
 from alternator_shm.fleet import counter, layout, mapguard
 
@@ -129,7 +130,7 @@ class LockFile:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.pid = os.getpid()
+        self.pid = _getpid()
         self.fd = _open_private(path, "lock file", os.O_RDWR | os.O_CREAT)
         try:
             st = _check_owned_file(self.fd, "lock file", path)
@@ -227,7 +228,7 @@ def _lock_path(shm_dir: str, base: str) -> str:
 
 
 _registry_lock = threading.RLock()
-_registry_pid = os.getpid()
+_registry_pid = _getpid()
 _lock_files: dict[str, LockFile] = {}
 
 
@@ -236,7 +237,7 @@ def _reset_registry_after_fork() -> None:
     are not inherited anyway; an explicit unlock through a shared fd could only hurt)."""
     global _registry_lock, _registry_pid
     _registry_lock = threading.RLock()
-    _registry_pid = os.getpid()
+    _registry_pid = _getpid()
     for lf in list(_lock_files.values()):
         lf.close_without_unlocking()
     _lock_files.clear()
@@ -244,7 +245,7 @@ def _reset_registry_after_fork() -> None:
 
 def registry_lock() -> threading.RLock:
     """The process-wide registry lock (re-created lazily after a C-level fork)."""
-    if _registry_pid != os.getpid():
+    if _registry_pid != _getpid():
         _reset_registry_after_fork()
     return _registry_lock
 
@@ -300,7 +301,7 @@ class Segment:
     backend: int
     created: bool
     guard: mapguard.Guard = field(default_factory=lambda: mapguard.Guard(None))
-    pid: int = field(default_factory=os.getpid)
+    pid: int = field(default_factory=_getpid)
 
     @property
     def name(self) -> str:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 
 from alternator_shm import _forkmark
+from alternator_shm._forkmark import getpid as _getpid
 from alternator_shm.errors import DiscoveryError, SharedStateError
 from alternator_shm.fleet import identity, layout, segment
 from alternator_shm.fleet.counter import CounterLockBusy
@@ -31,7 +31,6 @@ __all__ = ["PickPath", "PickSnapshot", "SharedFleet", "cleanup", "cleanup_segmen
 log = logging.getLogger("alternator_shm.fleet")
 
 _W = layout.word_index
-_getpid = os.getpid
 _COUNTER = _W(layout.COUNTER_OFF)
 _ROTATION = _W(layout.ROTATION_OFF)
 _ACTIVITY = _W(layout.ACTIVITY_OFF)

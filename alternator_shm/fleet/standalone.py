@@ -21,12 +21,12 @@ point), gets fresh locks, and restarts the refresher on its first ``start()``.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+from alternator_shm._forkmark import getpid as _getpid
 from alternator_shm.fleet import layout, table
 from alternator_shm.fleet.counter import LocalWords
 from alternator_shm.fleet.health import (
@@ -49,7 +49,6 @@ __all__ = ["StandaloneFleet"]
 
 log = logging.getLogger("alternator_shm.fleet.standalone")
 
-_getpid = os.getpid
 
 
 def _age(now: int, stamp: int) -> float | None:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from alternator_shm._forkmark import getpid as _getpid
 from alternator_shm.fleet import health, layout, load, segment, table
 from alternator_shm.fleet.refresher import read_error
 
@@ -120,7 +121,7 @@ def _leader_pid(shm_dir: str, base: str, words: memoryview, self_leads: bool) ->
     (pid, starttime) pair, so a reused pid does not count) and, for a lock leader, while the
     leader byte is held. OFD locks carry no pid, so the kernel cannot name the holder."""
     if self_leads:
-        return os.getpid()
+        return _getpid()
     from alternator_shm.fleet.election import process_identity  # no import cycle at load
 
     pid = int(words[_W(layout.LEADER_PID_OFF)])

@@ -7,6 +7,7 @@ parent's snapshot (a kernel-wiped mark, no getpid per pick)."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 import sys
@@ -253,24 +254,30 @@ def test_fork_mark_token_is_per_process() -> None:
         before = _forkmark.current()
         return before, _forkmark.token(), os.getpid()
 
-    before, child_token, child_pid = Child(child).result(timeout=30)
-    assert child_token not in (0, token)
-    if _forkmark.kernel_wiped:
-        assert before == 0  # wiped by the kernel, not by an at-fork hook
-    else:
-        assert before == child_token == child_pid
+    # After os.fork, an at-fork hook of ours may already have stored the child's token (asking
+    # _forkmark.getpid); a fork from C runs no hook: there the kernel's wipe is all there is.
+    # PyDLL keeps the GIL across the call.
+    libc_fork = ctypes.PyDLL(None).fork
+    libc_fork.restype = ctypes.c_int
+    for fork in (os.fork, libc_fork):
+        before, child_token, child_pid = Child(child, fork=fork).result(timeout=30)
+        assert child_token not in (0, token) and before != token
+        if not _forkmark.kernel_wiped:
+            assert before == child_token == child_pid
+        elif fork is libc_fork:
+            assert before == 0  # wiped by the kernel, not by an at-fork hook
 
 
 def test_without_wipeonfork_the_mark_is_the_pid(ns) -> None:
     code = (
         "import os; from alternator_shm import _forkmark;"
         "print(_forkmark.kernel_wiped, _forkmark.address, _forkmark.token() == os.getpid(),"
-        " _forkmark.current is os.getpid)"
+        " _forkmark.current is os.getpid, _forkmark.getpid is os.getpid, _forkmark.pid_cached)"
     )
     env = {**os.environ, "ALTERNATOR_SHM_NO_WIPEONFORK": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True, timeout=60).stdout.split()
-    assert out == ["False", "None", "True", "True"]
+    assert out == ["False", "None", "True", "True", "True", "False"]
 
 
 def test_refresh_soon_asks_the_leader_once_and_coalesces(make_fleet) -> None:
