@@ -27,6 +27,12 @@ before its first refresh returned; nothing could notice its death but a second s
 A takeover leader now holds the deputy byte (see ``fleet/election.py``), so its death is seen
 at the next poll.
 
+A chain of leaders each SIGKILLed before its first publish (a loaded machine where a first
+refresh takes about the 1 s between kills) ages the table by the sum of their refreshes: a
+stress run saw 6.8 s after four such leaders. The time from each one's start to its kill is
+work the chaos destroyed and is added to the bound; the time from a kill to the successor is
+not, so a slow noticing of a death still fails the test.
+
 The age bound is a wall-clock promise about processes that run. When the machine is so starved
 that the writers barely progress (fewer than ``STARVED_BELOW`` acknowledged writes in 30 s, a
 tenth of a quiet run's worst), leaders cannot finish a refresh between two SIGKILLs either; the
@@ -137,6 +143,7 @@ def test_chaos_8_workers_kill_stop_and_node_restarts(tmp_path) -> None:
         logs = [str(tmp_path / f"w{i}.log") for i in range(WORKERS)]
         procs: list[Any] = []
         stopped: dict[int, float] = {}  # pid -> monotonic time to SIGCONT
+        killed: dict[int, float] = {}  # pid -> monotonic time of its SIGKILL
         lock = threading.Lock()
 
         ready = ctx.Array("i", WORKERS, lock=False)
@@ -162,17 +169,26 @@ def test_chaos_8_workers_kill_stop_and_node_restarts(tmp_path) -> None:
             last_refreshes = -1
             # (epoch, pid, refreshes at its start, since) of the current leader
             tenure: tuple[Any, Any, int, float] = (None, None, 0, time.monotonic())
+            # the work of leaders SIGKILLed before they published, since the last publish
+            lost = 0.0
             while not stop_monitor.is_set():
                 st = monitor_fleet.stats()
                 if st.leader_epoch != tenure[0]:
                     with lock:
                         was_stopped = tenure[1] in stopped
+                        killed_at = killed.get(tenure[1])
                     if tenure[0] is not None and st.refreshes == tenure[2] and not was_stopped:
                         # that leader published nothing before it was replaced: SIGKILLed
                         # inside its refresh, which took at least its whole tenure
                         samples["longest_refresh"] = max(samples["longest_refresh"],
                                                          time.monotonic() - tenure[3])
+                        if killed_at is not None and killed_at >= tenure[3]:
+                            # its refresh until the kill is lost; the time from the kill to
+                            # its successor is not: noticing a death is the library's job
+                            lost += killed_at - tenure[3]
                     tenure = (st.leader_epoch, st.leader_pid, st.refreshes, time.monotonic())
+                if st.refreshes != last_refreshes:
+                    lost = 0.0
                 if st.refreshes != last_refreshes and st.last_refresh_age_s is not None:
                     if last_refreshes >= 0:
                         # the stamp is the refresh's *start*: seen right after it published,
@@ -207,9 +223,10 @@ def test_chaos_8_workers_kill_stop_and_node_restarts(tmp_path) -> None:
                     age = min(st.last_refresh_age_s, now - uncovered_at)
                     samples["n"] += 1
                     samples["max_age"] = max(samples["max_age"], age)
-                    if age > MAX_AGE + 2 * samples["longest_refresh"]:
+                    if age > MAX_AGE + 2 * samples["longest_refresh"] + lost:
                         violations.append(
-                            f"table {st.last_refresh_age_s:.2f}s old (leader {st.leader_pid} "
+                            f"table {st.last_refresh_age_s:.2f}s old, {lost:.2f}s of it killed "
+                            f"refreshes (leader {st.leader_pid} "
                             f"{st.leader_mode} epoch {st.leader_epoch}, heartbeat "
                             f"{st.leader_heartbeat_age_s}, failures "
                             f"{st.consecutive_refresh_failures}: {st.last_refresh_error}; "
@@ -246,6 +263,7 @@ def test_chaos_8_workers_kill_stop_and_node_restarts(tmp_path) -> None:
                         next_kill = now + 1.0
                         for i, p in enumerate(procs):
                             if p.pid == leader and p.pid not in stopped:
+                                killed[p.pid] = time.monotonic()
                                 os.kill(p.pid, signal.SIGKILL)
                                 p.join(5)
                                 procs[i] = spawn(i)
