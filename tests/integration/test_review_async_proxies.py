@@ -1,0 +1,128 @@
+"""Review findings on the async client's proxies (compared with plain aiobotocore 3.10).
+
+1. Credentials: aiobotocore passes no Proxy-Authorization of its own (it asks botocore for the
+   headers of the *request* URL); aiohttp builds the header from the proxy URL's user:pass
+   (latin-1). Asking botocore for the proxy URL's headers instead encodes them as ASCII, so a
+   proxy password that plain aiobotocore uses fine made every call raise a raw
+   ``UnicodeEncodeError``.
+2. Health: a proxy that cannot be reached is not the node's fault; counting it against every
+   node the proxy serves quarantines the whole cluster host-wide (the health is shared), for
+   the processes that do not use that proxy too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import botocore.exceptions
+import pytest
+from botocore.config import Config
+from test_helper_support import (
+    ForwardProxy,
+    api_seen,
+    cluster_credentials,
+    make_helper,
+    module_cluster,
+)
+
+pytest.importorskip("aiobotocore")
+
+USERS = {"review-key": "review-secret"}
+PROXY_VARIABLES = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY",
+                   "no_proxy")
+
+cluster = module_cluster(nodes=3, users=USERS, backend="null")
+pytestmark = pytest.mark.usefixtures("clean_cluster")
+
+
+@pytest.fixture(autouse=True)
+def no_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    yield sock.getsockname()[1]
+    sock.close()
+
+
+def _plain_calls(target: Any, calls: int, **kwargs: Any) -> None:
+    from aiobotocore.session import get_session
+
+    key, secret = cluster_credentials(target)
+
+    async def main() -> None:
+        async with get_session().create_client(
+            "dynamodb", endpoint_url=target.nodes[0].url, region_name="alternator",
+            aws_access_key_id=key, aws_secret_access_key=secret, **kwargs,
+        ) as ddb:
+            for _ in range(calls):
+                await ddb.list_tables()
+
+    asyncio.run(main())
+
+
+def _helper_calls(h: Any, calls: int, **kwargs: Any) -> None:
+    async def main() -> None:
+        async with h.new_async_dynamodb_client(**kwargs) as ddb:
+            for _ in range(calls):
+                await ddb.list_tables()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("userinfo", ["us%C3%A9r:p%C3%A4ss", "user:", "user", "u:p%40w%23%3A%2F"])
+def test_proxy_credentials_as_plain_aiobotocore_sends_them(
+    cluster: Any, proxy: ForwardProxy, userinfo: str
+) -> None:
+    config = Config(proxies={"http": proxy.url.replace("http://", f"http://{userinfo}@")})
+    _plain_calls(cluster, 1, config=config)
+    expected = [h.get("Proxy-Authorization") for _, _, h in api_seen(proxy)]
+    assert len(expected) == 1
+    proxy.seen.clear()
+    proxy.credentials.clear()
+    with make_helper(cluster) as h:
+        h.live_nodes()
+        _helper_calls(h, 3, config=config)
+        assert [h.get("Proxy-Authorization") for _, _, h in api_seen(proxy)] == expected * 3
+        assert proxy.credentials == [1 if expected[0] else 0] * 3
+
+
+def test_an_unreachable_proxy_does_not_mark_the_nodes_down(
+    cluster: Any, closed_port: int
+) -> None:
+    config = Config(proxies={"http": f"http://127.0.0.1:{closed_port}"},
+                    retries={"total_max_attempts": 3})
+    with make_helper(cluster) as h:
+        nodes = h.live_nodes()
+        for _ in range(3):
+            with pytest.raises(botocore.exceptions.ProxyConnectionError):
+                _helper_calls(h, 1, config=config)
+        per_node = h.stats().per_node
+        # the nodes were never reached: their shared health must not change
+        assert {n: (s.state, s.failures) for n, s in per_node.items()} == {
+            n: ("active", 0) for n in nodes
+        }
+
+
+def test_an_unreachable_proxy_does_not_mark_the_nodes_down_sync(
+    cluster: Any, closed_port: int
+) -> None:
+    config = Config(proxies={"http": f"http://127.0.0.1:{closed_port}"},
+                    retries={"total_max_attempts": 3})
+    with make_helper(cluster) as h:
+        nodes = h.live_nodes()
+        ddb = h.new_dynamodb_client(config=config)
+        for _ in range(3):
+            with pytest.raises(botocore.exceptions.ProxyConnectionError):
+                ddb.list_tables()
+        per_node = h.stats().per_node
+        assert {n: (s.state, s.failures) for n, s in per_node.items()} == {
+            n: ("active", 0) for n in nodes
+        }
