@@ -13,8 +13,10 @@ gives us no say over the TLS context (key log, client certificate from our optio
 * fork safety: a session made in another process is abandoned, never used (its sockets belong
   to the parent);
 * proxies as botocore chooses them per node (``Config(proxies=...)``, else ``HTTP(S)_PROXY`` /
-  ``NO_PROXY`` read again after a change), with ``Proxy-Authorization`` from ``user:pass@``:
-  absolute-form requests for http nodes, a ``CONNECT`` tunnel for https nodes. Only ``http://``
+  ``NO_PROXY`` read again after a change), with ``Proxy-Authorization`` from ``user:pass@``
+  built by aiohttp from the proxy URL, as in aiobotocore (botocore's own header is ASCII-only:
+  a latin-1 password would fail): absolute-form requests for http nodes, a ``CONNECT`` tunnel
+  for https nodes. Only ``http://``
   proxies: aiohttp would speak TLS to an https proxy with the nodes' TLS context, not
   botocore's, so an https proxy (and ``proxies_config``, which only concerns one) is refused
   with ``ConfigurationError``, never used differently nor bypassed.
@@ -133,8 +135,8 @@ class AsyncTransport:
         self._proxies = botocore.httpsession.ProxyConfiguration(
             proxies=dict(options.proxies) if options.proxies is not None else None
         )
-        # proxy URL -> (the URL, botocore's proxy headers for it), computed once
-        self._proxy_routes: dict[str, tuple[str, dict[str, str]]] = {}
+        # proxy URLs already checked by refuse_unsupported_proxy
+        self._proxy_routes: set[str] = set()
 
     # -- sessions ------------------------------------------------------------------------------
 
@@ -223,8 +225,8 @@ class AsyncTransport:
 
     # -- requests ------------------------------------------------------------------------------
 
-    def _proxy(self, url: str) -> tuple[str, dict[str, str]] | tuple[None, None]:
-        """(proxy URL, proxy headers) for ``url``, or (None, None) to go direct.
+    def _proxy(self, url: str) -> str | None:
+        """The proxy URL for ``url``, or None to go direct.
 
         botocore's choice: ``Config(proxies=...)`` when given, else the environment per node
         (NO_PROXY applied; looked up again after a proxy variable changes).
@@ -234,13 +236,11 @@ class AsyncTransport:
         else:
             proxy = self._proxies.proxy_url_for(url) or None
         if proxy is None:
-            return None, None
-        route = self._proxy_routes.get(proxy)
-        if route is None:
+            return None
+        if proxy not in self._proxy_routes:
             refuse_unsupported_proxy(proxy, url)
-            # As aiobotocore passes them: aiohttp takes user:pass@ from the URL.
-            route = self._proxy_routes[proxy] = (proxy, self._proxies.proxy_headers_for(proxy))
-        return route
+            self._proxy_routes.add(proxy)
+        return proxy
 
     async def send(
         self,
@@ -259,7 +259,7 @@ class AsyncTransport:
         (:func:`alternator_shm._decode.decode_answer`).
         """
         url = request.url
-        proxy, proxy_headers = self._proxy(url)
+        proxy = self._proxy(url)
         connect_timeout, read_timeout = timeout
         try:
             session = self._session()
@@ -273,8 +273,9 @@ class AsyncTransport:
                     total=None, sock_connect=connect_timeout, sock_read=read_timeout
                 ),
                 allow_redirects=False,
+                # No proxy_headers, as aiobotocore (it asks botocore for the request URL's):
+                # aiohttp sends one Proxy-Authorization from the proxy URL's user:pass@.
                 proxy=proxy,
-                proxy_headers=proxy_headers,
             ) as response:
                 data = await response.read()
                 # botocore expects lower-case str keys (as aiobotocore's own session gives).
