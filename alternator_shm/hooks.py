@@ -148,8 +148,11 @@ class Attempt:
     The one owner of before-send reporting, for the sync handler and the async one (which
     awaits inside the ``with``). A connection-level failure (botocore's ``HTTPClientError`` /
     ``ConnectionError``: refused, reset, timed out, TLS, undecodable answer) counts against the
-    node: the node, not the request, is at fault. A final answer proves the node serves, unless
-    it is one of the 5xx that may come from an overloaded or shutting-down node
+    node: the node, not the request, is at fault; not a ``ProxyConnectionError`` (the proxy
+    could not be reached or refused the tunnel: the node was not, and counting it would put every
+    node behind that proxy out of rotation host-wide, for processes without the proxy too; a
+    proxy's 5xx answer on the http path is neutral likewise). A final answer proves the node
+    serves, unless it is one of the 5xx that may come from an overloaded or shutting-down node
     (:data:`HEALTH_NEUTRAL_STATUSES`): those count neither way. Any other exit (cancellation,
     another error) only ends the in-flight count; only an answered attempt's latency counts.
     """
@@ -180,7 +183,9 @@ class Attempt:
         answered = exc is None and self._status is not None
         try:
             if isinstance(exc, (botocore.exceptions.HTTPClientError,
-                                botocore.exceptions.ConnectionError)):  # fmt: skip
+                                botocore.exceptions.ConnectionError)) and not isinstance(
+                exc, botocore.exceptions.ProxyConnectionError
+            ):  # fmt: skip
                 router.report_failure(self.node, exc)
         finally:
             finished = handlers._finished
