@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import botocore.exceptions
@@ -126,3 +128,60 @@ def test_an_unreachable_proxy_does_not_mark_the_nodes_down_sync(
         assert {n: (s.state, s.failures) for n, s in per_node.items()} == {
             n: ("active", 0) for n in nodes
         }
+
+
+class _Answers407(BaseHTTPRequestHandler):
+    """A proxy that wants credentials: 407 to every request, absolute-form or CONNECT."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _refuse(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        self.send_response(407)
+        self.send_header("Proxy-Authenticate", 'Basic realm="review"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_POST = do_GET = do_CONNECT = _refuse
+
+
+@pytest.fixture
+def proxy_407() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Answers407)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_proxy_407_is_no_proof_that_the_node_serves(
+    cluster: Any, proxy_407: str, kind: str
+) -> None:
+    # One node resets every connection: its failure streak grows host-wide. A process whose
+    # proxy wants credentials gets 407 answers *from the proxy*: they say nothing of the node,
+    # and must not wipe the streak (a dead node would never be taken out of rotation).
+    failing = cluster.nodes[1]
+    url = failing.url.rstrip("/")
+    with make_helper(cluster) as h:
+        h.live_nodes()
+        failing.inject_fault("reset")
+        direct = h.new_dynamodb_client()
+        for _ in range(6):
+            direct.list_tables()
+        before = h.stats().per_node[url].consecutive_failures
+        assert before >= 2
+        config = Config(proxies={"http": proxy_407}, retries={"total_max_attempts": 1})
+        for _ in range(3):  # one attempt on each node
+            with pytest.raises(botocore.exceptions.ClientError):
+                if kind == "sync":
+                    h.new_dynamodb_client(config=config).list_tables()
+                else:
+                    _helper_calls(h, 1, config=config)
+        assert h.stats().per_node[url].consecutive_failures >= before
