@@ -78,8 +78,10 @@ _ALWAYS_KEPT = frozenset(
     }
 )
 _SIGNED_HEADERS = re.compile(r"SignedHeaders=([^,\s]+)")
-#: Answers that say nothing about a node's health (node-health spec, outcome classification).
-HEALTH_NEUTRAL_STATUSES = frozenset({500, 502, 503, 504})
+#: Answers that say nothing about a node's health (node-health spec, outcome classification),
+#: and 407 Proxy Authentication Required: only a proxy sends it (no Alternator node does), so the
+#: node was not reached.
+HEALTH_NEUTRAL_STATUSES = frozenset({407, 500, 502, 503, 504})
 
 
 class Router(Protocol):
