@@ -185,3 +185,24 @@ def test_a_proxy_407_is_no_proof_that_the_node_serves(
                 else:
                     _helper_calls(h, 1, config=config)
         assert h.stats().per_node[url].consecutive_failures >= before
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_none_proxy_goes_direct_as_in_botocore(
+    cluster: Any, proxy: ForwardProxy, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    # requests' idiom to bypass the environment's proxy: botocore reads {'http': None} as "no
+    # proxy for http" (and, the option being given, ignores HTTP_PROXY); plain boto3 goes direct.
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    config = Config(proxies={"http": None}, retries={"total_max_attempts": 1})
+    with make_helper(cluster) as h:
+        h.live_nodes()
+        cluster.clear_logs()
+        proxy.seen.clear()
+        if kind == "sync":
+            ddb = h.new_dynamodb_client(config=config)
+            for _ in range(3):
+                ddb.list_tables()
+        else:
+            _helper_calls(h, 3, config=config)
+        assert api_seen(proxy) == []
