@@ -600,7 +600,9 @@ class Helper:
             frozen_proxies = (
                 None
                 if proxies is None
-                else tuple(sorted((str(k), str(v)) for k, v in dict(proxies).items()))
+                # botocore goes direct for a scheme whose proxy is falsy ({'http': None}, the
+                # requests idiom to bypass HTTP_PROXY): never str(None) as a proxy host
+                else tuple(sorted((str(k), str(v)) for k, v in dict(proxies).items() if v))
             )
             frozen_settings = tuple(
                 sorted(
