@@ -91,8 +91,7 @@ def test_config_proxies_forward_http_with_credentials(cluster: Any, proxy: Forwa
     expected = _shape(proxy.seen)
     assert [(m, absolute) for m, absolute, _ in expected] == [("POST", True)] * 3
     assert expected[0][2] and expected[0][2].startswith("Basic ")
-    proxy.seen.clear()
-    proxy.credentials.clear()
+    proxy.clear()
     with make_helper(cluster) as h:
         h.live_nodes()
         cluster.clear_logs()
@@ -103,7 +102,7 @@ def test_config_proxies_forward_http_with_credentials(cluster: Any, proxy: Forwa
         assert set(api_counts(cluster).values()) == {2}
         assert all(e.auth_ok for _, e in all_api_entries(cluster))
         # a client without the option goes direct, as in aiobotocore
-        proxy.seen.clear()
+        proxy.clear()
         _helper_calls(h, 3)
         assert api_seen(proxy) == []
 
@@ -113,8 +112,7 @@ def test_config_proxies_tunnel_https_with_connect(tls_cluster: Any, proxy: Forwa
     _plain_calls(tls_cluster, 1, config=config, verify=tls_cluster.ca_file)
     expected = _shape(proxy.seen)
     assert [(m, auth is not None) for m, _, auth in expected] == [("CONNECT", True)]
-    proxy.seen.clear()
-    proxy.credentials.clear()
+    proxy.clear()
     with make_helper(tls_cluster) as h:
         h.live_nodes()
         tls_cluster.clear_logs()

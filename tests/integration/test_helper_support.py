@@ -411,6 +411,11 @@ class ForwardProxy(ThreadingHTTPServer):
             self.connections += 1
         return request
 
+    def clear(self) -> None:
+        with self.lock:
+            self.seen.clear()
+            self.credentials.clear()
+
     def record(self, method: str, target: str, headers: Any) -> None:
         with self.lock:
             self.seen.append((method, target, dict(headers)))
