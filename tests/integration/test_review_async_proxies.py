@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 from collections.abc import Iterator
@@ -206,3 +207,40 @@ def test_a_none_proxy_goes_direct_as_in_botocore(
         else:
             _helper_calls(h, 3, config=config)
         assert api_seen(proxy) == []
+
+
+@pytest.fixture
+def blackholed_port() -> Iterator[int]:
+    """A loopback port whose accept queue is full: a connect to it times out."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(0)
+    port = sock.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        c = socket.socket()
+        c.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            c.connect(("127.0.0.1", port))
+        fillers.append(c)
+    yield port
+    for c in fillers:
+        c.close()
+    sock.close()
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_proxy_that_times_out_does_not_mark_the_nodes_down(
+    cluster: Any, blackholed_port: int, kind: str
+) -> None:
+    config = Config(proxies={"http": f"http://127.0.0.1:{blackholed_port}"},
+                    retries={"total_max_attempts": 3}, connect_timeout=0.5)
+    with make_helper(cluster) as h:
+        nodes = h.live_nodes()
+        with pytest.raises(botocore.exceptions.ConnectionError):
+            if kind == "sync":
+                h.new_dynamodb_client(config=config).list_tables()
+            else:
+                _helper_calls(h, 1, config=config)
+        per_node = h.stats().per_node
+        assert {n: s.failures for n, s in per_node.items()} == {n: 0 for n in nodes}
