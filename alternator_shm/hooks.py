@@ -45,7 +45,7 @@ from urllib3.util import SKIP_HEADER
 from alternator_shm._version import __version__
 from alternator_shm.affinity import Affinity, DescribeTable, Target
 from alternator_shm.metrics import annotate_attempt
-from alternator_shm.transport import Transport
+from alternator_shm.transport import PROXY_HOP_FAILURE, Transport
 
 __all__ = [
     "HookOptions",
@@ -150,8 +150,9 @@ class Attempt:
     The one owner of before-send reporting, for the sync handler and the async one (which
     awaits inside the ``with``). A connection-level failure (botocore's ``HTTPClientError`` /
     ``ConnectionError``: refused, reset, timed out, TLS, undecodable answer) counts against the
-    node: the node, not the request, is at fault; not a ``ProxyConnectionError`` (the proxy
-    could not be reached or refused the tunnel: the node was not, and counting it would put every
+    node: the node, not the request, is at fault; not a ``ProxyConnectionError`` nor an error
+    marked :data:`~alternator_shm.transport.PROXY_HOP_FAILURE` (the proxy could not be reached
+    or refused the tunnel: the node was not, and counting it would put every
     node behind that proxy out of rotation host-wide, for processes without the proxy too; a
     proxy's 5xx answer on the http path is neutral likewise). A final answer proves the node
     serves, unless it is one of the 5xx that may come from an overloaded or shutting-down node
@@ -185,8 +186,9 @@ class Attempt:
         answered = exc is None and self._status is not None
         try:
             if isinstance(exc, (botocore.exceptions.HTTPClientError,
-                                botocore.exceptions.ConnectionError)) and not isinstance(
-                exc, botocore.exceptions.ProxyConnectionError
+                                botocore.exceptions.ConnectionError)) and not (
+                isinstance(exc, botocore.exceptions.ProxyConnectionError)
+                or getattr(exc, PROXY_HOP_FAILURE, False)
             ):  # fmt: skip
                 router.report_failure(self.node, exc)
         finally:

@@ -58,6 +58,7 @@ from alternator_shm.errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_NUM_POOLS",
+    "PROXY_HOP_FAILURE",
     "EnvironmentProxies",
     "Transport",
     "TransportOptions",
@@ -88,6 +89,12 @@ _PROXY_VARIABLES = (
     "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy",
     "REQUEST_METHOD",
 )
+
+
+#: Set (True) on a botocore connection error raised for a proxied attempt whose failure was
+#: the hop to the proxy (aiohttp reports a proxy's connect timeout as the node's): the node
+#: was not reached, so its health is not charged (``hooks.Attempt``).
+PROXY_HOP_FAILURE = "alternator_shm_proxy_hop_failure"
 
 
 def environment_proxy_for(url: str) -> str | None:

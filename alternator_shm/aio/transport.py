@@ -46,6 +46,7 @@ from alternator_shm._decode import decode_answer
 from alternator_shm._forkmark import getpid as _getpid
 from alternator_shm.errors import ConfigurationError
 from alternator_shm.transport import (
+    PROXY_HOP_FAILURE,
     BufferedBody,
     EnvironmentProxies,
     TransportOptions,
@@ -294,7 +295,11 @@ class AsyncTransport:
         except aiohttp.ClientConnectorError as e:
             raise botocore.exceptions.EndpointConnectionError(endpoint_url=url, error=e) from e
         except aiohttp.ConnectionTimeoutError as e:
-            raise botocore.exceptions.ConnectTimeoutError(endpoint_url=url, error=e) from e
+            # aiobotocore's class; through a proxy, the TCP connect that timed out was the proxy's
+            error = botocore.exceptions.ConnectTimeoutError(endpoint_url=url, error=e)
+            if proxy is not None:
+                setattr(error, PROXY_HOP_FAILURE, True)
+            raise error from e
         except (aiohttp.SocketTimeoutError, asyncio.TimeoutError) as e:
             raise botocore.exceptions.ReadTimeoutError(endpoint_url=url, error=e) from e
         except (
