@@ -358,7 +358,7 @@ def _magnitude_and_precision(s: str) -> tuple[int, int]:
     return magnitude, precision
 
 
-def _number_error(text: str, stored: bool) -> ApiError | None:
+def number_error(text: str, stored: bool) -> ApiError | None:
     """Alternator's ``parse_and_validate_number`` verdict on an ``"N"`` string (the range
     checks only where a value is stored: items and keys)."""
     if not _NUMBER.fullmatch(text):
@@ -387,7 +387,7 @@ def _number_error(text: str, stored: bool) -> ApiError | None:
     return ApiError(400, "ValidationException", message)
 
 
-def _first_value_error(operation: str, root: Any, stored: bool) -> ApiError | None:
+def walk_values(operation: str, root: Any, stored: bool) -> ApiError | None:
     """The first bad number value under ``root``, in document order."""
     stack: list[tuple[Any, bool]] = [(root, stored)]
     while stack:
@@ -396,7 +396,7 @@ def _first_value_error(operation: str, root: Any, stored: bool) -> ApiError | No
             if len(value) == 1 and "N" in value:
                 number = value["N"]
                 if isinstance(number, str):
-                    error = _number_error(number, in_store)
+                    error = number_error(number, in_store)
                     if error is not None:
                         return error
                     continue
@@ -409,6 +409,22 @@ def _first_value_error(operation: str, root: Any, stored: bool) -> ApiError | No
                     stack.append((member, in_store or key in _STORED_MEMBERS))
         elif isinstance(value, list):
             stack.extend((member, in_store) for member in reversed(value))
+    return None
+
+
+def plain_numbers(raw: bytes) -> bool:
+    """True when a cheap scan of the raw body proves every ``"N"`` a short plain number (or an
+    object), so no value walk is needed."""
+    return b"\\u" not in raw and not _UNUSUAL_N.search(raw)
+
+
+def first_value_error(operation: str, request: dict[str, Any]) -> ApiError | None:
+    """The first bad number value in the members of a one-table request Alternator reads."""
+    for name in _VALUE_MEMBERS:
+        if name in request:
+            error = walk_values(operation, request[name], name in _STORED_MEMBERS)
+            if error is not None:
+                return error
     return None
 
 
@@ -425,21 +441,19 @@ def value_error(
     the returned list before this error. An ``"N"`` whose value is an object is an attribute
     *named* N and is walked into; members Alternator does not read are not looked at.
     """
-    if b"\\u" not in raw and not _UNUSUAL_N.search(raw):
+    if plain_numbers(raw):
         return None  # the common case: every "N" is a short plain number (or an object)
     table = request.get("TableName")
     tables = [table] if isinstance(table, str) else []
-    for name in _VALUE_MEMBERS:
-        if name in request:
-            error = _first_value_error(operation, request[name], name in _STORED_MEMBERS)
-            if error is not None:
-                return tables, error
+    error = first_value_error(operation, request)
+    if error is not None:
+        return tables, error
     items = request.get("RequestItems")
     if isinstance(items, dict):  # BatchWriteItem / BatchGetItem: table by table
         seen: list[str] = []
         for name, part in items.items():
             seen.append(name)
-            error = _first_value_error(operation, part, operation == "BatchGetItem")
+            error = walk_values(operation, part, operation == "BatchGetItem")
             if error is not None:
                 return seen, error
     transact = request.get("TransactItems")
@@ -450,7 +464,7 @@ def value_error(
                 target = action.get("TableName") if isinstance(action, dict) else None
                 if isinstance(target, str):
                     seen.append(target)
-                error = _first_value_error(operation, action, False)
+                error = walk_values(operation, action, False)
                 if error is not None:
                     return seen, error
     return None
