@@ -12,7 +12,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from alternator_shm.emulator import _rjson
+from alternator_shm.emulator import _rjson, _updates
 
 JSON_CT = "application/x-amz-json-1.0"
 MAX_BODY = 16 * 1024 * 1024  # Alternator's request content length limit
@@ -419,12 +419,40 @@ def plain_numbers(raw: bytes) -> bool:
 
 
 def first_value_error(operation: str, request: dict[str, Any]) -> ApiError | None:
-    """The first bad number value in the members of a one-table request Alternator reads."""
+    """The first bad number value in the members of a one-table request Alternator reads.
+
+    An expression value the UpdateExpression stores, adds or subtracts is range-checked like
+    a stored one (:mod:`._updates`); other expression values only for their syntax.
+    """
     for name in _VALUE_MEMBERS:
-        if name in request:
-            error = walk_values(operation, request[name], name in _STORED_MEMBERS)
-            if error is not None:
-                return error
+        if name not in request:
+            continue
+        member = request[name]
+        update = request.get("UpdateExpression")
+        if name == "ExpressionAttributeValues" and isinstance(update, str):
+            if isinstance(member, dict):
+                error = _expression_values_error(operation, member, update)
+            else:
+                error = walk_values(operation, member, False)
+        else:
+            error = walk_values(operation, member, name in _STORED_MEMBERS)
+        if error is not None:
+            return error
+    return None
+
+
+def _expression_values_error(
+    operation: str, values: dict[str, Any], update: str
+) -> ApiError | None:
+    evaluated = _updates.evaluated_numbers(update)
+    for name, value in values.items():
+        number = value.get("N") if isinstance(value, dict) and len(value) == 1 else None
+        if name in evaluated and isinstance(number, str):
+            error = number_error(number, True)
+        else:
+            error = walk_values(operation, value, False)
+        if error is not None:
+            return error
     return None
 
 
