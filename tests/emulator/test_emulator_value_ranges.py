@@ -145,3 +145,25 @@ def test_number_set_elements_are_not_parsed(shared: Cluster, storage_backend: st
 
 def test_number_set_elements_are_not_parsed_null_backend(null_cluster: Cluster) -> None:
     _number_sets_are_stored(null_cluster, "nsrawnull")
+
+
+@pytest.mark.parametrize(
+    ("expression", "evaluated"),
+    [
+        ("SET a = :v", {":v"}),
+        ("set a=:v, b = :w + :x", {":v", ":w", ":x"}),
+        ("SET a.b = :v", set()),  # stored inside a map: kept as JSON
+        ("SET a[1] = :v", set()),
+        ("SET a = if_not_exists(b, :v)", set()),  # depends on the item
+        ("SET a = if_not_exists(b, :v) + :w", {":w"}),
+        ("SET a.b = b - :v", {":v"}),  # arithmetic, wherever it is stored
+        ("ADD a :v SET b = :w", {":v", ":w"}),
+        ("SET a = list_append(a, :l) REMOVE c", set()),
+        ("DELETE s :v", set()),
+        ("SET a = :v $", set()),  # not followed: nothing is claimed
+    ],
+)
+def test_which_update_values_are_evaluated(expression: str, evaluated: set[str]) -> None:
+    from alternator_shm.emulator._updates import evaluated_numbers
+
+    assert evaluated_numbers(expression) == evaluated
