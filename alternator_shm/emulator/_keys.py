@@ -149,7 +149,7 @@ def _batch_part_error(
             error = key_error(key, schema, exact=True)
             if error is not None:
                 return error
-        return walk_values(operation, part, True) if values else None
+        return walk_values(operation, part, False) if values else None
     for write in part if isinstance(part, list) else ():
         if not isinstance(write, dict):
             continue

@@ -328,7 +328,6 @@ _VALUE_MEMBERS = (
     "Key", "Item", "ExpressionAttributeValues", "ExclusiveStartKey", "AttributeUpdates",
     "Expected", "KeyConditions", "QueryFilter", "ScanFilter",
 )  # fmt: skip
-_STORED_MEMBERS = frozenset({"Key", "Item", "ExclusiveStartKey", "PutRequest", "DeleteRequest"})
 # An "N" member whose value is neither an object nor a number string that is surely valid and
 # in range (<= 37 digits, no exponent); only then is the request walked. An escape anywhere
 # ("\u004E") also makes the walk run.
@@ -387,16 +386,38 @@ def number_error(text: str, stored: bool) -> ApiError | None:
     return ApiError(400, "ValidationException", message)
 
 
-def walk_values(operation: str, root: Any, stored: bool) -> ApiError | None:
-    """The first bad number value under ``root``, in document order."""
-    stack: list[tuple[Any, bool]] = [(root, stored)]
+# How walk_values reads a JSON value: request structure (member names tell items apart), an
+# item (attribute name -> value), a list of items, an item's attribute value (its own "N" is
+# stored), or user data (nested values, expression values: names mean nothing).
+_REQUEST, _ITEM, _ITEMS, _ATTRIBUTE, _DATA = range(5)
+_ITEM_MEMBERS = frozenset({"Key", "Item", "ExclusiveStartKey"})
+
+
+def walk_values(operation: str, root: Any, stored: bool, *, data: bool = False) -> ApiError | None:
+    """The first bad number value under ``root``, in document order: an item when ``stored``,
+    user data (an expression value...) when ``data``, else a part of a request.
+
+    Range checks apply to an item's top-level ``N`` attributes only (Key, Item,
+    ExclusiveStartKey wherever they sit, BatchGetItem's Keys): Alternator parses only those
+    (``serialize_item``); numbers nested in a map or list are stored as JSON text, so they
+    only get the syntax checks the front makes anyway (see the README).
+    """
+    start = _ITEM if stored else _DATA if data else _REQUEST
+    stack: list[tuple[Any, int]] = [(root, start)]
     while stack:
-        value, in_store = stack.pop()
+        value, mode = stack.pop()
+        if mode == _ITEM and isinstance(value, dict):
+            stack.extend((member, _ATTRIBUTE) for member in reversed(value.values()))
+            continue
+        if mode == _ITEMS and isinstance(value, list):
+            stack.extend((member, _ITEM) for member in reversed(value))
+            continue
+        inner = _DATA if mode in (_ATTRIBUTE, _DATA, _ITEM, _ITEMS) else _REQUEST
         if isinstance(value, dict):
             if len(value) == 1 and "N" in value:
                 number = value["N"]
                 if isinstance(number, str):
-                    error = number_error(number, in_store)
+                    error = number_error(number, mode == _ATTRIBUTE)
                     if error is not None:
                         return error
                     continue
@@ -405,10 +426,16 @@ def walk_values(operation: str, root: Any, stored: bool) -> ApiError | None:
                     message = f"{operation}: number value must be encoded as string '{shown}'"
                     return ApiError(400, "SerializationException", message)
             for key, member in reversed(value.items()):
-                if key not in _SKIPPED:
-                    stack.append((member, in_store or key in _STORED_MEMBERS))
+                if key in _SKIPPED and inner == _REQUEST:
+                    continue
+                if inner == _REQUEST and key in _ITEM_MEMBERS:
+                    stack.append((member, _ITEM))
+                elif inner == _REQUEST and key == "Keys":
+                    stack.append((member, _ITEMS))
+                else:
+                    stack.append((member, inner))
         elif isinstance(value, list):
-            stack.extend((member, in_store) for member in reversed(value))
+            stack.extend((member, inner) for member in reversed(value))
     return None
 
 
@@ -433,9 +460,11 @@ def first_value_error(operation: str, request: dict[str, Any]) -> ApiError | Non
             if isinstance(member, dict):
                 error = _expression_values_error(operation, member, update)
             else:
-                error = walk_values(operation, member, False)
+                error = walk_values(operation, member, False, data=True)
         else:
-            error = walk_values(operation, member, name in _STORED_MEMBERS)
+            error = walk_values(
+                operation, member, name in _ITEM_MEMBERS, data=name not in _ITEM_MEMBERS
+            )
         if error is not None:
             return error
     return None
@@ -450,7 +479,7 @@ def _expression_values_error(
         if name in evaluated and isinstance(number, str):
             error = number_error(number, True)
         else:
-            error = walk_values(operation, value, False)
+            error = walk_values(operation, value, False, data=True)
         if error is not None:
             return error
     return None
@@ -481,7 +510,7 @@ def value_error(
         seen: list[str] = []
         for name, part in items.items():
             seen.append(name)
-            error = walk_values(operation, part, operation == "BatchGetItem")
+            error = walk_values(operation, part, False)
             if error is not None:
                 return seen, error
     transact = request.get("TransactItems")

@@ -124,6 +124,19 @@ def test_values_alternator_does_not_evaluate_are_not_range_checked(
         for expression, values, more in fine:
             body = _update(t, expression, values, **more)
             assert _send(shared, "UpdateItem", body)[0] == 200, (expression, values)
+        # Numbers nested in an item's map or list: stored as JSON, never range-checked.
+        nested = {"m": {"M": {"x": {"N": "1e126"}}}, "l": {"L": [{"N": TOO_PRECISE}]}}
+        item = {"p": {"S": "b"}, **nested}
+        assert _send(shared, "PutItem", {"TableName": t, "Item": item})[0] == 200
+        batch = {"RequestItems": {t: [{"PutRequest": {"Item": {**item, "p": {"S": "c"}}}}]}}
+        assert _send(shared, "BatchWriteItem", batch)[0] == 200
+        # ... while the same numbers as top-level attributes are.
+        item = {"p": {"S": "b"}, "m": {"N": "1e126"}}
+        assert _send(shared, "PutItem", {"TableName": t, "Item": item}) == (
+            400,
+            VALIDATION,
+            OVERFLOW,
+        )
 
 
 def _number_sets_are_stored(cluster: Cluster, table: str) -> None:
