@@ -299,3 +299,46 @@ def test_the_null_backend_checks_keys_too(
     assert _send(null_cluster, operation, body) == expected
     good = {"TableName": "nullkeys", "Key": {"p": {"S": "a"}}}
     assert _send(null_cluster, "GetItem", good)[0] == 200
+
+
+def test_a_stale_cached_key_schema_is_never_answered(shared: Cluster) -> None:
+    """The table is re-created behind the emulator's back (straight on the backend, as another
+    process would): a key checked against the cached schema is judged again with a fresh one."""
+    name = "keystale"
+
+    def backend(operation: str, body: dict[str, Any]) -> None:
+        target = f"DynamoDB_20120810.{operation}"
+        status, data = shared.backend.call(operation, target, json.dumps(body).encode())
+        assert status == 200, data
+
+    def create(key: str, kind: str) -> None:
+        backend(
+            "CreateTable",
+            {
+                "TableName": name,
+                "KeySchema": [{"AttributeName": key, "KeyType": "HASH"}],
+                "AttributeDefinitions": [{"AttributeName": key, "AttributeType": kind}],
+                "BillingMode": "PAY_PER_REQUEST",
+            },
+        )
+
+    create("p", "S")
+    try:
+        old_key = {"TableName": name, "Key": {"p": {"S": "1"}}}
+        new_key = {"TableName": name, "Key": {"k": {"N": "1"}}}
+        assert _send(shared, "GetItem", old_key)[0] == 200  # caches p:S
+        backend("DeleteTable", {"TableName": name})
+        create("k", "N")
+        # The cached schema says "Key column p not found"; the fresh one accepts the key.
+        assert _send(shared, "GetItem", new_key)[0] == 200
+        backend("DeleteTable", {"TableName": name})
+        create("p", "S")
+        # The cached schema (k:N) refuses the old key; judged again with p:S, it is right.
+        assert _send(shared, "GetItem", old_key)[0] == 200
+        backend("DeleteTable", {"TableName": name})
+        create("k", "N")
+        # The cached schema (p:S) accepts this key; the backend refuses it; the fresh schema
+        # gives Alternator's answer.
+        assert _send(shared, "GetItem", old_key) == _invalid("Key column k not found")
+    finally:
+        backend("DeleteTable", {"TableName": name})
