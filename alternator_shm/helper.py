@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import boto3
 import botocore
+import botocore.httpsession
 import botocore.session
 import botocore.utils
 from botocore.config import Config
@@ -685,14 +686,33 @@ class Helper:
             response_compression=o.response_compression,
         )
 
-    def _environment_proxies(self) -> bool:
-        """True if HTTP(S)_PROXY (after NO_PROXY) would send a seed or a known node through a
-        proxy (NO_PROXY may name the seeds only; discovered nodes count as much)."""
+    def _refuse_async_proxies(self, options: TransportOptions) -> None:
+        """Refuse, when the async client is created, the proxies it cannot use as botocore
+        does (``ConfigurationError``): ``proxies_config`` and any https proxy that applies to a
+        seed or a known node (a node found later is checked at its first attempt)."""
+        from alternator_shm.aio.transport import refuse_unsupported_proxy  # needs aiohttp
+
+        if any(value not in (None, False) for _, value in options.proxies_config):
+            raise ConfigurationError(
+                "proxies_config (TLS to an https proxy) is not supported by "
+                "new_async_dynamodb_client; use new_dynamodb_client"
+            )
         o = self._options
         urls = [node_url(o.scheme, seed, o.port) for seed in o.seeds]
         if self._fleet is not None:
             urls.extend(self._fleet.nodes())
-        return any(environment_proxy_for(url) is not None for url in urls)
+        configured = (
+            botocore.httpsession.ProxyConfiguration(proxies=dict(options.proxies))
+            if options.proxies is not None
+            else None
+        )
+        for url in urls:
+            if configured is not None:
+                proxy = configured.proxy_url_for(url) or None
+            else:
+                proxy = environment_proxy_for(url)
+            if proxy is not None:
+                refuse_unsupported_proxy(proxy, url)
 
     def _router_bootstrap(self) -> str:
         o = self._options
@@ -791,11 +811,7 @@ class Helper:
         async with get_session().create_client("dynamodb", **kwargs) as client:
             config = client.meta.config
             options = self._transport_options(config, user_config, client_kwargs.get("verify"))
-            if options.proxies or (options.proxies is None and self._environment_proxies()):
-                raise ConfigurationError(
-                    "proxies (Config(proxies=...) or HTTP(S)_PROXY) are not supported by "
-                    "new_async_dynamodb_client yet; use new_dynamodb_client, or NO_PROXY"
-                )
+            self._refuse_async_proxies(options)
             with self._lock:
                 transport = self._async_transports.get(options)
                 if transport is None:

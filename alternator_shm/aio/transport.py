@@ -11,7 +11,13 @@ gives us no say over the TLS context (key log, client certificate from our optio
   optional "ignore certificate errors"), so sync and async traffic trust the same things;
 * TCP keepalive and ``TCP_NODELAY`` on every socket, as for the sync transport;
 * fork safety: a session made in another process is abandoned, never used (its sockets belong
-  to the parent).
+  to the parent);
+* proxies as botocore chooses them per node (``Config(proxies=...)``, else ``HTTP(S)_PROXY`` /
+  ``NO_PROXY`` read again after a change), with ``Proxy-Authorization`` from ``user:pass@``:
+  absolute-form requests for http nodes, a ``CONNECT`` tunnel for https nodes. Only ``http://``
+  proxies: aiohttp would speak TLS to an https proxy with the nodes' TLS context, not
+  botocore's, so an https proxy (and ``proxies_config``, which only concerns one) is refused
+  with ``ConfigurationError``, never used differently nor bypassed.
 
 :meth:`AsyncTransport.send` speaks aiobotocore: it takes an ``AWSPreparedRequest``, returns an
 ``AioAWSResponse`` whose body is already read, and raises the botocore exceptions aiobotocore's
@@ -29,9 +35,10 @@ from typing import Any
 import aiohttp
 import botocore.awsrequest
 import botocore.exceptions
+import botocore.httpsession
 import botocore.utils
 from aiobotocore.awsrequest import AioAWSResponse
-from urllib3.util import SKIP_HEADER
+from urllib3.util import SKIP_HEADER, parse_url
 
 from alternator_shm._decode import decode_answer
 from alternator_shm._forkmark import getpid as _getpid
@@ -44,7 +51,7 @@ from alternator_shm.transport import (
     _ssl_context,
 )
 
-__all__ = ["AsyncTransport"]
+__all__ = ["AsyncTransport", "refuse_unsupported_proxy"]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +103,17 @@ def _socket_factory(options: list[tuple[int, int, int | bytes]]) -> Any:
     return factory
 
 
+def refuse_unsupported_proxy(proxy_url: str, node_url: str) -> None:
+    """Raise ``ConfigurationError`` unless ``proxy_url`` is an ``http://`` proxy (see above)."""
+    if parse_url(proxy_url).scheme != "http":
+        masked = botocore.httpsession.mask_proxy_url(proxy_url)
+        raise ConfigurationError(
+            f"the proxy for {node_url} is {masked}: new_async_dynamodb_client supports http:// "
+            "proxies only (aiohttp cannot speak TLS to the proxy as botocore does); use "
+            "new_dynamodb_client for an https proxy"
+        )
+
+
 class AsyncTransport:
     """One process's aiohttp connections to the cluster, per event loop.
 
@@ -112,6 +130,11 @@ class AsyncTransport:
         self._ssl: ssl.SSLContext | None = None
         self._warned_insecure = False
         self._environment_proxies = EnvironmentProxies()
+        self._proxies = botocore.httpsession.ProxyConfiguration(
+            proxies=dict(options.proxies) if options.proxies is not None else None
+        )
+        # proxy URL -> (the URL, botocore's proxy headers for it), computed once
+        self._proxy_routes: dict[str, tuple[str, dict[str, str]]] = {}
 
     # -- sessions ------------------------------------------------------------------------------
 
@@ -200,19 +223,24 @@ class AsyncTransport:
 
     # -- requests ------------------------------------------------------------------------------
 
-    def _refuse_environment_proxy(self, url: str) -> None:
-        """Raise ``ConfigurationError`` if HTTP(S)_PROXY (after NO_PROXY) applies to ``url``.
+    def _proxy(self, url: str) -> tuple[str, dict[str, str]] | tuple[None, None]:
+        """(proxy URL, proxy headers) for ``url``, or (None, None) to go direct.
 
-        The sync client honours the environment's proxies per node, as botocore does per
-        endpoint; this client cannot use a proxy, so it must stop the call, never bypass the
-        proxy silently (for a node discovered after the client was created too, or once the
-        environment has changed).
+        botocore's choice: ``Config(proxies=...)`` when given, else the environment per node
+        (NO_PROXY applied; looked up again after a proxy variable changes).
         """
-        if self._environment_proxies.proxy_for(url) is not None:
-            raise ConfigurationError(
-                f"HTTP(S)_PROXY applies to {url} but new_async_dynamodb_client does not "
-                "support proxies yet; use new_dynamodb_client, or add the node to NO_PROXY"
-            )
+        if self.options.proxies is None:
+            proxy = self._environment_proxies.proxy_for(url)
+        else:
+            proxy = self._proxies.proxy_url_for(url) or None
+        if proxy is None:
+            return None, None
+        route = self._proxy_routes.get(proxy)
+        if route is None:
+            refuse_unsupported_proxy(proxy, url)
+            # As aiobotocore passes them: aiohttp takes user:pass@ from the URL.
+            route = self._proxy_routes[proxy] = (proxy, self._proxies.proxy_headers_for(proxy))
+        return route
 
     async def send(
         self,
@@ -225,13 +253,13 @@ class AsyncTransport:
 
         Connection-level failures raise the botocore exceptions aiobotocore's own session
         raises (``EndpointConnectionError``, ``ConnectTimeoutError``, ``ReadTimeoutError``,
-        ``SSLError``, ``ConnectionClosedError``, else ``HTTPClientError``). With
+        ``SSLError``, ``ProxyConnectionError``, ``ConnectionClosedError``, else
+        ``HTTPClientError``); an https proxy raises ``ConfigurationError`` (not retried). With
         ``decode_content`` a compressed body is decoded exactly as by the sync transport
         (:func:`alternator_shm._decode.decode_answer`).
         """
         url = request.url
-        if self.options.proxies is None:
-            self._refuse_environment_proxy(url)
+        proxy, proxy_headers = self._proxy(url)
         connect_timeout, read_timeout = timeout
         try:
             session = self._session()
@@ -245,6 +273,8 @@ class AsyncTransport:
                     total=None, sock_connect=connect_timeout, sock_read=read_timeout
                 ),
                 allow_redirects=False,
+                proxy=proxy,
+                proxy_headers=proxy_headers,
             ) as response:
                 data = await response.read()
                 # botocore expects lower-case str keys (as aiobotocore's own session gives).
@@ -255,6 +285,11 @@ class AsyncTransport:
                 status = response.status
         except aiohttp.ClientSSLError as e:
             raise botocore.exceptions.SSLError(endpoint_url=url, error=e) from e
+        except (aiohttp.ClientProxyConnectionError, aiohttp.ClientHttpProxyError) as e:
+            # as aiobotocore: the proxy could not be reached, or refused the CONNECT
+            raise botocore.exceptions.ProxyConnectionError(
+                proxy_url=botocore.httpsession.mask_proxy_url(proxy or ""), error=e
+            ) from e
         except aiohttp.ClientConnectorError as e:
             raise botocore.exceptions.EndpointConnectionError(endpoint_url=url, error=e) from e
         except aiohttp.ConnectionTimeoutError as e:

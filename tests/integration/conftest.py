@@ -1,5 +1,5 @@
 """Fixtures shared by the integration modules (their helpers live in test_helper_support.py):
-``clean_cluster`` and ``mtls``."""
+``clean_cluster``, ``mtls`` and ``proxy``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import trustme
-from test_helper_support import MTLS_CLIENT_CN
+from test_helper_support import MTLS_CLIENT_CN, ForwardProxy
 
 
 @pytest.fixture
@@ -90,3 +90,11 @@ def mtls(tmp_path: Path) -> Iterator[tuple[MTLSServer, str, tuple[str, str]]]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+@pytest.fixture
+def proxy() -> Iterator[ForwardProxy]:
+    p = ForwardProxy()
+    yield p
+    p.shutdown()
+    p.server_close()

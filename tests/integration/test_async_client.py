@@ -11,7 +11,6 @@ import asyncio
 import os
 import secrets
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -329,94 +328,6 @@ def test_options_the_async_client_cannot_honour_are_refused(cluster: Any) -> Non
             asyncio.run(open_client(h, config=Config(**{name: None})))
         with pytest.raises(ConfigurationError, match=name):
             Helper(["127.0.0.1"], botocore_config=Config(**{name: None}))
-
-
-# -- environment proxies for nodes other than the seeds -----------------------------------------
-
-
-class _CountingListener:
-    """A TCP listener standing in for a proxy: counts and closes every connection."""
-
-    def __init__(self) -> None:
-        import socket
-
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.count = 0
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.count += 1
-            conn.close()
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-@pytest.fixture()
-def counting_proxy() -> Iterator[_CountingListener]:
-    listener = _CountingListener()
-    yield listener
-    listener.close()
-
-
-def test_environment_proxy_for_a_discovered_node_is_never_bypassed(
-    cluster: Any, counting_proxy: _CountingListener, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # HTTP_PROXY applies to every node but the seed (NO_PROXY names the seed only). Plain
-    # aiobotocore would send those nodes' calls through the proxy; the async client cannot
-    # (proxies are refused there), so it must refuse, never go direct silently.
-    seed = cluster.seeds[0]
-    others = [n.url.rstrip("/") for n in cluster.nodes if seed not in n.url]
-    with make_helper(cluster, seeds=[seed]) as h:
-        assert set(others) <= set(h.live_nodes())
-        cluster.clear_logs()
-        monkeypatch.setenv("HTTP_PROXY", counting_proxy.url)
-        monkeypatch.setenv("NO_PROXY", seed)
-
-        async def main() -> None:
-            async with h.new_async_dynamodb_client() as ddb:
-                for _ in range(4):
-                    await ddb.list_tables()
-
-        with pytest.raises(ConfigurationError, match="prox"):
-            asyncio.run(main())
-        counts = api_counts(cluster)
-        assert all(counts[url] == 0 for url in others), counts
-
-
-def test_environment_proxy_set_after_client_creation_is_never_bypassed(
-    cluster: Any, counting_proxy: _CountingListener, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The sync client looks the environment up per attempt (per node); for the async client a
-    # proxy that appears later must not be bypassed silently either: the attempt is refused
-    # (ConfigurationError), nothing is sent.
-    with make_helper(cluster) as h:
-        h.live_nodes()
-
-        async def main() -> None:
-            async with h.new_async_dynamodb_client() as ddb:
-                await ddb.list_tables()
-                cluster.clear_logs()
-                monkeypatch.setenv("HTTP_PROXY", counting_proxy.url)
-                monkeypatch.delenv("NO_PROXY", raising=False)
-                monkeypatch.delenv("no_proxy", raising=False)
-                await ddb.list_tables()
-
-        with pytest.raises(ConfigurationError, match="prox"):
-            asyncio.run(main())
-        assert sum(api_counts(cluster).values()) == 0
 
 
 @pytest.mark.parametrize("bad", ["key_log_symlink", "ca_file_garbage", "client_cert_garbage"])

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import socket
 import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +19,9 @@ import pytest
 from botocore.config import Config
 from test_helper_support import (
     MTLS_CLIENT_CN,
+    ForwardProxy,
     all_api_entries,
+    api_seen,
     cluster_credentials,
     header,
     make_helper,
@@ -109,111 +108,7 @@ def test_verify_refused_when_not_a_file(cluster: Any) -> None:
 # -- proxies --------------------------------------------------------------------------------------
 
 
-class _ProxyHandler(BaseHTTPRequestHandler):
-    """A forward proxy (absolute-form requests) and CONNECT tunnel on loopback."""
-
-    protocol_version = "HTTP/1.1"
-    server: _Proxy
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_CONNECT(self) -> None:
-        self.server.record("CONNECT", self.path, dict(self.headers))
-        host, port = self.path.rsplit(":", 1)
-        upstream = socket.create_connection((host, int(port)), timeout=10)
-        self.send_response(200, "Connection established")
-        self.end_headers()
-        sockets = [self.connection, upstream]
-        try:
-            while True:
-                readable, _, _ = select.select(sockets, [], [], 10)
-                if not readable:
-                    return
-                for s in readable:
-                    data = s.recv(65536)
-                    if not data:
-                        return
-                    (upstream if s is self.connection else self.connection).sendall(data)
-        finally:
-            upstream.close()
-            self.close_connection = True
-
-    def _forward(self) -> None:
-        self.server.record(self.command, self.path, dict(self.headers))
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(self.path)
-        upstream = socket.create_connection((parts.hostname, parts.port or 80), timeout=10)
-        try:
-            lines = [f"{self.command} {parts.path or '/'} HTTP/1.1"]
-            for k, v in self.headers.items():
-                if k.lower() not in ("proxy-authorization", "proxy-connection", "connection"):
-                    lines.append(f"{k}: {v}")
-            lines.append("Connection: close")
-            upstream.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
-            answer = b""
-            while chunk := upstream.recv(65536):
-                answer += chunk
-        finally:
-            upstream.close()
-        head, _, payload = answer.partition(b"\r\n\r\n")
-        status_line, *header_lines = head.decode("latin-1").split("\r\n")
-        self.send_response_only(int(status_line.split()[1]))
-        for line in header_lines:
-            k, _, v = line.partition(":")
-            if k.lower() not in ("connection", "content-length", "transfer-encoding"):
-                self.send_header(k, v.strip())
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    do_GET = do_POST = _forward
-
-
-class _Proxy(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _ProxyHandler)
-        self.lock = threading.Lock()
-        self.seen: list[tuple[str, str, dict[str, str]]] = []
-        self.connections = 0
-        threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True).start()
-
-    def get_request(self) -> Any:
-        request = super().get_request()
-        with self.lock:
-            self.connections += 1
-        return request
-
-    def record(self, method: str, target: str, headers: dict[str, str]) -> None:
-        with self.lock:
-            self.seen.append((method, target, headers))
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-@pytest.fixture
-def proxy() -> Iterator[_Proxy]:
-    p = _Proxy()
-    yield p
-    p.shutdown()
-    p.server_close()
-
-
-def _api_seen(proxy: _Proxy) -> list[tuple[str, str, dict[str, str]]]:
-    return [s for s in proxy.seen if not s[1].split("?")[0].endswith("/localnodes")]
-
-
-def test_proxies_forward_http(cluster: Any, proxy: _Proxy) -> None:
+def test_proxies_forward_http(cluster: Any, proxy: ForwardProxy) -> None:
     url = proxy.url.replace("http://", "http://user:pa%20ss@")
     config = Config(proxies={"http": url})
     plain = plain_client(cluster, config=config)
@@ -229,7 +124,7 @@ def test_proxies_forward_http(cluster: Any, proxy: _Proxy) -> None:
             client.get_item(TableName=TABLE, Key=KEY)
         got = [
             (m, t.startswith("http://"), "Proxy-Authorization" in hd)
-            for m, t, hd in _api_seen(proxy)
+            for m, t, hd in api_seen(proxy)
         ]
         assert got == expected
         # ... and the nodes did get the calls, round-robin, through the proxy
@@ -237,10 +132,10 @@ def test_proxies_forward_http(cluster: Any, proxy: _Proxy) -> None:
         # A client without the option goes direct, as in boto3.
         proxy.seen.clear()
         h.new_dynamodb_client().get_item(TableName=TABLE, Key=KEY)
-        assert _api_seen(proxy) == []
+        assert api_seen(proxy) == []
 
 
-def test_proxies_connect_tunnel_https(tls_cluster: Any, proxy: _Proxy) -> None:
+def test_proxies_connect_tunnel_https(tls_cluster: Any, proxy: ForwardProxy) -> None:
     config = Config(proxies={"https": proxy.url})
     plain = plain_client(tls_cluster, config=config, verify=tls_cluster.ca_file)
     plain.get_item(TableName=TABLE, Key=KEY)
@@ -253,12 +148,12 @@ def test_proxies_connect_tunnel_https(tls_cluster: Any, proxy: _Proxy) -> None:
         client = h.new_dynamodb_client()
         for _ in range(3):
             client.get_item(TableName=TABLE, Key=KEY)
-        tunnels = {t for m, t, _ in _api_seen(proxy) if m == "CONNECT"}
+        tunnels = {t for m, t, _ in api_seen(proxy) if m == "CONNECT"}
         assert len(tunnels) == 3  # one tunnel per node, kept alive
 
 
 def test_proxy_from_environment(
-    cluster: Any, proxy: _Proxy, monkeypatch: pytest.MonkeyPatch
+    cluster: Any, proxy: ForwardProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HTTP_PROXY", proxy.url)
     for name in ("NO_PROXY", "no_proxy", "http_proxy"):
@@ -268,7 +163,7 @@ def test_proxy_from_environment(
     proxy.seen.clear()
     with make_helper(cluster) as h:
         h.new_dynamodb_client().get_item(TableName=TABLE, Key=KEY)
-        assert len(_api_seen(proxy)) == plain_count == 1
+        assert len(api_seen(proxy)) == plain_count == 1
         h.update_live_nodes()  # discovery goes through the proxy too, absolute-form
         assert any(
             m == "GET" and t.startswith("http://") and "/localnodes" in t

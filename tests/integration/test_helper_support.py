@@ -10,12 +10,15 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import select
 import signal
+import socket
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from alternator_shm import Helper
@@ -318,3 +321,114 @@ def wait_children(pids: list[int], timeout: float) -> dict[int, int | None]:
         os.waitpid(pid, 0)
         codes[pid] = None
     return codes
+
+
+# -- a forward proxy on loopback ----------------------------------------------------------------
+
+
+class _ForwardProxyHandler(BaseHTTPRequestHandler):
+    """A forward proxy (absolute-form requests) and CONNECT tunnel on loopback."""
+
+    protocol_version = "HTTP/1.1"
+    server: ForwardProxy
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_CONNECT(self) -> None:
+        self.server.record("CONNECT", self.path, self.headers)
+        host, port = self.path.rsplit(":", 1)
+        upstream = socket.create_connection((host, int(port)), timeout=10)
+        self.send_response(200, "Connection established")
+        self.end_headers()
+        sockets = [self.connection, upstream]
+        try:
+            while True:
+                readable, _, _ = select.select(sockets, [], [], 10)
+                if not readable:
+                    return
+                for s in readable:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    (upstream if s is self.connection else self.connection).sendall(data)
+        finally:
+            upstream.close()
+            self.close_connection = True
+
+    def _forward(self) -> None:
+        self.server.record(self.command, self.path, self.headers)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.path)
+        upstream = socket.create_connection((parts.hostname, parts.port or 80), timeout=10)
+        try:
+            lines = [f"{self.command} {parts.path or '/'} HTTP/1.1"]
+            for k, v in self.headers.items():
+                if k.lower() not in ("proxy-authorization", "proxy-connection", "connection"):
+                    lines.append(f"{k}: {v}")
+            lines.append("Connection: close")
+            upstream.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+            answer = b""
+            while chunk := upstream.recv(65536):
+                answer += chunk
+        finally:
+            upstream.close()
+        head, _, payload = answer.partition(b"\r\n\r\n")
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        self.send_response_only(int(status_line.split()[1]))
+        for line in header_lines:
+            k, _, v = line.partition(":")
+            if k.lower() not in ("connection", "content-length", "transfer-encoding"):
+                self.send_header(k, v.strip())
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = _forward
+
+
+class ForwardProxy(ThreadingHTTPServer):
+    """A forward proxy on 127.0.0.1 (a port of its own) that records what it was asked:
+    ``seen`` holds (method, request target, headers); the ``proxy`` fixture (conftest.py)."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _ForwardProxyHandler)
+        self.lock = threading.Lock()
+        self.seen: list[tuple[str, str, dict[str, str]]] = []
+        #: how many Proxy-Authorization headers each request of ``seen`` carried
+        self.credentials: list[int] = []
+        self.connections = 0
+        threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True).start()
+
+    def get_request(self) -> Any:
+        request = super().get_request()
+        with self.lock:
+            self.connections += 1
+        return request
+
+    def clear(self) -> None:
+        with self.lock:
+            self.seen.clear()
+            self.credentials.clear()
+
+    def record(self, method: str, target: str, headers: Any) -> None:
+        with self.lock:
+            self.seen.append((method, target, dict(headers)))
+            self.credentials.append(len(headers.get_all("Proxy-Authorization") or []))
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+def api_seen(proxy: ForwardProxy) -> list[tuple[str, str, dict[str, str]]]:
+    """What ``proxy`` was asked, discovery's ``/localnodes`` left out."""
+    return [s for s in proxy.seen if not s[1].split("?")[0].endswith("/localnodes")]
