@@ -49,10 +49,7 @@ HEALTH_FAULTS = ("health_500", "health_hang")
 # several members, a coding nobody asked for (bzip2), and DynamoDB's x-amz-crc32 over the bytes
 # sent, right or wrong. Encodings apply whatever Accept-Encoding said; checksums come last.
 ANSWER_FAULTS = (
-    "answer_gzip_members",
-    "answer_unknown_encoding",
-    "answer_crc32",
-    "answer_bad_crc32",
+    "answer_gzip_members", "answer_unknown_encoding", "answer_crc32", "answer_bad_crc32",
 )
 FAULT_KINDS = frozenset(API_FAULTS + LOCALNODES_FAULTS + HEALTH_FAULTS + ANSWER_FAULTS)
 _HANG_KINDS = frozenset({"localnodes_hang", "health_hang"})
@@ -328,8 +325,8 @@ def _api_pipeline(
     if not isinstance(parsed, dict):
         raise ApiError(400, "ValidationException", "Request content must be an object")
     if operation in _keys.KEY_OPERATIONS:
-        # 6b. Alternator looks the table up, checks the key columns against its schema, then
-        #     the values; item by item in a batch.
+        # 6a. Alternator looks the table up, checks the key columns against its schema, then
+        #     the values; request by request in a batch.
         _check_keys(ctx, operation, parsed, body, fresh=False)
         bad_value = None
     else:

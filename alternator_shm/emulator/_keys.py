@@ -92,8 +92,8 @@ def key_value_error(value: Any, name: str, type_: str) -> ApiError | None:
 def key_error(key: Any, schema: KeySchema, *, exact: bool) -> ApiError | None:
     """The first problem with the key columns of ``key`` (an item, or a ``Key``); with
     ``exact`` (a ``Key``), members other than the key columns are refused too (check_key)."""
-    if not isinstance(key, dict):
-        return None  # not an object: Alternator's behaviour is not modelled; the backend answers
+    if not isinstance(key, dict) or not schema:
+        return None  # not an object, or no key schema known: the backend answers
     for name, type_ in schema:
         if name not in key:
             return _validation(f"Key column {name} not found")
@@ -193,8 +193,12 @@ class KeySchemas:
         return schema
 
     def forget(self, table: Any) -> None:
+        """Drop ``table``'s schema (every schema when the name is not a string)."""
         with self._lock:
-            self._schemas.pop(table, None) if isinstance(table, str) else self._schemas.clear()
+            if isinstance(table, str):
+                self._schemas.pop(table, None)
+            else:
+                self._schemas.clear()
 
 
 _CACHES: weakref.WeakKeyDictionary[Any, KeySchemas] = weakref.WeakKeyDictionary()
