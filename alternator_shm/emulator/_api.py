@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qs
 
-from alternator_shm.emulator import _sigv4
+from alternator_shm.emulator import _keys, _sigv4
 from alternator_shm.emulator._backends import Backend, to_alternator
 from alternator_shm.emulator._log import RequestLogEntry
 from alternator_shm.emulator._profiles import Profile
@@ -38,6 +38,7 @@ from alternator_shm.emulator._wire import (
     json_response,
     parse_request,
     payload_too_large,
+    plain_numbers,
     value_error,
 )
 
@@ -247,6 +248,8 @@ def _api(
         response = _api_pipeline(ctx, request, abort, outcome, target, operation)
     except ApiError as err:
         response = err.response()
+    except _Answer as answer:
+        response = answer.response
     if response is not None:
         _cors(request, response)
     return response
@@ -321,7 +324,13 @@ def _api_pipeline(
     parsed, body = parse_request(body)  # a repeated member name keeps its first value
     if not isinstance(parsed, dict):
         raise ApiError(400, "ValidationException", "Request content must be an object")
-    bad_value = value_error(operation, parsed, body)
+    if operation in _keys.KEY_OPERATIONS:
+        # 6a. Alternator looks the table up, checks the key columns against its schema, then
+        #     the values; request by request in a batch.
+        _check_keys(ctx, operation, parsed, body, fresh=False)
+        bad_value = None
+    else:
+        bad_value = value_error(operation, parsed, body)
     if bad_value is not None:
         # 6b. Alternator resolves the table before it reads values: a missing one wins.
         tables, error = bad_value
@@ -346,6 +355,12 @@ def _api_pipeline(
             raise
         except Exception as err:  # the backend is unreachable or broke
             raise ApiError(500, "InternalServerError", f"Internal server error: {err}") from None
+        if status != 200 and operation in _keys.KEY_OPERATIONS:
+            # The backend refused: if Alternator would have refused the keys first (with a
+            # schema read now, not a cached one), that is the answer.
+            _check_keys(ctx, operation, parsed, body, fresh=True)
+        elif operation in _keys.SCHEMA_CHANGES:
+            _keys.schemas_for(ctx.backend).forget(parsed.get("TableName"))
         response = to_alternator(status, data, parsed)
     if response.status == 200 and operation in EMPTY_BODY_OPERATIONS:
         response.body = b""
@@ -368,6 +383,50 @@ def _api_pipeline(
     if response.compressible:
         _answer_faults(ctx, response, plain)
     return response
+
+
+def _check_keys(
+    ctx: NodeContext, operation: str, request: dict[str, Any], raw: bytes, *, fresh: bool
+) -> None:
+    """Raise the first key or value error Alternator answers for a key operation (or send the
+    missing table's answer); with ``fresh``, read every key schema anew (DescribeTable)."""
+    schemas = _keys.schemas_for(ctx.backend)
+    walk = not plain_numbers(raw)
+
+    def describe(table: str) -> dict[str, Any]:
+        request = {"TableName": table}
+        body = json.dumps(request).encode()
+        try:
+            status, data = ctx.backend.call(
+                "DescribeTable", "DynamoDB_20120810.DescribeTable", body
+            )
+        except Exception as err:  # the backend is unreachable or broke
+            raise ApiError(500, "InternalServerError", f"Internal server error: {err}") from None
+        if status != 200:
+            raise _keys.MissingTable(to_alternator(status, data, request))
+        table_description = json.loads(data).get("Table")
+        return table_description if isinstance(table_description, dict) else {}
+
+    def lookup(table: str) -> _keys.KeySchema:
+        return (schemas.fresh if fresh else schemas.cached)(table, describe)
+
+    try:
+        error = _keys.first_error(operation, request, lookup, walk)
+        if error is not None and not fresh:
+            # Found with cached schemas: judge again with schemas read now.
+            error = _keys.first_error(
+                operation, request, lambda t: schemas.fresh(t, describe), walk
+            )
+    except _keys.MissingTable as missing:
+        raise _Answer(missing.answer) from None
+    if error is not None:
+        raise error
+
+
+class _Answer(Exception):  # carries a finished answer out
+    def __init__(self, response: Response) -> None:
+        super().__init__("answer")
+        self.response = response
 
 
 def _missing_table(ctx: NodeContext, table: str) -> Response | None:

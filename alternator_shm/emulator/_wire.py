@@ -12,7 +12,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from alternator_shm.emulator import _rjson
+from alternator_shm.emulator import _rjson, _updates
 
 JSON_CT = "application/x-amz-json-1.0"
 MAX_BODY = 16 * 1024 * 1024  # Alternator's request content length limit
@@ -328,7 +328,6 @@ _VALUE_MEMBERS = (
     "Key", "Item", "ExpressionAttributeValues", "ExclusiveStartKey", "AttributeUpdates",
     "Expected", "KeyConditions", "QueryFilter", "ScanFilter",
 )  # fmt: skip
-_STORED_MEMBERS = frozenset({"Key", "Item", "ExclusiveStartKey", "PutRequest", "DeleteRequest"})
 # An "N" member whose value is neither an object nor a number string that is surely valid and
 # in range (<= 37 digits, no exponent); only then is the request walked. An escape anywhere
 # ("\u004E") also makes the walk run.
@@ -358,7 +357,7 @@ def _magnitude_and_precision(s: str) -> tuple[int, int]:
     return magnitude, precision
 
 
-def _number_error(text: str, stored: bool) -> ApiError | None:
+def number_error(text: str, stored: bool) -> ApiError | None:
     """Alternator's ``parse_and_validate_number`` verdict on an ``"N"`` string (the range
     checks only where a value is stored: items and keys)."""
     if not _NUMBER.fullmatch(text):
@@ -387,16 +386,38 @@ def _number_error(text: str, stored: bool) -> ApiError | None:
     return ApiError(400, "ValidationException", message)
 
 
-def _first_value_error(operation: str, root: Any, stored: bool) -> ApiError | None:
-    """The first bad number value under ``root``, in document order."""
-    stack: list[tuple[Any, bool]] = [(root, stored)]
+# How walk_values reads a JSON value: request structure (member names tell items apart), an
+# item (attribute name -> value), a list of items, an item's attribute value (its own "N" is
+# stored), or user data (nested values, expression values: names mean nothing).
+_REQUEST, _ITEM, _ITEMS, _ATTRIBUTE, _DATA = range(5)
+_ITEM_MEMBERS = frozenset({"Key", "Item", "ExclusiveStartKey"})
+
+
+def walk_values(operation: str, root: Any, stored: bool, *, data: bool = False) -> ApiError | None:
+    """The first bad number value under ``root``, in document order: an item when ``stored``,
+    user data (an expression value...) when ``data``, else a part of a request.
+
+    Range checks apply to an item's top-level ``N`` attributes only (Key, Item,
+    ExclusiveStartKey wherever they sit, BatchGetItem's Keys): Alternator parses only those
+    (``serialize_item``); numbers nested in a map or list are stored as JSON text, so they
+    only get the syntax checks the front makes anyway (see the README).
+    """
+    start = _ITEM if stored else _DATA if data else _REQUEST
+    stack: list[tuple[Any, int]] = [(root, start)]
     while stack:
-        value, in_store = stack.pop()
+        value, mode = stack.pop()
+        if mode == _ITEM and isinstance(value, dict):
+            stack.extend((member, _ATTRIBUTE) for member in reversed(value.values()))
+            continue
+        if mode == _ITEMS and isinstance(value, list):
+            stack.extend((member, _ITEM) for member in reversed(value))
+            continue
+        inner = _DATA if mode in (_ATTRIBUTE, _DATA, _ITEM, _ITEMS) else _REQUEST
         if isinstance(value, dict):
             if len(value) == 1 and "N" in value:
                 number = value["N"]
                 if isinstance(number, str):
-                    error = _number_error(number, in_store)
+                    error = number_error(number, mode == _ATTRIBUTE)
                     if error is not None:
                         return error
                     continue
@@ -405,10 +426,62 @@ def _first_value_error(operation: str, root: Any, stored: bool) -> ApiError | No
                     message = f"{operation}: number value must be encoded as string '{shown}'"
                     return ApiError(400, "SerializationException", message)
             for key, member in reversed(value.items()):
-                if key not in _SKIPPED:
-                    stack.append((member, in_store or key in _STORED_MEMBERS))
+                if key in _SKIPPED and inner == _REQUEST:
+                    continue
+                if inner == _REQUEST and key in _ITEM_MEMBERS:
+                    stack.append((member, _ITEM))
+                elif inner == _REQUEST and key == "Keys":
+                    stack.append((member, _ITEMS))
+                else:
+                    stack.append((member, inner))
         elif isinstance(value, list):
-            stack.extend((member, in_store) for member in reversed(value))
+            stack.extend((member, inner) for member in reversed(value))
+    return None
+
+
+def plain_numbers(raw: bytes) -> bool:
+    """True when a cheap scan of the raw body proves every ``"N"`` a short plain number (or an
+    object), so no value walk is needed."""
+    return b"\\u" not in raw and not _UNUSUAL_N.search(raw)
+
+
+def first_value_error(operation: str, request: dict[str, Any]) -> ApiError | None:
+    """The first bad number value in the members of a one-table request Alternator reads.
+
+    An expression value the UpdateExpression stores, adds or subtracts is range-checked like
+    a stored one (:mod:`._updates`); other expression values only for their syntax.
+    """
+    for name in _VALUE_MEMBERS:
+        if name not in request:
+            continue
+        member = request[name]
+        update = request.get("UpdateExpression")
+        if name == "ExpressionAttributeValues" and isinstance(update, str):
+            if isinstance(member, dict):
+                error = _expression_values_error(operation, member, update)
+            else:
+                error = walk_values(operation, member, False, data=True)
+        else:
+            error = walk_values(
+                operation, member, name in _ITEM_MEMBERS, data=name not in _ITEM_MEMBERS
+            )
+        if error is not None:
+            return error
+    return None
+
+
+def _expression_values_error(
+    operation: str, values: dict[str, Any], update: str
+) -> ApiError | None:
+    evaluated = _updates.evaluated_numbers(update)
+    for name, value in values.items():
+        number = value.get("N") if isinstance(value, dict) and len(value) == 1 else None
+        if name in evaluated and isinstance(number, str):
+            error = number_error(number, True)
+        else:
+            error = walk_values(operation, value, False, data=True)
+        if error is not None:
+            return error
     return None
 
 
@@ -425,21 +498,19 @@ def value_error(
     the returned list before this error. An ``"N"`` whose value is an object is an attribute
     *named* N and is walked into; members Alternator does not read are not looked at.
     """
-    if b"\\u" not in raw and not _UNUSUAL_N.search(raw):
+    if plain_numbers(raw):
         return None  # the common case: every "N" is a short plain number (or an object)
     table = request.get("TableName")
     tables = [table] if isinstance(table, str) else []
-    for name in _VALUE_MEMBERS:
-        if name in request:
-            error = _first_value_error(operation, request[name], name in _STORED_MEMBERS)
-            if error is not None:
-                return tables, error
+    error = first_value_error(operation, request)
+    if error is not None:
+        return tables, error
     items = request.get("RequestItems")
     if isinstance(items, dict):  # BatchWriteItem / BatchGetItem: table by table
         seen: list[str] = []
         for name, part in items.items():
             seen.append(name)
-            error = _first_value_error(operation, part, operation == "BatchGetItem")
+            error = walk_values(operation, part, False)
             if error is not None:
                 return seen, error
     transact = request.get("TransactItems")
@@ -450,7 +521,7 @@ def value_error(
                 target = action.get("TableName") if isinstance(action, dict) else None
                 if isinstance(target, str):
                     seen.append(target)
-                error = _first_value_error(operation, action, False)
+                error = walk_values(operation, action, False)
                 if error is not None:
                     return seen, error
     return None

@@ -45,9 +45,9 @@ pytestmark = pytest.mark.usefixtures("clean_cluster")
 tls_cluster = module_cluster("tls_cluster", nodes=3, users=USERS, backend="null", https=True)
 
 
-def _ok(client: Any) -> bool:
+def _ok(client: Any, key: Any = KEY) -> bool:
     try:
-        client.get_item(TableName=TABLE, Key=KEY)
+        client.get_item(TableName=TABLE, Key=key)
         return True
     except botocore.exceptions.SSLError:
         return False
@@ -80,7 +80,7 @@ def test_verify(tls_cluster: Any, untrusted_env: Any, verify: str) -> None:
     assert expected is (verify != "default")
     with _tls_helper(tls_cluster) as h:
         assert _ok(h.new_dynamodb_client(**kwargs)) is expected
-        assert _ok(h.new_dynamodb_resource(**kwargs).meta.client) is expected
+        assert _ok(h.new_dynamodb_resource(**kwargs).meta.client, {"p": "k"}) is expected
 
 
 @pytest.mark.parametrize("source", ["AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "config-file"])

@@ -52,9 +52,9 @@ def no_env_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> pytest
     return monkeypatch
 
 
-def _calls(client: Any, count: int) -> None:
+def _calls(client: Any, count: int, key: Any = KEY) -> None:
     for _ in range(count):
-        client.get_item(TableName=TABLE, Key=KEY)
+        client.get_item(TableName=TABLE, Key=key)
 
 
 def _assert_authenticated(cluster: Any, expected: int) -> None:
@@ -86,7 +86,7 @@ def test_credentials_botocore_object(cluster: Any, no_env_credentials: Any) -> N
     key, secret = cluster_credentials(cluster)
     with make_helper(cluster, credentials=Credentials(key, secret)) as h:
         _calls(h.new_dynamodb_client(), 3)
-        _calls(h.new_dynamodb_resource().meta.client, 2)
+        _calls(h.new_dynamodb_resource().meta.client, 2, {"p": "k"})
     _assert_authenticated(cluster, 5)
     cluster.clear_logs()
     with (

@@ -137,7 +137,7 @@ def test_optimize_headers_resource_sends_no_user_agent(cluster: Any) -> None:
     cluster.clear_logs()
     with make_helper(cluster, optimize_headers=True) as h:
         h.new_dynamodb_client().get_item(TableName=TABLE, Key=KEY)
-        h.new_dynamodb_resource().meta.client.get_item(TableName=TABLE, Key=KEY)
+        h.new_dynamodb_resource().meta.client.get_item(TableName=TABLE, Key={"p": "k"})
     client_entry, resource_entry = (e for _, e in all_api_entries(cluster))
     assert header(client_entry, "User-Agent") is None
     assert header(resource_entry, "User-Agent") is None

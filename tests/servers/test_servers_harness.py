@@ -71,6 +71,22 @@ def test_batches_last_their_minimum_even_when_the_batches_run_out() -> None:
 
 
 def test_check_phase_refuses_a_window_too_short_for_a_rate() -> None:
-    short = Phase(Drive(ok=3, pids={1}), REFRESH, {"a": 1, "b": 1, "c": 1}, 0, 3)
+    short = Phase(Drive(ok=3, pids={1}), REFRESH, {"a": 1, "b": 1, "c": 1}, 0, 0, 3)
     with pytest.raises(AssertionError, match="too short to assert a poll rate"):
         check_phase(short)
+
+
+def _phase(polls: int, rounds: int, seconds: float = 2.0) -> Phase:
+    return Phase(Drive(ok=3, pids={1, 2}), seconds, {"a": 1, "b": 1, "c": 1}, polls, rounds, 3)
+
+
+def test_check_phase_takes_slow_answers_hedged_for_one_poller() -> None:
+    check_phase(_phase(polls=7, rounds=7))
+    check_phase(_phase(polls=13, rounds=7))  # a loaded CI run: hedges, one refresher
+
+
+def test_check_phase_refuses_a_poller_per_worker_or_a_second_refresher() -> None:
+    with pytest.raises(AssertionError, match="more than one poller"):
+        check_phase(_phase(polls=4 * 7, rounds=7))  # 4 workers polling on their own
+    with pytest.raises(AssertionError, match="refresh rounds"):
+        check_phase(_phase(polls=14, rounds=14))  # two refreshers writing the segment
