@@ -293,7 +293,12 @@ class AsyncTransport:
                 proxy_url=botocore.httpsession.mask_proxy_url(proxy or ""), error=e
             ) from e
         except aiohttp.ClientConnectorError as e:
-            raise botocore.exceptions.EndpointConnectionError(endpoint_url=url, error=e) from e
+            # aiobotocore's class; through a proxy, the name looked up (or the host connected
+            # to) was the proxy's
+            unreached = botocore.exceptions.EndpointConnectionError(endpoint_url=url, error=e)
+            if proxy is not None:
+                setattr(unreached, PROXY_HOP_FAILURE, True)
+            raise unreached from e
         except aiohttp.ConnectionTimeoutError as e:
             # aiobotocore's class; through a proxy, the TCP connect that timed out was the proxy's
             error = botocore.exceptions.ConnectTimeoutError(endpoint_url=url, error=e)

@@ -244,3 +244,30 @@ def test_a_proxy_that_times_out_does_not_mark_the_nodes_down(
                 _helper_calls(h, 1, config=config)
         per_node = h.stats().per_node
         assert {n: s.failures for n, s in per_node.items()} == {n: 0 for n in nodes}
+
+
+@pytest.mark.parametrize("proxied", [True, False])
+def test_a_proxy_name_that_does_not_resolve_is_the_proxy_hop(proxied: bool) -> None:
+    # Through a proxy, the client looks up and connects to the proxy only: aiohttp's DNS error
+    # (aiobotocore's EndpointConnectionError) is about the proxy and must not count against
+    # the node. No loopback name fails to resolve, so the session answers the error itself.
+    import aiohttp
+    import botocore.awsrequest
+
+    from alternator_shm.aio.transport import AsyncTransport
+    from alternator_shm.transport import PROXY_HOP_FAILURE, TransportOptions
+
+    options = TransportOptions(proxies=(("http", "http://proxy.invalid:3128"),) if proxied
+                               else ())
+    transport = AsyncTransport(options)
+
+    class _Session:
+        def request(self, *args: Any, **kwargs: Any) -> Any:
+            raise aiohttp.ClientConnectorDNSError(None, OSError(-2, "Name or service not known"))
+
+    transport._session = lambda: _Session()  # type: ignore[method-assign]
+    request = botocore.awsrequest.AWSRequest(method="POST", url="http://127.0.0.1:9/",
+                                             data=b"{}").prepare()
+    with pytest.raises(botocore.exceptions.EndpointConnectionError) as raised:
+        asyncio.run(transport.send(request, timeout=(1.0, 1.0)))
+    assert getattr(raised.value, PROXY_HOP_FAILURE, False) is proxied
