@@ -45,6 +45,14 @@ def test_demo_json_summary() -> None:
     assert phase["max_minus_min"] <= summary["workers"] + 2, phase
     # Calls were all answered, and no node saw fewer requests than calls minus retries.
     assert sum(per_node.values()) >= summary["calls"]
+    # The restarted node: when it got attempts again, counted from its own log.
+    restarted = summary["restarted_node"]
+    assert restarted["node"] in per_node
+    assert 0 <= restarted["attempts_since_restart"] <= per_node[restarted["node"]]
+    if restarted["back_after_s"] is not None:
+        assert restarted["back_after_s"] >= 0 and restarted["attempts_since_restart"] > 0
+    else:
+        assert restarted["attempts_since_restart"] == 0
 
 
 def test_demo_progress_lines_when_not_a_tty() -> None:

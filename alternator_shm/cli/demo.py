@@ -146,6 +146,10 @@ class _State:
     retries: int = 0
     balanced_phase: dict[str, int] = field(default_factory=dict)
     node_killed_at: float | None = None  # wall clock, as the node logs' times
+    restarted_node: str | None = None
+    node_restarted_at: float | None = None  # wall clock
+    back_after_s: float | None = None  # restart to the first attempt it received again
+    attempts_since_restart: int = 0
     processes: int = 0  # worker processes started, replacements included
     localnodes_polls: int = 0  # GET /localnodes the nodes received
     poll_window_s: float = 0.0  # from the first of those polls to the last
@@ -356,6 +360,13 @@ def _sample(st: _State, cluster: Cluster, workers: _Workers, final: bool = False
             # Counted from the logs by start time, once every answer is in: a snapshot taken
             # while traffic flows would also measure how long reading three logs takes.
             st.balanced_phase = _api_counts(cluster, before=st.node_killed_at)
+        restarted_at = st.node_restarted_at
+        if restarted_at is not None:
+            [node] = [n for n in cluster.nodes if n.url == st.restarted_node]
+            since = [e.time for e in node.log
+                     if e.operation in _API_OPERATIONS and e.time >= restarted_at]
+            st.attempts_since_restart = len(since)
+            st.back_after_s = min(since) - restarted_at if since else None
         return  # the workers have stopped: keep showing the last leader
     # The lock may still name a killed worker for a moment; show only a live one of ours.
     leader = _leader_pid(st.namespace)
@@ -396,6 +407,7 @@ def _run_traffic(st: _State, cluster: Cluster, workers: _Workers, display: _Disp
                 st.note(f"killed node {_short(victim.url)} ({victim.rack})")
             else:
                 victim.start()
+                st.restarted_node, st.node_restarted_at = victim.url, time.time()
                 st.note(f"restarted node {_short(victim.url)}")
         display.update(st)
         time.sleep(_SAMPLE_S)
@@ -471,6 +483,12 @@ def _summary(st: _State, backend: str) -> dict[str, Any]:
         "attempts_per_node": st.per_node,
         "racks": st.node_rack,
         "balanced_phase": {"attempts_per_node": st.balanced_phase, "max_minus_min": spread},
+        "restarted_node": {
+            "node": st.restarted_node,
+            "back_after_s": (round(st.back_after_s, 2) if st.back_after_s is not None
+                             else None),
+            "attempts_since_restart": st.attempts_since_restart,
+        },
         "events": [{"t": e.at, "event": e.what} for e in st.events],
     }
 
@@ -488,6 +506,15 @@ def _print_summary(summary: dict[str, Any], out: IO[str]) -> None:
         counts = phase["attempts_per_node"].values()
         split = ", ".join(f"n{i + 1} {c}" for i, c in enumerate(counts))
         lines.append(f"  before the node kill: {split} (max - min = {phase['max_minus_min']})")
+    restarted = summary["restarted_node"]
+    if restarted["node"] is not None:
+        back = restarted["back_after_s"]
+        text = (f"  restarted node {_short(restarted['node'])}: back in rotation {back:.1f} s "
+                f"after its restart, {plural(restarted['attempts_since_restart'], 'attempt')} "
+                "since" if back is not None else
+                f"  restarted node {_short(restarted['node'])}: not back in rotation before "
+                "the end")
+        lines.extend(textwrap.wrap(text, 80, subsequent_indent="    "))
     pids = ", ".join(map(str, summary["leader_pids"])) or "none"
     lines.append(f"  leader pids {pids}   leader changes {summary['leader_changes']}")
     lines.append(f"  calls {summary['calls']}   failed calls {summary['failed_calls']}   "
@@ -523,8 +550,8 @@ def run(args: argparse.Namespace) -> int:
                   "another node; n1..n3: the attempts each node received",
                   file=out, flush=True)
         _create_table(cluster)
-        workers = _Workers(_context(), _settings(cluster, namespace, args.refresh_interval),
-                           slots=args.workers + 1)
+        settings = _settings(cluster, namespace, args.refresh_interval)
+        workers = _Workers(_context(), settings, slots=args.workers + 1)
         st = _State(time.monotonic(), args.duration, namespace, args.workers,
                     refresh_interval=args.refresh_interval)
         st.node_rack = {n.url: n.rack for n in cluster.nodes}
