@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -93,3 +95,15 @@ def create_table(c: Any, name: str) -> None:
         AttributeDefinitions=[{"AttributeName": "p", "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
     )
+
+
+@contextlib.contextmanager
+def fresh_table(cluster: Cluster, name: str) -> Iterator[Any]:
+    """A client on the first node with table ``name`` (string hash key ``p``) for the block;
+    the table is dropped after."""
+    c = client(cluster, cluster.nodes[0])
+    create_table(c, name)
+    try:
+        yield c
+    finally:
+        c.delete_table(TableName=name)

@@ -5,7 +5,6 @@ Every test talks to the emulator alone, over plain HTTP (http.client / raw socke
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import http.client
 import json
@@ -17,7 +16,7 @@ from typing import Any
 
 import botocore.exceptions
 import pytest
-from _emulator_helpers import SECRET, USER, client, error_of, post, signed_headers
+from _emulator_helpers import SECRET, USER, client, error_of, fresh_table, post, signed_headers
 
 from alternator_shm.emulator import Cluster, Node
 
@@ -271,24 +270,8 @@ def test_plain_http_to_tls_port_gets_a_tls_alert() -> None:
 # ---------------------------------------------------------------- 7. error types
 
 
-@contextlib.contextmanager
-def _fresh_table(cluster: Cluster, name: str) -> Iterator[Any]:
-    """A client with table ``name`` (string hash key ``p``) for the block; dropped after."""
-    c = client(cluster, cluster.nodes[0])
-    c.create_table(
-        TableName=name,
-        KeySchema=[{"AttributeName": "p", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "p", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    try:
-        yield c
-    finally:
-        c.delete_table(TableName=name)
-
-
 def test_number_as_json_number_is_serialization_exception(shared: Cluster) -> None:
-    with _fresh_table(shared, "numtbl"):
+    with fresh_table(shared, "numtbl"):
         body = b'{"TableName":"numtbl","Item":{"p":{"S":"a"},"n":{"N":5}}}'
         resp, data = _raw(shared.nodes[0], "PutItem", body)
         assert resp.status == 400
@@ -304,7 +287,7 @@ def test_number_as_json_number_is_serialization_exception(shared: Cluster) -> No
 def test_a_repeated_member_name_keeps_its_first_value(shared: Cluster) -> None:
     """rapidjson's FindMember (what Alternator looks members up with) returns the first of
     repeated names; Python's json keeps the last."""
-    with _fresh_table(shared, "duptbl") as c:
+    with fresh_table(shared, "duptbl") as c:
         body = b'{"TableName":"duptbl","Item":{"p":{"S":"k"},"v":{"S":"first"},"v":{"S":"last"}}}'
         assert _raw(shared.nodes[0], "PutItem", body)[0].status == 200
         item = c.get_item(TableName="duptbl", Key={"p": {"S": "k"}})["Item"]

@@ -14,13 +14,11 @@ emulator range-checked no expression value (moto stored ``1e126``).
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from _emulator_helpers import client, error_of, post, signed_headers
+from _emulator_helpers import error_of, fresh_table, post, signed_headers
 
 from alternator_shm.emulator import Cluster
 
@@ -34,21 +32,6 @@ def _send(cluster: Cluster, operation: str, body: dict[str, Any]) -> tuple[int, 
     if resp.status == 200:
         return 200, "", resp.data.decode()
     return error_of(resp)
-
-
-@contextlib.contextmanager
-def _table(cluster: Cluster, name: str) -> Iterator[str]:
-    c = client(cluster, cluster.nodes[0])
-    c.create_table(
-        TableName=name,
-        KeySchema=[{"AttributeName": "p", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "p", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    try:
-        yield name
-    finally:
-        c.delete_table(TableName=name)
 
 
 def _update(table: str, expression: str, values: dict[str, Any], **more: Any) -> dict[str, Any]:
@@ -77,7 +60,8 @@ TOO_PRECISE = "1.234567890123456789012345678901234567891"
 
 
 def test_update_values_alternator_evaluates_are_range_checked(shared: Cluster) -> None:
-    with _table(shared, "exprrange") as t:
+    t = "exprrange"
+    with fresh_table(shared, t):
         cases: list[tuple[str, dict[str, Any], str]] = [
             ("SET v = :v", {":v": {"N": "1e126"}}, OVERFLOW),
             ("set v = :v, w = :w", {":v": {"N": "1"}, ":w": {"N": "-1e-131"}}, UNDERFLOW),
@@ -105,7 +89,8 @@ def test_values_alternator_does_not_evaluate_are_not_range_checked(
 ) -> None:
     if storage_backend != "moto":
         pytest.skip("DynamoDB Local range-checks every number itself (DynamoDB's rules)")
-    with _table(shared, "exprnorange") as t:
+    t = "exprnorange"
+    with fresh_table(shared, t):
         assert (
             _send(shared, "PutItem", {"TableName": t, "Item": {"p": {"S": "a"}, "m": {"M": {}}}})[0]
             == 200
@@ -140,7 +125,8 @@ def test_values_alternator_does_not_evaluate_are_not_range_checked(
 
 
 def _number_sets_are_stored(cluster: Cluster, table: str) -> None:
-    with _table(cluster, table) as t:
+    t = table
+    with fresh_table(cluster, t):
         for elements in (["dog"], ["1e126", "1"], [TOO_PRECISE], [" 1"]):
             item = {"p": {"S": "a"}, "s": {"NS": elements}}
             assert _send(cluster, "PutItem", {"TableName": t, "Item": item})[0] == 200, elements
