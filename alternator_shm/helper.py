@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import boto3
 import botocore
-import botocore.httpsession
 import botocore.session
 import botocore.utils
 from botocore.config import Config
@@ -49,7 +48,7 @@ from alternator_shm.fleet.schedule import DEFAULT as _SCHEDULE
 from alternator_shm.fleet.schedule import seconds
 from alternator_shm.hooks import HookOptions, register_hooks
 from alternator_shm.routing import Router
-from alternator_shm.transport import Transport, TransportOptions, environment_proxy_for
+from alternator_shm.transport import Transport, TransportOptions
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient, DynamoDBServiceResource
@@ -688,34 +687,6 @@ class Helper:
             response_compression=o.response_compression,
         )
 
-    def _refuse_async_proxies(self, options: TransportOptions) -> None:
-        """Refuse, when the async client is created, the proxies it cannot use as botocore
-        does (``ConfigurationError``): ``proxies_config`` and any https proxy that applies to a
-        seed or a known node (a node found later is checked at its first attempt)."""
-        from alternator_shm.aio.transport import refuse_unsupported_proxy  # needs aiohttp
-
-        if any(value not in (None, False) for _, value in options.proxies_config):
-            raise ConfigurationError(
-                "proxies_config (TLS to an https proxy) is not supported by "
-                "new_async_dynamodb_client; use new_dynamodb_client"
-            )
-        o = self._options
-        urls = [node_url(o.scheme, seed, o.port) for seed in o.seeds]
-        if self._fleet is not None:
-            urls.extend(self._fleet.nodes())
-        configured = (
-            botocore.httpsession.ProxyConfiguration(proxies=dict(options.proxies))
-            if options.proxies is not None
-            else None
-        )
-        for url in urls:
-            if configured is not None:
-                proxy = configured.proxy_url_for(url) or None
-            else:
-                proxy = environment_proxy_for(url)
-            if proxy is not None:
-                refuse_unsupported_proxy(proxy, url)
-
     def _router_bootstrap(self) -> str:
         o = self._options
         return node_url(o.scheme, o.seeds[0], o.port)
@@ -813,12 +784,15 @@ class Helper:
         async with get_session().create_client("dynamodb", **kwargs) as client:
             config = client.meta.config
             options = self._transport_options(config, user_config, client_kwargs.get("verify"))
-            self._refuse_async_proxies(options)
             with self._lock:
                 transport = self._async_transports.get(options)
                 if transport is None:
                     transport = self._async_transports[options] = AsyncTransport(options)
-            transport.prepare()  # a bad CA bundle, client cert or key log is refused now
+            # A bad CA bundle, client cert or key log, and a proxy this client cannot use for a
+            # seed or a known node, are refused now (a node found later: at its first attempt).
+            o = self._options
+            transport.prepare([node_url(o.scheme, seed, o.port) for seed in o.seeds]
+                              + list(fleet.nodes()))
             register_async_hooks(
                 client.meta.events,
                 router=self._router,

@@ -32,6 +32,7 @@ import asyncio
 import logging
 import socket
 import ssl
+from collections.abc import Iterable
 from typing import Any
 
 import aiohttp
@@ -54,7 +55,7 @@ from alternator_shm.transport import (
     _ssl_context,
 )
 
-__all__ = ["AsyncTransport", "refuse_unsupported_proxy"]
+__all__ = ["AsyncTransport"]
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def _socket_factory(options: list[tuple[int, int, int | bytes]]) -> Any:
     return factory
 
 
-def refuse_unsupported_proxy(proxy_url: str, node_url: str) -> None:
+def _refuse_unsupported_proxy(proxy_url: str, node_url: str) -> None:
     """Raise ``ConfigurationError`` unless ``proxy_url`` is an ``http://`` proxy (see above)."""
     if parse_url(proxy_url).scheme != "http":
         masked = botocore.httpsession.mask_proxy_url(proxy_url)
@@ -136,7 +137,7 @@ class AsyncTransport:
         self._proxies = botocore.httpsession.ProxyConfiguration(
             proxies=dict(options.proxies) if options.proxies is not None else None
         )
-        # proxy URLs already checked by refuse_unsupported_proxy
+        # proxy URLs already checked by _refuse_unsupported_proxy
         self._proxy_routes: set[str] = set()
 
     # -- sessions ------------------------------------------------------------------------------
@@ -162,10 +163,19 @@ class AsyncTransport:
                 log.warning("TLS server certificate verification is disabled")
         return self._ssl
 
-    def prepare(self) -> None:
-        """Build the TLS context now, so a bad CA bundle, client certificate or key log is
-        refused (``ConfigurationError``) when the client is created, as for the sync client."""
+    def prepare(self, urls: Iterable[str] = ()) -> None:
+        """Refuse now (``ConfigurationError``), when the client is created, what would fail
+        its calls: a bad CA bundle, client certificate or key log (as for the sync client),
+        ``proxies_config``, and a proxy this client cannot use for any of ``urls`` (the nodes
+        known now; a node found later is checked at its first attempt)."""
         self._check_pid()
+        if any(value not in (None, False) for _, value in self.options.proxies_config):
+            raise ConfigurationError(
+                "proxies_config (TLS to an https proxy) is not supported by "
+                "new_async_dynamodb_client; use new_dynamodb_client"
+            )
+        for url in urls:
+            self._proxy(url)
         self._ssl_context()
 
     def _session(self) -> aiohttp.ClientSession:
@@ -239,7 +249,7 @@ class AsyncTransport:
         if proxy is None:
             return None
         if proxy not in self._proxy_routes:
-            refuse_unsupported_proxy(proxy, url)
+            _refuse_unsupported_proxy(proxy, url)
             self._proxy_routes.add(proxy)
         return proxy
 
