@@ -246,6 +246,42 @@ def test_c_level_fork_child_sees_a_wiped_mark(make_fleet, ns) -> None:
     assert out.returncode == 0 and out.stdout.split() == ["ok"], out.stderr
 
 
+def _pids() -> list[int]:
+    return [_forkmark.getpid(), os.getpid()]
+
+
+def test_getpid_is_the_process_id_in_every_process() -> None:
+    assert _forkmark.getpid() == os.getpid()
+    # os.fork (Python's at-fork hooks run), a child of that child, and a thread of a child
+    cached, real = Child(_pids).result(timeout=30)
+    assert cached == real != os.getpid()
+    (cached, real), (g_cached, g_real) = Child(
+        lambda: [_pids(), Child(_pids).result(timeout=30)]
+    ).result(timeout=30)
+    assert cached == real and g_cached == g_real != real
+
+    def from_a_thread() -> list[int]:
+        seen: list[list[int]] = []
+        t = threading.Thread(target=lambda: seen.append(_pids()))
+        t.start()
+        t.join()
+        return seen[0] + _pids()
+
+    a, b, c, d = Child(from_a_thread).result(timeout=30)
+    assert a == b == c == d != os.getpid()
+    assert _forkmark.getpid() == os.getpid()  # the parent's cache is untouched
+
+
+@pytest.mark.skipif(not _forkmark.pid_cached, reason="_pidcache not built or no MADV_WIPEONFORK")
+def test_getpid_after_a_fork_from_c_without_python_hooks() -> None:
+    # uWSGI forks from C: no at-fork hook of ours runs. PyDLL keeps the GIL across the call.
+    libc_fork = ctypes.PyDLL(None).fork
+    libc_fork.restype = ctypes.c_int
+    assert _forkmark.getpid() == os.getpid()  # cached in the parent
+    cached, real = Child(_pids, fork=libc_fork).result(timeout=30)
+    assert cached == real != os.getpid()
+
+
 def test_fork_mark_token_is_per_process() -> None:
     token = _forkmark.token()
     assert token and _forkmark.token() == token and _forkmark.current() == token

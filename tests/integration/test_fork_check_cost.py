@@ -3,18 +3,16 @@
 Every layer of an attempt asks "am I still the process that built this?" (fleet, fail-soft,
 load, transport, locks): seven ``os.getpid()`` system calls per attempt. With the ``_pidcache``
 extension and a kernel-wiped fork mark, ``_forkmark.getpid`` answers from memory and asks the
-kernel again only in a new process, however it was forked.
+kernel again only in a new process, however it was forked (tested with the fork mark in
+``tests/fleet/test_fleet_pick_path.py``).
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
-import os
 import subprocess
 import sys
 import textwrap
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,59 +31,6 @@ needs_cache = pytest.mark.skipif(not _forkmark.pid_cached,
 def cluster() -> Iterator[Any]:
     with Cluster(nodes=3, users={"pid-key": "pid-secret"}, backend="null") as c:
         yield c
-
-
-def _in_child(fork: Any, body: Any) -> Any:
-    """``body()`` run in a child made by ``fork()``; its JSON-able result."""
-    r, w = os.pipe()
-    pid = fork()
-    if pid == 0:
-        try:
-            os.write(w, json.dumps(body()).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    try:
-        with os.fdopen(r, "rb") as f:
-            data = f.read()
-    finally:
-        os.waitpid(pid, 0)
-    return json.loads(data)
-
-
-def _pids() -> list[int]:
-    return [_forkmark.getpid(), os.getpid()]
-
-
-def test_getpid_is_the_process_id_in_every_process() -> None:
-    assert _forkmark.getpid() == os.getpid()
-    # os.fork (Python's at-fork hooks run), a child of that child, and a thread of a child
-    cached, real = _in_child(os.fork, _pids)
-    assert cached == real != os.getpid()
-    (cached, real), (g_cached, g_real) = _in_child(os.fork, lambda: [_pids(),
-                                                                     _in_child(os.fork, _pids)])
-    assert cached == real and g_cached == g_real != real
-
-    def from_a_thread() -> list[int]:
-        seen: list[list[int]] = []
-        t = threading.Thread(target=lambda: seen.append(_pids()))
-        t.start()
-        t.join()
-        return seen[0] + _pids()
-
-    a, b, c, d = _in_child(os.fork, from_a_thread)
-    assert a == b == c == d != os.getpid()
-    assert _forkmark.getpid() == os.getpid()  # the parent's cache is untouched
-
-
-@needs_cache
-def test_a_fork_from_c_without_python_hooks_is_seen() -> None:
-    # uWSGI forks from C: no at-fork hook of ours runs. PyDLL keeps the GIL across the call.
-    libc_fork = ctypes.PyDLL(None).fork
-    libc_fork.restype = ctypes.c_int
-    assert _forkmark.getpid() == os.getpid()  # cached in the parent
-    cached, real = _in_child(libc_fork, _pids)
-    assert cached == real != os.getpid()
 
 
 _COUNTING = textwrap.dedent(
