@@ -138,7 +138,7 @@ class AsyncTransport:
             proxies=dict(options.proxies) if options.proxies is not None else None
         )
         # proxy URLs already checked by _refuse_unsupported_proxy
-        self._proxy_routes: set[str] = set()
+        self._checked_proxies: set[str] = set()
 
     # -- sessions ------------------------------------------------------------------------------
 
@@ -248,9 +248,9 @@ class AsyncTransport:
             proxy = self._proxies.proxy_url_for(url) or None
         if proxy is None:
             return None
-        if proxy not in self._proxy_routes:
+        if proxy not in self._checked_proxies:
             _refuse_unsupported_proxy(proxy, url)
-            self._proxy_routes.add(proxy)
+            self._checked_proxies.add(proxy)
         return proxy
 
     async def send(

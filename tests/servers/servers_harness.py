@@ -204,6 +204,7 @@ def run_phase(fx: FleetEnv, drive: Callable[[], Drive]) -> Phase:
     """Clear the node logs, run ``drive``, and collect what the nodes and the segment saw."""
     before = fleet_stats(fx.namespace)
     picks_before = before.picks if before is not None else 0
+    rounds_before = before.refresh_attempts if before is not None else 0
     fx.cluster.clear_logs()
     started = time.monotonic()
     wall_started = time.time()
@@ -211,7 +212,7 @@ def run_phase(fx: FleetEnv, drive: Callable[[], Drive]) -> Phase:
     seconds = time.monotonic() - started
     wall_ended = time.time()
     ended = fleet_stats(fx.namespace)
-    assert before is not None and ended is not None
+    assert ended is not None, f"namespace {fx.namespace} vanished from /dev/shm"
     # A node logs a request when it has answered it: give the last entries a moment.
     wait_for(
         lambda: sum(api_counts(fx.cluster).values()) >= result.ok,
@@ -226,7 +227,7 @@ def run_phase(fx: FleetEnv, drive: Callable[[], Drive]) -> Phase:
         api_counts(fx.cluster),
         # the polls of the drive's own window: the wait for the logs above is not in `seconds`
         localnodes_polls(fx.cluster, wall_started, wall_ended),
-        ended.refresh_attempts - before.refresh_attempts,
+        ended.refresh_attempts - rounds_before,
         after.picks - picks_before,
     )
 
